@@ -1,0 +1,70 @@
+.PHONY: install style quality test test-slow test-all data init-model sft evaluate self-improve bench clean
+
+# Every target sets itself up: a virtual environment in $(VENV) with torch==2.13.0 installed first
+# (a plain `torch` pulls a multi-GB CUDA build), then this package with its dev extras.
+VENV ?= .venv
+PYTHON ?= python3
+PY := $(VENV)/bin/python
+ACCELERATE := $(VENV)/bin/accelerate
+CHECK_DIRS := src recipes tests bench metrics
+
+export HF_HUB_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+export PYTHONUNBUFFERED := 1
+
+# Default CPU study (override on the command line, e.g. `make sft CONFIG=recipes/Llama-3.2-1B/sft/config_backtrack.yaml`).
+SCALE ?= countdown-tiny
+ACCELERATE_CONFIG ?= accelerate_configs/cpu.yaml
+CONFIG ?= recipes/$(SCALE)/self_improve/config_default.yaml
+ROUNDS ?=
+
+$(VENV)/.installed: setup.cfg setup.py pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install torch==2.13.0
+	$(PY) -m pip install -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+style: install
+	$(VENV)/bin/ruff format $(CHECK_DIRS)
+	$(VENV)/bin/ruff check --fix $(CHECK_DIRS)
+
+quality: install
+	$(VENV)/bin/ruff check $(CHECK_DIRS)
+	$(VENV)/bin/ruff format --check $(CHECK_DIRS)
+
+# Fast, offline tests (pytest exits 5 when nothing ran, which fails the target).
+test: install
+	$(PY) -m pytest -m "not slow" -n 2 tests
+
+# Multi-process launches and end-to-end runs.
+test-slow: install
+	$(PY) -m pytest -m slow tests
+
+test-all: test test-slow
+
+data: install
+	$(PY) recipes/build_dataset.py --config recipes/$(SCALE)/data/config_backtrack.yaml
+	$(PY) recipes/build_dataset.py --config recipes/$(SCALE)/data/config_optimal.yaml
+
+init-model: install
+	$(PY) recipes/init_model.py --config recipes/$(SCALE)/init_model.yaml
+
+sft: install
+	$(ACCELERATE) launch --config_file $(ACCELERATE_CONFIG) recipes/sft.py --config $(CONFIG)
+
+evaluate: install
+	$(ACCELERATE) launch --config_file $(ACCELERATE_CONFIG) recipes/evaluate_decoders.py --config $(CONFIG)
+
+# The whole default CPU job: data, tiny model, baseline + backtrack SFT, evaluation, self-improvement, report.
+self-improve: install
+	$(PY) recipes/self_improve.py --config $(CONFIG) $(if $(ROUNDS),--rounds $(ROUNDS),) \
+		--accelerate_config $(ACCELERATE_CONFIG)
+
+bench: install
+	$(PY) bench/run_all.py
+
+clean:
+	rm -rf data models outputs results
