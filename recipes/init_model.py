@@ -1,0 +1,23 @@
+"""Create the initial model and tokenizer (random tiny Llama + task tokenizer, or a pretrained LM + <backtrack>).
+
+Usage:
+
+    python recipes/init_model.py --config recipes/countdown-tiny/init_model.yaml
+    python recipes/init_model.py --config recipes/countdown-tiny/init_model.yaml --hidden_size 256 --overwrite
+    python recipes/init_model.py --tokenizer meta-llama/Llama-3.2-1B --model_name_or_path meta-llama/Llama-3.2-1B \\
+        --output_dir models/Llama-3.2-1B-backtrack
+"""
+
+from trl import TrlParser
+
+from backtrack_trl.modeling import InitModelArguments, init_model
+
+
+def main():
+    parser = TrlParser((InitModelArguments,))
+    (args,) = parser.parse_args_and_config()
+    init_model(args)
+
+
+if __name__ == "__main__":
+    main()
