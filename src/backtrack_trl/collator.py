@@ -1,0 +1,295 @@
+"""Backtrack-masking data collator for TRL's ``SFTTrainer``.
+
+The Self-Backtracking loss trains the correct prefix, ``<backtrack>`` and EOS of a backtrack example but NOT its
+wrong step, so the model learns to notice a bad step without learning to make one. The prompt and the padding are
+never trained. Rows follow the dataset contract (``prompt``, ``completion``, ``kind``, ``prefix``, ``wrong_step``)::
+
+    prompt      "###Question: numbers [2, 39, 45, 10]->target 62\\n###Response:\\n"      -> masked (-100)
+    prefix      "45-39=6\\n"                                                            -> trained
+    wrong_step  "39+6=45\\n"                  -> masked (trained with mask_wrong_step=False)
+    <backtrack> </s>                                                                  -> trained
+
+Usage:
+
+```python
+from transformers import AutoTokenizer
+from trl import SFTConfig, SFTTrainer
+
+from backtrack_trl.collator import BacktrackMaskingCollator, build_example
+
+tokenizer = AutoTokenizer.from_pretrained("models/countdown-tiny/init")
+row = {
+    "prompt": "###Question: numbers [2, 39, 45, 10]->target 62\\n###Response:\\n",
+    "completion": "45-39=6\\n39+6=45\\n<backtrack>",
+    "kind": "backtrack",
+    "prefix": "45-39=6\\n",
+    "wrong_step": "39+6=45\\n",
+}
+example = build_example(row, tokenizer)  # {"input_ids": [...], "labels": [...]} (-100 = no loss)
+collator = BacktrackMaskingCollator(tokenizer, max_length=128)
+batch = collator([row, row])  # input_ids, attention_mask, labels (LongTensors)
+# In SFTTrainer (recipes/sft.py does this for you): raw columns must reach the collator.
+args = SFTConfig("out", remove_unused_columns=False, dataset_kwargs={"skip_prepare_dataset": True})
+```
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from .task import BACKTRACK_TOKEN
+
+
+logger = logging.getLogger(__name__)
+
+IGNORE_INDEX = -100
+REQUIRED_COLUMNS = ("prompt", "completion", "kind", "prefix", "wrong_step")
+ROW_KINDS = ("optimal", "backtrack")
+
+
+def check_columns(column_names: Iterable[str], where: str = "dataset") -> None:
+    """Raise a ValueError naming the contract columns missing from ``column_names`` (and the fix)."""
+    present = set(column_names)
+    missing = [name for name in REQUIRED_COLUMNS if name not in present]
+    if missing:
+        raise ValueError(
+            f"The {where} lacks the column(s) {missing} needed by BacktrackMaskingCollator (it has {sorted(present)}). "
+            f"Rows need {list(REQUIRED_COLUMNS)}: build the data with `python recipes/build_dataset.py` (see the "
+            "dataset row contract in the README). If the columns exist but vanish before the collator, set "
+            "`remove_unused_columns=False` and `dataset_kwargs={'skip_prepare_dataset': True}` in SFTConfig."
+        )
+
+
+def check_tokenizer(tokenizer: PreTrainedTokenizerBase, needs_backtrack: bool = True) -> int | None:
+    """Check the tokenizer has EOS, pad and (when ``needs_backtrack``) a one-token ``<backtrack>``; return its id."""
+    name = getattr(tokenizer, "name_or_path", "") or "<in memory>"
+    if tokenizer.eos_token_id is None:
+        raise ValueError(
+            f"The tokenizer {name!r} has no EOS token: the collator appends EOS so the model learns where answers "
+            "end. Set one, e.g. `tokenizer.eos_token = '</s>'` (or `eos_token:` in the SFT recipe)."
+        )
+    if tokenizer.pad_token_id is None:
+        raise ValueError(
+            f"The tokenizer {name!r} has no pad token. Set one (e.g. `pad_token: <|finetune_right_pad_id|>` in the "
+            "SFT recipe for Llama-3.x), or call backtrack_trl.tokenization.add_backtrack_token(tokenizer, model), "
+            "which also adds a pad token."
+        )
+    if not needs_backtrack:
+        return None
+    backtrack_id = tokenizer.convert_tokens_to_ids(BACKTRACK_TOKEN)
+    encoded = tokenizer(BACKTRACK_TOKEN, add_special_tokens=False)["input_ids"]
+    if backtrack_id is None or backtrack_id == tokenizer.unk_token_id or list(encoded) != [backtrack_id]:
+        raise ValueError(
+            f"The tokenizer {name!r} does not encode {BACKTRACK_TOKEN} as one token (it gives {list(encoded)}) but "
+            "the data has backtrack rows. Call backtrack_trl.tokenization.add_backtrack_token(tokenizer, model) "
+            "(recipes/sft.py does it for you) before training."
+        )
+    return backtrack_id
+
+
+def special_token_layout(tokenizer: PreTrainedTokenizerBase) -> tuple[list[int], list[int]]:
+    """Ids that ``tokenizer(text)`` puts before and after the text (e.g. ``([bos], [])`` for Llama, ``([], [])``).
+
+    Found by encoding a probe with and without special tokens, so tokenizers with and without BOS both work.
+    """
+    probe = "1"
+    plain = list(tokenizer(probe, add_special_tokens=False)["input_ids"])
+    full = list(tokenizer(probe, add_special_tokens=True)["input_ids"])
+    for start in range(len(full) - len(plain) + 1):
+        if full[start : start + len(plain)] == plain:
+            return full[:start], full[start + len(plain) :]
+    raise ValueError(f"Cannot locate the text ids {plain} inside the special-token encoding {full} of {probe!r}.")
+
+
+def _check_row(row: Mapping[str, Any]) -> str:
+    """Validate the row invariants; return the text that follows prefix + wrong_step ('<backtrack>' or '')."""
+    kind, completion, prefix, wrong_step = row["kind"], row["completion"], row["prefix"], row["wrong_step"]
+    where = f"row with prompt {row['prompt']!r}"
+    if kind not in ROW_KINDS:
+        raise ValueError(f"The {where} has kind={kind!r}; expected one of {ROW_KINDS}.")
+    if kind == "backtrack":
+        if not wrong_step:
+            raise ValueError(
+                f"The backtrack {where} has an empty wrong_step: a backtrack row needs the wrong line (with its "
+                "newline) so it can be masked. Rebuild the data with recipes/build_dataset.py."
+            )
+        if not wrong_step.endswith("\n"):
+            raise ValueError(f"The {where} has wrong_step={wrong_step!r}: it must be a whole line ending in '\\n'.")
+        if completion != prefix + wrong_step + BACKTRACK_TOKEN:
+            raise ValueError(
+                f"The backtrack {where} breaks the invariant completion == prefix + wrong_step + {BACKTRACK_TOKEN!r}: "
+                f"completion={completion!r}, prefix={prefix!r}, wrong_step={wrong_step!r}."
+            )
+        return BACKTRACK_TOKEN
+    if wrong_step:
+        raise ValueError(f"The optimal {where} has wrong_step={wrong_step!r}; optimal rows need wrong_step=''.")
+    if completion != prefix:
+        raise ValueError(
+            f"The optimal {where} breaks the invariant completion == prefix: completion={completion!r}, "
+            f"prefix={prefix!r}."
+        )
+    return ""
+
+
+def build_examples(
+    rows: Sequence[Mapping[str, Any]],
+    tokenizer: PreTrainedTokenizerBase,
+    max_length: int | None = None,
+    mask_wrong_step: bool = True,
+    layout: tuple[list[int], list[int]] | None = None,
+) -> list[dict[str, list[int]]]:
+    """Tokenize contract rows into ``{"input_ids", "labels"}`` lists (unpadded; -100 = no loss).
+
+    Layout: ``[specials before text] + prompt + prefix + wrong_step + tail + [eos]`` where tail is ``<backtrack>`` for
+    backtrack rows and empty for optimal ones; specials the tokenizer appends after a text (if any) are dropped since
+    EOS closes the sequence.
+
+    Why per-segment tokenization: each of prompt / prefix / wrong_step / tail is encoded on its own and the ids are
+    concatenated. A tokenizer whose merges cross a segment edge (a BPE merging "6\\n" with the next digit) can then
+    never produce a token that is half prompt or half wrong step, so every label is exactly right by construction
+    (no offset arithmetic, no re-tokenized string prefixes). It also matches inference: the decoder encodes the
+    prompt alone with ``tokenizer(prompt)`` and the model continues from there, and a rollback drops the wrong
+    line at a line boundary, which is where the wrong step segment starts. The price is that the ids can differ
+    from ``tokenizer(prompt + completion)`` at the edges, which is the point.
+
+    ``max_length`` truncates from the end (ids and labels together). All segments of the batch are encoded in one
+    call of the (fast) tokenizer.
+    """
+    if not rows:
+        return []
+    check_columns(rows[0].keys(), where="batch")
+    tails = [_check_row(row) for row in rows]
+    backtrack_id = check_tokenizer(tokenizer, needs_backtrack=any(tails))
+    prefix_specials, _ = layout if layout is not None else special_token_layout(tokenizer)
+    n = len(rows)
+    texts = (
+        [row["prompt"] for row in rows]
+        + [row["prefix"] for row in rows]
+        + [row["wrong_step"] for row in rows]
+        + [row["completion"][len(row["prefix"]) + len(row["wrong_step"]) :] for row in rows]
+    )
+    encoded = tokenizer(texts, add_special_tokens=False, return_attention_mask=False, return_token_type_ids=False)
+    ids = encoded["input_ids"]
+    eos = [tokenizer.eos_token_id]
+    examples = []
+    for i in range(n):
+        prompt_ids = prefix_specials + list(ids[i])
+        prefix_ids, wrong_ids, tail_ids = list(ids[n + i]), list(ids[2 * n + i]), list(ids[3 * n + i])
+        if tails[i] and tail_ids != [backtrack_id]:
+            raise ValueError(f"{BACKTRACK_TOKEN} was encoded as {tail_ids}, expected [{backtrack_id}].")
+        wrong_labels = [IGNORE_INDEX] * len(wrong_ids) if mask_wrong_step else wrong_ids
+        input_ids = prompt_ids + prefix_ids + wrong_ids + tail_ids + eos
+        labels = [IGNORE_INDEX] * len(prompt_ids) + prefix_ids + wrong_labels + tail_ids + eos
+        if max_length is not None:
+            input_ids, labels = input_ids[:max_length], labels[:max_length]
+        examples.append({"input_ids": input_ids, "labels": labels})
+    return examples
+
+
+def build_example(
+    row: Mapping[str, Any],
+    tokenizer: PreTrainedTokenizerBase,
+    max_length: int | None = None,
+    mask_wrong_step: bool = True,
+) -> dict[str, list[int]]:
+    """Tokenize one contract row into ``{"input_ids", "labels"}`` (see :func:`build_examples`)."""
+    return build_examples([row], tokenizer, max_length=max_length, mask_wrong_step=mask_wrong_step)[0]
+
+
+@dataclass
+class BacktrackMaskingCollator:
+    """Collate raw contract rows into padded ``input_ids``, ``attention_mask`` and ``labels`` for SFTTrainer.
+
+    Args:
+        tokenizer: a (fast) tokenizer with EOS, pad and, when the data has backtrack rows, ``<backtrack>``.
+        max_length: truncate each example to this many tokens (ids and labels together); None keeps everything.
+        mask_wrong_step: mask the wrong step of backtrack rows (the paper's loss). False trains it too.
+        pad_to_multiple_of: round the padded length up to a multiple of this.
+        padding_side: "right" or "left"; None takes ``tokenizer.padding_side``. With left padding the batch also
+            carries ``position_ids`` counting from the first real token, so both sides give the same loss.
+        on_untrained: what to do with an example left with no trained token (e.g. truncated inside the prompt):
+            "warn" (counted in ``num_untrained`` and logged) or "raise".
+
+    The counters ``num_examples``, ``num_truncated`` and ``num_untrained`` accumulate over calls (per process).
+    """
+
+    tokenizer: PreTrainedTokenizerBase
+    max_length: int | None = None
+    mask_wrong_step: bool = True
+    pad_to_multiple_of: int | None = None
+    padding_side: str | None = None
+    on_untrained: str = "warn"
+    num_examples: int = field(default=0, init=False)
+    num_truncated: int = field(default=0, init=False)
+    num_untrained: int = field(default=0, init=False)
+
+    def __post_init__(self):
+        if self.padding_side is None:
+            self.padding_side = getattr(self.tokenizer, "padding_side", "right") or "right"
+        if self.padding_side not in ("left", "right"):
+            raise ValueError(f"padding_side={self.padding_side!r}; expected 'left' or 'right'.")
+        if self.on_untrained not in ("warn", "raise"):
+            raise ValueError(f"on_untrained={self.on_untrained!r}; expected 'warn' or 'raise'.")
+        if self.max_length is not None and self.max_length < 1:
+            raise ValueError(f"max_length={self.max_length} must be a positive number of tokens (or None).")
+        check_tokenizer(self.tokenizer, needs_backtrack=False)
+        self._layout = special_token_layout(self.tokenizer)
+
+    def __call__(self, rows: list[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+        full = build_examples(rows, self.tokenizer, mask_wrong_step=self.mask_wrong_step, layout=self._layout)
+        examples = []
+        for example in full:
+            if self.max_length is not None and len(example["input_ids"]) > self.max_length:
+                self.num_truncated += 1
+                if self.num_truncated == 1:
+                    logger.warning(
+                        "An example has %d tokens and was truncated to max_length=%d (its end, EOS included, is not "
+                        "trained); raise max_length if this happens often (counter: collator.num_truncated).",
+                        len(example["input_ids"]),
+                        self.max_length,
+                    )
+                example = {key: value[: self.max_length] for key, value in example.items()}
+            examples.append(example)
+        self.num_examples += len(examples)
+
+        untrained = sum(all(label == IGNORE_INDEX for label in ex["labels"]) for ex in examples)
+        if untrained:
+            self.num_untrained += untrained
+            message = (
+                f"{untrained} of {len(examples)} examples in this batch have no trained token (max_length="
+                f"{self.max_length} cuts them inside the prompt); {self.num_untrained} of {self.num_examples} so far. "
+                "Raise max_length."
+            )
+            if self.on_untrained == "raise":
+                raise ValueError(message)
+            logger.warning(message)
+        return self.pad(examples)
+
+    def pad(self, examples: list[dict[str, list[int]]]) -> dict[str, torch.Tensor]:
+        """Pad ``{"input_ids", "labels"}`` lists into tensors (pad id / -100 / attention 0 on padding)."""
+        lengths = [len(ex["input_ids"]) for ex in examples]
+        width = max(lengths)
+        if self.pad_to_multiple_of:
+            width = -(-width // self.pad_to_multiple_of) * self.pad_to_multiple_of
+        batch = len(examples)
+        input_ids = torch.full((batch, width), self.tokenizer.pad_token_id, dtype=torch.long)
+        labels = torch.full((batch, width), IGNORE_INDEX, dtype=torch.long)
+        attention_mask = torch.zeros((batch, width), dtype=torch.long)
+        left = self.padding_side == "left"
+        for i, (example, length) in enumerate(zip(examples, lengths)):
+            span = slice(width - length, width) if left else slice(0, length)
+            input_ids[i, span] = torch.tensor(example["input_ids"], dtype=torch.long)
+            labels[i, span] = torch.tensor(example["labels"], dtype=torch.long)
+            attention_mask[i, span] = 1
+        out = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+        if left:
+            # Positions count from each row's first real token, as with right padding (matters for models with
+            # absolute positions; with RoPE it keeps the numerics identical).
+            out["position_ids"] = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+        return out
