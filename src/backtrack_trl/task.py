@@ -37,8 +37,12 @@ TARGET_SEPARATOR = "->target "
 RESPONSE_HEADER = "###Response:\n"
 OPS = ("+", "-", "*", "/")
 
-_PROMPT_RE = re.compile(r"^###Question: numbers \[(?P<numbers>[0-9, ]*)\]->target (?P<target>\d+)\n###Response:\n$")
-_STEP_RE = re.compile(r"^(?P<a>\d+)(?P<op>[+\-*/])(?P<b>\d+)=(?P<result>-?\d+)$")
+# Patterns are used with fullmatch: `$` would also accept a trailing newline. [0-9] rather than \d, which also matches
+# non-ASCII digits that int() would silently accept.
+_PROMPT_RE = re.compile(
+    r"###Question: numbers \[(?P<numbers>(?:[0-9]+(?:, [0-9]+)*)?)\]->target (?P<target>[0-9]+)\n###Response:\n"
+)
+_STEP_RE = re.compile(r"(?P<a>[0-9]+)(?P<op>[+\-*/])(?P<b>[0-9]+)=(?P<result>-?[0-9]+)")
 
 
 @dataclass(frozen=True)
@@ -110,20 +114,20 @@ def format_backtrack_response(prefix: list[Step], wrong_step: Step) -> str:
 
 def parse_prompt(text: str) -> Problem:
     """Parse a prompt built by :func:`format_prompt` back into a :class:`Problem`."""
-    match = _PROMPT_RE.match(text)
+    match = _PROMPT_RE.fullmatch(text)
     if match is None:
         raise ValueError(
             f"Prompt {text!r} is not in the Countdown format; expected e.g. "
             f"{format_prompt(Problem((2, 39, 45, 10), 62))!r} (build it with backtrack_trl.task.format_prompt)."
         )
-    raw = match.group("numbers").strip()
-    numbers = tuple(int(x) for x in raw.split(",")) if raw else ()
+    raw = match.group("numbers")
+    numbers = tuple(int(x) for x in raw.split(", ")) if raw else ()
     return Problem(numbers, int(match.group("target")))
 
 
 def parse_step(line: str) -> Step | None:
     """Parse one ``a<op>b=c`` line (no surrounding text); None if the line is not exactly a step."""
-    match = _STEP_RE.match(line)
+    match = _STEP_RE.fullmatch(line)
     if match is None:
         return None
     return Step(int(match.group("a")), match.group("op"), int(match.group("b")), int(match.group("result")))
