@@ -95,7 +95,8 @@ def _show(values: Counter) -> list[int]:
 
 def check_strict(problem: Problem, response: str) -> Verdict:
     """Strict check (see the module docstring for the rules and the precedence of the reasons)."""
-    lines = clean_response(response).split("\n")
+    text = clean_response(response)
+    lines = text.split("\n") if text else []  # an empty answer simply stops: not_reached_target
     pool = Counter(problem.numbers)
     last_result = None
     for index, line in enumerate(lines):
