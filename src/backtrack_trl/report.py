@@ -1,0 +1,237 @@
+"""Human-readable results of a study: the paper's Table 1 shape, the per-round table and PNG plots.
+
+Inputs are plain dicts so that any evaluation run can be reported:
+
+- ``decoder_results``: ``{(model, decoder): {split: {"strict": acc, "official": acc, "oracle": acc, ...}}}`` with
+  ``model`` in {"optimal", "backtrack"} and accuracies in percent;
+- ``round_rows``: one dict per self-improvement round (see :func:`rounds_table`).
+
+Usage:
+
+```python
+from backtrack_trl.report import table1_markdown
+
+results = {("optimal", "greedy"): {"test_seen": {"strict": 40.0, "official": 41.0},
+                                   "test_new": {"strict": 30.0, "official": 31.0}}}
+print(table1_markdown(results))
+```
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from .study_state import atomic_write_text
+
+
+# The paper's Table 1 (Llama-3.2-1B, official checker, 5,000 problems per split): (seen, new).
+PAPER_1B = {
+    ("optimal", "greedy"): (28.60, 28.92),
+    ("optimal", "beam_16"): (31.68, 31.90),
+    ("backtrack", "greedy"): (28.92, 27.06),
+    ("backtrack", "beam_16"): (36.10, 34.30),
+    ("backtrack", "sbt_b0_n8"): (66.66, 67.40),
+    ("backtrack", "sbt_b0_n32"): (70.66, 72.14),
+    ("backtrack", "sbt_b1_n8"): (67.60, 68.02),
+    ("backtrack", "sbt_b1_n32"): (73.54, 73.78),
+}
+PAPER_ROUNDS_1B = {"seen": (28.9, 73.7, 77.0, 79.2), "new": (27.1, 74.1, 78.5, 80.0)}
+
+METHOD_LABELS = {
+    ("optimal", "greedy"): "SFT on optimal paths + greedy",
+    ("optimal", "beam_16"): "SFT on optimal paths + beam search (16)",
+    ("optimal", "bon_8"): "SFT on optimal paths + best-of-8 (likelihood)",
+    ("optimal", "bon_32"): "SFT on optimal paths + best-of-32 (likelihood)",
+    ("backtrack", "greedy"): "Backtrack SFT + greedy",
+    ("backtrack", "beam_16"): "Backtrack SFT + beam search (16)",
+    ("backtrack", "sbt_b0_n8"): "Self-backtracking b=0, N=8",
+    ("backtrack", "sbt_b0_n32"): "Self-backtracking b=0, N=32",
+    ("backtrack", "sbt_b1_n8"): "Self-backtracking b=1, N=8",
+    ("backtrack", "sbt_b1_n32"): "Self-backtracking b=1, N=32",
+}
+
+SPLITS = ("test_seen", "test_new")
+
+
+def _fmt(value: Any, digits: int = 1) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _label(key: tuple[str, str]) -> str:
+    if key in METHOD_LABELS:
+        return METHOD_LABELS[key]
+    model, decoder = key
+    return f"{'Backtrack SFT' if model == 'backtrack' else 'SFT on optimal paths'} + {decoder}"
+
+
+def table1_markdown(decoder_results: dict[tuple[str, str], dict[str, dict[str, float]]]) -> str:
+    """Table 1 in the paper's shape: one row per method, strict and official accuracy on both test splits."""
+    header = (
+        "| Method | Seen strict | New strict | Seen official | New official | Seen oracle | New oracle "
+        "| Paper 1B seen / new (official) |\n|---|---|---|---|---|---|---|---|\n"
+    )
+    order = list(METHOD_LABELS) + sorted(k for k in decoder_results if k not in METHOD_LABELS)
+    lines = []
+    for key in order:
+        if key not in decoder_results:
+            continue
+        res = decoder_results[key]
+        cells = [_fmt(res.get(s, {}).get(c)) for c in ("strict", "official") for s in SPLITS]
+        oracle = [_fmt(res.get(s, {}).get("oracle")) for s in SPLITS]
+        paper = PAPER_1B.get(key)
+        paper_cell = f"{paper[0]:.2f} / {paper[1]:.2f}" if paper else "-"
+        lines.append(f"| {_label(key)} | " + " | ".join(cells + oracle) + f" | {paper_cell} |")
+    return header + "\n".join(lines) + "\n"
+
+
+def rounds_table(round_rows: list[dict[str, Any]]) -> str:
+    """Per-round table: round, pool size, kept paths, search and greedy accuracy (strict) on both test splits."""
+    header = (
+        "| Round | Model | Pool problems | Kept paths | Pool search acc. | Greedy seen | Greedy new "
+        "| Search seen | Search new | Paper 1B greedy seen / new |\n|---|---|---|---|---|---|---|---|---|---|\n"
+    )
+    lines = []
+    for row in round_rows:
+        k = row["round"]
+        paper = (
+            f"{PAPER_ROUNDS_1B['seen'][k]:.1f} / {PAPER_ROUNDS_1B['new'][k]:.1f}"
+            if k < len(PAPER_ROUNDS_1B["seen"])
+            else "-"
+        )
+        lines.append(
+            f"| {k} | {row.get('model', '-')} | {_fmt(row.get('pool_problems'))} | {_fmt(row.get('kept'))} "
+            f"| {_fmt(row.get('pool_search_accuracy'))} | {_fmt(row.get('greedy_seen'))} | {_fmt(row.get('greedy_new'))} "
+            f"| {_fmt(row.get('search_seen'))} | {_fmt(row.get('search_new'))} | {paper} |"
+        )
+    return header + "\n".join(lines) + "\n"
+
+
+def parse_markdown_table(text: str) -> list[dict[str, str]]:
+    """Parse the first markdown table in ``text`` into rows keyed by header (used by tests and tooling)."""
+    rows = [line.strip() for line in text.splitlines() if line.strip().startswith("|")]
+    if len(rows) < 2:
+        raise ValueError("no markdown table found")
+    header = [c.strip() for c in rows[0].strip("|").split("|")]
+    out = []
+    for line in rows[2:]:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) != len(header):
+            raise ValueError(f"row {line!r} has {len(cells)} cells, header has {len(header)}")
+        out.append(dict(zip(header, cells)))
+    return out
+
+
+def plot_accuracy_vs_n(decoder_results: dict[tuple[str, str], dict[str, dict[str, float]]], path: str | Path) -> None:
+    """Accuracy (strict) against the number of samples N for b=0, b=1, best-of-N and greedy, one panel per split."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    for ax, split in zip(axes, SPLITS):
+        series = {
+            "self-backtracking b=0": ("backtrack", "sbt_b0_n"),
+            "self-backtracking b=1": ("backtrack", "sbt_b1_n"),
+            "optimal SFT best-of-N": ("optimal", "bon_"),
+        }
+        for label, (model, prefix) in series.items():
+            points = sorted(
+                (int(dec[len(prefix) :]), res[split]["strict"])
+                for (m, dec), res in decoder_results.items()
+                if m == model and dec.startswith(prefix) and dec[len(prefix) :].isdigit() and split in res
+            )
+            if points:
+                ax.plot(*zip(*points), marker="o", label=label)
+        for model, style in (("optimal", "--"), ("backtrack", ":")):
+            res = decoder_results.get((model, "greedy"), {}).get(split)
+            if res:
+                ax.axhline(res["strict"], linestyle=style, color="gray", label=f"{model} SFT greedy")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("N (samples per expansion)")
+        ax.set_title(f"{split} (strict checker)")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("accuracy %")
+    axes[1].legend(fontsize=8)
+    fig.tight_layout()
+    _save_figure(fig, path)
+
+
+def plot_rounds(round_rows: list[dict[str, Any]], path: str | Path) -> None:
+    """Greedy and search accuracy (strict) per self-improvement round."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    rounds = [r["round"] for r in round_rows]
+    for key, label, style in (
+        ("greedy_seen", "greedy, seen targets", "-o"),
+        ("greedy_new", "greedy, new targets", "-s"),
+        ("search_seen", "search, seen targets", "--o"),
+        ("search_new", "search, new targets", "--s"),
+    ):
+        values = [r.get(key) for r in round_rows]
+        if any(v is not None for v in values):
+            ax.plot(rounds, values, style, label=label)
+    ax.set_xlabel("self-improvement round")
+    ax.set_ylabel("accuracy % (strict)")
+    ax.set_xticks(rounds)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    _save_figure(fig, path)
+
+
+def _save_figure(fig, path: str | Path) -> None:
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def write_report(
+    folder: str | Path,
+    decoder_results: dict[tuple[str, str], dict[str, dict[str, float]]],
+    round_rows: list[dict[str, Any]],
+    stage_seconds: dict[str, float],
+    settings_md: str = "",
+) -> Path:
+    """Write ``report.md`` (tables + timings) and the two PNG plots into ``folder``; returns the report path."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    plot_accuracy_vs_n(decoder_results, folder / "accuracy_vs_n.png")
+    if round_rows:
+        plot_rounds(round_rows, folder / "rounds.png")
+    total = sum(stage_seconds.values())
+    timings = "| Stage | Wall time (s) |\n|---|---|\n" + "".join(
+        f"| {name} | {sec:.0f} |\n" for name, sec in stage_seconds.items()
+    )
+    timings += f"| **total** | **{total:.0f}** |\n"
+    text = (
+        "# Self-backtracking study report\n\n"
+        + (settings_md + "\n\n" if settings_md else "")
+        + "## Table 1 (accuracy %, strict and official checkers)\n\n"
+        + "Paper column: Llama-3.2-1B, official checker, 5,000 problems per split, a different scale.\n\n"
+        + table1_markdown(decoder_results)
+        + "\n![accuracy vs N](accuracy_vs_n.png)\n\n"
+        + "## Self-improvement rounds (accuracy %, strict checker)\n\n"
+        + (rounds_table(round_rows) if round_rows else "No rounds run.\n")
+        + ("\n![rounds](rounds.png)\n" if round_rows else "")
+        + "\n## Wall time per stage\n\n"
+        + timings
+    )
+    report = folder / "report.md"
+    atomic_write_text(report, text)
+    return report
