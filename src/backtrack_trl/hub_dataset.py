@@ -1,0 +1,235 @@
+"""Write a ``DatasetDict`` to a local folder in exactly the layout ``push_to_hub`` creates, and upload it later.
+
+Layout (the default config; a named config ``round_1`` uses ``round_1/`` instead of ``data/``)::
+
+    <folder>/README.md                                  dataset card: YAML front matter with `configs:` + markdown
+    <folder>/data/train-00000-of-00001.parquet
+    <folder>/data/test_seen-00000-of-00001.parquet
+
+``datasets.load_dataset(folder)`` (or ``load_dataset(folder, "round_1")``) loads it offline, and
+``push_hub_dataset(folder, repo_id)`` or ``hf upload <repo_id> <folder> --repo-type dataset`` publishes the same
+files. Every write is atomic: the new folder is assembled in a temporary sibling, then renamed into place.
+
+Usage:
+
+```python
+import tempfile
+
+from datasets import Dataset, DatasetDict, load_dataset
+
+from backtrack_trl.hub_dataset import write_hub_dataset
+
+folder = tempfile.mkdtemp() + "/toy"
+splits = DatasetDict({"train": Dataset.from_dict({"x": [1, 2, 3]}), "test": Dataset.from_dict({"x": [4]})})
+write_hub_dataset(splits, folder, card="A toy dataset.")
+write_hub_dataset(DatasetDict({"train": Dataset.from_dict({"x": [5]})}), folder, config_name="round_1")
+assert load_dataset(folder)["train"]["x"] == [1, 2, 3]
+assert load_dataset(folder, "round_1")["train"]["x"] == [5]
+```
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+import yaml
+from datasets import DatasetDict
+from datasets.info import DatasetInfo, DatasetInfosDict
+from datasets.splits import SplitDict, SplitInfo
+from datasets.utils.metadata import MetadataConfigs
+from datasets.utils.py_utils import convert_file_size_to_int
+from huggingface_hub import DatasetCard, DatasetCardData
+
+from .atomic_io import atomic_directory
+
+
+CARD_FILENAME = "README.md"
+_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
+_SECTION_RE = r"<!-- config:{name} -->\n.*?<!-- /config:{name} -->\n"
+
+
+class HubPushError(RuntimeError):
+    """Raised by :func:`push_hub_dataset` when the upload fails; the local folder is complete and untouched."""
+
+
+def config_data_dir(config_name: str) -> str:
+    """Folder of a config's parquet shards, as ``push_to_hub`` names it (``data`` for the default config)."""
+    return "data" if config_name == "default" else config_name
+
+
+def read_card(folder: str | os.PathLike) -> DatasetCard | None:
+    """The dataset card of ``folder`` (None if there is no README.md)."""
+    path = Path(folder) / CARD_FILENAME
+    return DatasetCard(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def dataset_configs(folder: str | os.PathLike) -> list[str]:
+    """Names of the configs listed in the YAML front matter of ``folder``'s README.md ([] if none)."""
+    card = read_card(folder)
+    return list(MetadataConfigs.from_dataset_card_data(card.data)) if card is not None else []
+
+
+def render_card_body(config_name: str, card: str | dict | None, dataset_dict: DatasetDict) -> str:
+    """Markdown for one config: ``card`` verbatim if it is a string; a settings table if it is a dict."""
+    if isinstance(card, str):
+        body = card.strip()
+    else:
+        lines = [f"Splits: {', '.join(f'`{split}` ({len(ds):,} rows)' for split, ds in dataset_dict.items())}."]
+        if card:
+            lines += ["", "| setting | value |", "|---|---|"]
+            lines += [f"| `{key}` | `{value}` |" for key, value in card.items()]
+        body = "\n".join(lines)
+    title = "" if config_name == "default" else f"## Config `{config_name}`\n\n"
+    return f"<!-- config:{config_name} -->\n{title}{body}\n<!-- /config:{config_name} -->\n"
+
+
+def _merge_body(old_body: str, config_name: str, section: str) -> str:
+    """Replace the config's marked section in ``old_body`` or append it."""
+    pattern = re.compile(_SECTION_RE.format(name=re.escape(config_name)), re.DOTALL)
+    if pattern.search(old_body):
+        return pattern.sub(lambda _: section, old_body)
+    return (old_body.rstrip("\n") + "\n\n" + section) if old_body.strip() else section
+
+
+def _write_shards(dataset_dict: DatasetDict, data_dir: Path, max_shard_size: int) -> list[SplitInfo]:
+    """``<split>-<i>-of-<n>.parquet`` shards, with ``n`` chosen from the size like ``push_to_hub`` does."""
+    data_dir.mkdir(parents=True)
+    splits_info = []
+    for split, dataset in dataset_dict.items():
+        num_bytes = dataset._estimate_nbytes()
+        num_shards = int(num_bytes / max_shard_size) + 1
+        for index in range(num_shards):
+            shard = dataset.shard(num_shards=num_shards, index=index, contiguous=True)
+            shard.to_parquet(str(data_dir / f"{split}-{index:05d}-of-{num_shards:05d}.parquet"))
+        splits_info.append(SplitInfo(name=split, num_bytes=num_bytes, num_examples=len(dataset)))
+    return splits_info
+
+
+def write_hub_dataset(
+    dataset_dict: DatasetDict,
+    folder: str | os.PathLike,
+    card: str | dict | None = None,
+    overwrite: bool = False,
+    max_shard_size: int | str = "500MB",
+    config_name: str = "default",
+) -> Path:
+    """Write ``dataset_dict`` as config ``config_name`` of the Hub-layout dataset folder ``folder``; return the path.
+
+    - ``card``: markdown describing this config (a string, written verbatim), or a dict of settings rendered as a
+      table; the YAML front matter (``configs`` and ``dataset_info``) is generated.
+    - A new folder is created with this one config. An existing dataset folder gets the config added (other configs
+      are kept: e.g. ``round_1``, ``round_2`` of a self-improvement loop); a config that is already there, or an
+      existing folder that is not a dataset folder, is replaced only with ``overwrite=True``.
+    - The whole folder is rebuilt in a temporary sibling and renamed into place, so readers never see a partial
+      write and an exception leaves the previous state.
+    """
+    if not isinstance(dataset_dict, DatasetDict) or len(dataset_dict) == 0:
+        raise ValueError(f"write_hub_dataset needs a non-empty DatasetDict, got {type(dataset_dict).__name__}.")
+    if config_name == "data" or not _NAME_RE.match(config_name):
+        raise ValueError(f"Invalid config_name {config_name!r}: use letters, digits, '_', '-', '.', and not 'data'.")
+    for split in dataset_dict:
+        if not re.match(r"^\w+$", split):
+            raise ValueError(f"Invalid split name {split!r}: use letters, digits and '_' (a Hub split name).")
+    folder = Path(folder)
+    existing_configs = dataset_configs(folder) if folder.is_dir() else []
+    merge = bool(existing_configs)
+    if folder.exists() and not merge and not overwrite:
+        raise FileExistsError(
+            f"The dataset folder {str(folder)!r} already exists and is not a dataset folder with a README.md "
+            f"`configs:` section. Pass --overwrite (overwrite=True) to replace it, or choose another output_dir."
+        )
+    if config_name in existing_configs and not overwrite:
+        raise FileExistsError(
+            f"The dataset folder {str(folder)!r} already holds the config {config_name!r}. Pass --overwrite "
+            f"(overwrite=True) to replace it, or choose another output_dir / config_name."
+        )
+    data_dir_name = config_data_dir(config_name)
+    with atomic_directory(folder, overwrite=True, what="dataset folder") as tmp:
+        old_card = None
+        if merge:
+            old_card = read_card(folder)
+            # Keep every other config's files; this config's shard folder is rewritten from scratch.
+            for entry in folder.iterdir():
+                if entry.name in (CARD_FILENAME, data_dir_name):
+                    continue
+                copy = shutil.copytree if entry.is_dir() else shutil.copy2
+                copy(entry, tmp / entry.name)
+        splits_info = _write_shards(dataset_dict, tmp / data_dir_name, convert_file_size_to_int(max_shard_size))
+
+        card_data = DatasetCardData(**old_card.data.to_dict()) if old_card is not None else DatasetCardData()
+        features = next(iter(dataset_dict.values())).features
+        info = DatasetInfo(config_name=config_name, features=features, splits=SplitDict())
+        info.dataset_size = 0
+        for split_info in splits_info:
+            info.splits.add(split_info)
+            info.dataset_size += split_info.num_bytes
+        DatasetInfosDict({config_name: info}).to_dataset_card_data(card_data)
+        data_files = [{"split": split, "path": f"{data_dir_name}/{split}-*"} for split in dataset_dict]
+        MetadataConfigs({config_name: {"data_files": data_files}}).to_dataset_card_data(card_data)
+        body = _merge_body(
+            old_card.text if old_card is not None else "",
+            config_name,
+            render_card_body(config_name, card, dataset_dict),
+        )
+        front_matter = yaml.safe_dump(card_data.to_dict(), sort_keys=False, allow_unicode=True)
+        (tmp / CARD_FILENAME).write_text(f"---\n{front_matter}---\n\n{body.lstrip()}", encoding="utf-8")
+    return folder
+
+
+def push_hub_dataset(
+    folder: str | os.PathLike,
+    repo_id: str,
+    private: bool = False,
+    config_name: str | None = None,
+    token: str | None = None,
+    commit_message: str | None = None,
+) -> str:
+    """Upload a folder written by :func:`write_hub_dataset` to the dataset repo ``repo_id``; return the commit URL.
+
+    With ``config_name``, only README.md and that config's shard folder are uploaded (other configs already on the
+    Hub are kept); otherwise the whole folder. Stale shards of the uploaded configs are deleted on the Hub. Any
+    failure (offline, unreachable Hub, missing permissions) raises one :class:`HubPushError` that says the local
+    copy is complete and how to upload it later.
+    """
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+
+    folder = Path(folder)
+    configs = dataset_configs(folder) if folder.is_dir() else []
+    if not configs:
+        raise ValueError(f"{str(folder)!r} is not a dataset folder written by write_hub_dataset (no README configs).")
+    if config_name is not None and config_name not in configs:
+        raise ValueError(f"{str(folder)!r} has no config {config_name!r}; it has {configs}.")
+    uploaded = [config_name] if config_name is not None else configs
+    data_dirs = [config_data_dir(name) for name in uploaded]
+    later = f"upload it later with `hf upload {repo_id} {folder} --repo-type dataset`"
+    try:
+        api = HfApi(token=token)
+        api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+        commit = api.upload_folder(
+            repo_id=repo_id,
+            folder_path=folder,
+            repo_type="dataset",
+            allow_patterns=[CARD_FILENAME] + [f"{data_dir}/*" for data_dir in data_dirs],
+            delete_patterns=[f"{data_dir}/*" for data_dir in data_dirs],
+            commit_message=commit_message or f"Upload {', '.join(uploaded)} with backtrack-trl",
+        )
+    except OfflineModeIsEnabled as error:
+        raise HubPushError(
+            f"Dataset saved at {folder}; push to {repo_id!r} failed because offline mode is on (HF_HUB_OFFLINE=1): "
+            f"rerun with network access and HF_HUB_OFFLINE=0, or {later}."
+        ) from error
+    except HfHubHTTPError as error:
+        raise HubPushError(
+            f"Dataset saved at {folder}; push to {repo_id!r} was refused by the Hub ({error}). Check that you are "
+            f"logged in (`hf auth login`) with write access to {repo_id!r}, then rerun or {later}."
+        ) from error
+    except Exception as error:  # network failures surface as various transport errors
+        raise HubPushError(
+            f"Dataset saved at {folder}; push to {repo_id!r} failed because the Hub is unreachable "
+            f"({type(error).__name__}: {error}): rerun with network access, or {later}."
+        ) from error
+    return str(commit.commit_url if hasattr(commit, "commit_url") else commit)
