@@ -30,6 +30,7 @@ assert load_dataset(folder, "round_1")["train"]["x"] == [5]
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -92,6 +93,17 @@ def _merge_body(old_body: str, config_name: str, section: str) -> str:
     if pattern.search(old_body):
         return pattern.sub(lambda _: section, old_body)
     return (old_body.rstrip("\n") + "\n\n" + section) if old_body.strip() else section
+
+
+def content_fingerprint(data_dir: Path) -> str:
+    """sha256 (16 hex digits) of the shard files of one config: names and bytes."""
+    digest = hashlib.sha256()
+    for path in sorted(data_dir.iterdir()):
+        digest.update(path.name.encode() + b"\0")
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:16]
 
 
 def _write_shards(dataset_dict: DatasetDict, data_dir: Path, max_shard_size: int) -> list[SplitInfo]:
@@ -168,7 +180,14 @@ def write_hub_dataset(
             info.dataset_size += split_info.num_bytes
         DatasetInfosDict({config_name: info}).to_dataset_card_data(card_data)
         data_files = [{"split": split, "path": f"{data_dir_name}/{split}-*"} for split in dataset_dict]
-        MetadataConfigs({config_name: {"data_files": data_files}}).to_dataset_card_data(card_data)
+        # datasets 5.2 caches a local folder under its base name and a hash of the card's YAML only (not the file
+        # contents or path): two folders with the same name and equal sizes, or a folder rewritten with same-sized
+        # data, would load the stale cached copy. A content fingerprint in the config's `description` (a standard
+        # BuilderConfig field, hashed into the cache key) makes every distinct content a distinct cache entry.
+        description = f"backtrack-trl content fingerprint {content_fingerprint(tmp / data_dir_name)}"
+        MetadataConfigs({config_name: {"data_files": data_files, "description": description}}).to_dataset_card_data(
+            card_data
+        )
         body = _merge_body(
             old_card.text if old_card is not None else "",
             config_name,

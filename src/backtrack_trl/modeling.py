@@ -28,23 +28,15 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import torch
-from transformers import (
-    AutoModelForCausalLM,
-    AutoTokenizer,
-    GenerationConfig,
-    LlamaConfig,
-    LlamaForCausalLM,
-    PreTrainedTokenizerBase,
-)
-from transformers.utils import logging
+from typing import TYPE_CHECKING
 
 from .atomic_io import atomic_directory, check_output_dir
-from .tokenization import add_backtrack_token, build_countdown_tokenizer
 
 
-logger = logging.get_logger(__name__)
+# torch / transformers are imported inside the functions: `recipes/init_model.py --help` and its input checks then
+# answer in a fraction of a second instead of after several seconds of imports.
+if TYPE_CHECKING:
+    from transformers import LlamaForCausalLM, PreTrainedTokenizerBase
 
 
 def _check_sizes(hidden_size: int, num_attention_heads: int, num_key_value_heads: int) -> None:
@@ -77,6 +69,9 @@ def init_tiny_llama(
     ``num_key_value_heads=None`` means multi-head attention (as many key/value heads as query heads). The weights
     depend only on ``seed`` (the global torch RNG is left untouched).
     """
+    import torch
+    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+
     num_key_value_heads = num_key_value_heads or num_attention_heads
     _check_sizes(hidden_size, num_attention_heads, num_key_value_heads)
     if tokenizer.eos_token_id is None or tokenizer.pad_token_id is None:
@@ -164,6 +159,8 @@ class InitModelArguments:
 
 def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
     """``AutoTokenizer.from_pretrained`` with one clear error when the folder is missing or the Hub is unreachable."""
+    from transformers import AutoTokenizer
+
     try:
         return AutoTokenizer.from_pretrained(name_or_path)
     except (OSError, ValueError) as error:
@@ -182,6 +179,11 @@ def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
 def init_model(args: InitModelArguments) -> Path:
     """Build (or extend) the model and tokenizer described by ``args`` and save them to ``args.output_dir``."""
     check_output_dir(args.output_dir, args.overwrite, what="model output_dir")
+    from transformers import AutoModelForCausalLM
+    from transformers.utils import logging
+
+    from .tokenization import add_backtrack_token, build_countdown_tokenizer
+
     if args.tokenizer == "countdown":
         tokenizer = build_countdown_tokenizer(model_max_length=args.max_position_embeddings)
     else:
@@ -211,7 +213,7 @@ def init_model(args: InitModelArguments) -> Path:
         )
     output_dir = save_model_and_tokenizer(model, tokenizer, args.output_dir, overwrite=args.overwrite)
     num_parameters = sum(parameter.numel() for parameter in model.parameters())
-    logger.warning(
+    logging.get_logger(__name__).warning(
         f"Saved {type(model).__name__} ({num_parameters:,} parameters, vocab {len(tokenizer)}, "
         f"<backtrack> id {backtrack_id}) and its tokenizer to {output_dir}"
     )
