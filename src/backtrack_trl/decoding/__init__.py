@@ -1,0 +1,58 @@
+"""Decoding for backtrack-trl: the batched KV-cache self-backtracking search, baselines, and generate plug-ins.
+
+Usage:
+
+```python
+from backtrack_trl.decoding import SelfBacktrackingDecoder
+
+decoder = SelfBacktrackingDecoder.from_pretrained("models/countdown-tiny/backtrack-sft", n=32, b=1)
+results = decoder.solve(["###Question: numbers [3, 5, 2]->target 16\\n###Response:\\n"])
+print(results[0].completion)
+```
+"""
+
+from .api import (
+    DECODERS,
+    SelfBacktrackingOutput,
+    build_decoder,
+    decode,
+    load_model_and_tokenizer,
+    run_search_generate,
+    self_backtracking_generate,
+)
+from .base import Decoder
+from .baselines import BeamSearchDecoder, BestOfNDecoder, GreedyDecoder
+from .hub import write_custom_generate
+from .processors import BacktrackBudgetLogitsProcessor, TabuLogitsProcessor
+from .released import ReleasedSelfBacktrackingDecoder
+from .results import Candidate, SearchResult
+from .search import SelfBacktrackingDecoder
+from .selection import DUPLICATE_AGGREGATIONS, SELECTION_RULES
+from .stopping import BacktrackStoppingCriteria
+from .tokens import TaskTokens
+
+
+__all__ = [
+    "DECODERS",
+    "DUPLICATE_AGGREGATIONS",
+    "SELECTION_RULES",
+    "BacktrackBudgetLogitsProcessor",
+    "BacktrackStoppingCriteria",
+    "BeamSearchDecoder",
+    "BestOfNDecoder",
+    "Candidate",
+    "Decoder",
+    "GreedyDecoder",
+    "ReleasedSelfBacktrackingDecoder",
+    "SearchResult",
+    "SelfBacktrackingDecoder",
+    "SelfBacktrackingOutput",
+    "TabuLogitsProcessor",
+    "TaskTokens",
+    "build_decoder",
+    "decode",
+    "load_model_and_tokenizer",
+    "run_search_generate",
+    "self_backtracking_generate",
+    "write_custom_generate",
+]

@@ -1,0 +1,158 @@
+"""Shared plumbing of every decoder: inputs (problems or prompts), validation, batching, seeds, result building.
+
+Usage (subclasses implement ``_solve_batch``):
+
+```python
+decoder = SomeDecoder(model, tokenizer, batch_size=16, seed=0)
+results = decoder.solve([Problem((3, 5, 2), 16), "###Question: numbers [1, 2]->target 3\\n###Response:\\n"])
+```
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable, Sequence
+
+import torch
+
+from ..task import Problem, format_prompt, parse_prompt
+from .results import SearchResult
+from .selection import RawSample, aggregate_samples, backtrack_value, fallback_index, mean_logprob, select_index
+from .tokens import TaskTokens
+
+
+def to_prompt(item, validate: bool = True) -> str:
+    """A prompt string from a :class:`Problem`, a ``{"numbers", "target"}`` / ``{"prompt"}`` mapping or a prompt."""
+    if isinstance(item, Problem):
+        return format_prompt(item)
+    if isinstance(item, dict):
+        if "prompt" in item and item["prompt"] is not None:
+            item = item["prompt"]
+        elif "numbers" in item and "target" in item:
+            return format_prompt(Problem(tuple(item["numbers"]), item["target"]))
+        else:
+            raise ValueError(f"A problem mapping needs 'prompt' or 'numbers' and 'target'; got keys {sorted(item)}.")
+    if not isinstance(item, str):
+        raise TypeError(f"Expected a Problem, a mapping or a prompt string, got {type(item).__name__}.")
+    if validate:
+        parse_prompt(item)  # ValueError naming the prompt and the expected format
+    return item
+
+
+def check_int(name: str, value, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValueError(f"{name} must be an integer in [{low}, {high}], got {value!r}.")
+    return value
+
+
+class Decoder:
+    """Base class: turns problems into prompts, batches them, seeds them, and returns :class:`SearchResult` s.
+
+    Args:
+        model: a causal LM (e.g. ``AutoModelForCausalLM.from_pretrained(path)``), put in eval mode.
+        tokenizer: its tokenizer; must have ``<backtrack>`` and a vocabulary the model covers.
+        batch_size: problems decoded together (None: the decoder's default).
+        seed: base seed; problem ``i`` of a ``solve`` call gets ``seed + i`` unless ``seeds`` are passed.
+        validate_prompts: reject prompt strings that are not in the Countdown format.
+    """
+
+    method = "base"
+    default_batch_size = 16
+
+    def __init__(self, model, tokenizer, batch_size: int | None = None, seed: int = 0, validate_prompts: bool = True):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.tokens = TaskTokens.from_tokenizer(tokenizer, model)
+        self.batch_size = check_int("batch_size", batch_size or self.default_batch_size, 1, 1 << 20)
+        self.seed = int(seed)
+        self.validate_prompts = validate_prompts
+        model.eval()
+
+    # -- text <-> ids ----------------------------------------------------------------------------------------------
+    def encode_prompt(self, prompt: str) -> list[int]:
+        return list(self.tokenizer(prompt, add_special_tokens=True)["input_ids"])
+
+    def decode_response(self, ids: Iterable[int]) -> str:
+        """Response text: bos/eos/pad dropped, ``<backtrack>`` kept."""
+        kept = [i for i in ids if i not in self.tokens.strip_ids]
+        return self.tokenizer.decode(kept, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
+    def raw_sample(self, tokens, logprobs, no_backtrack, end, round_index=0) -> RawSample:
+        return RawSample(
+            text=self.decode_response(tokens),
+            end_reason=end,
+            mean_logprob=mean_logprob(logprobs),
+            backtrack_value=backtrack_value(tokens, no_backtrack, self.tokens.is_newline),
+            num_tokens=len(tokens),
+            round=round_index,
+            token_ids=tuple(tokens),
+        )
+
+    # -- solving ---------------------------------------------------------------------------------------------------
+    def solve(self, problems: Sequence, seeds: Sequence[int] | None = None, progress: bool = False) -> list:
+        """Decode every problem; returns one :class:`SearchResult` per problem, in order."""
+        problems = list(problems)
+        prompts = [to_prompt(item, self.validate_prompts) for item in problems]
+        if seeds is None:
+            seeds = [self.seed + i for i in range(len(prompts))]
+        if len(seeds) != len(prompts):
+            raise ValueError(f"Got {len(seeds)} seeds for {len(prompts)} problems.")
+        results = []
+        batches = range(0, len(prompts), self.batch_size)
+        if progress:
+            from tqdm.auto import tqdm
+
+            batches = tqdm(batches, total=math.ceil(len(prompts) / self.batch_size), desc=self.method)
+        for start in batches:
+            chunk = prompts[start : start + self.batch_size]
+            ids = [self.encode_prompt(prompt) for prompt in chunk]
+            began = time.perf_counter()
+            batch_results = self._solve_batch(chunk, ids, list(seeds[start : start + self.batch_size]))
+            elapsed = time.perf_counter() - began
+            for result in batch_results:
+                result.method = result.method or self.method
+                result.wall_time = elapsed / len(chunk)
+            results.extend(batch_results)
+        return results
+
+    __call__ = solve
+
+    def _solve_batch(self, prompts: list[str], prompt_ids: list[list[int]], seeds: list[int]) -> list[SearchResult]:
+        raise NotImplementedError
+
+    def build_result(
+        self,
+        prompt: str,
+        samples: list[RawSample],
+        rule: str = "likelihood",
+        duplicates: str = "mean",
+        backtrack_weight: float = 1.0,
+        choose_first: bool = False,
+        **counters,
+    ) -> SearchResult:
+        """Merge duplicates, score, and choose (the best goal-reaching candidate, else the fallback)."""
+        candidates = aggregate_samples(samples, rule, duplicates, backtrack_weight)
+        if choose_first:
+            index = 0 if candidates else None
+        else:
+            index = select_index(candidates)
+            if index is None:
+                index = fallback_index(candidates)
+        completion = candidates[index].text if index is not None else ""
+        completion_ids = None
+        if index is not None:
+            first = next(sample for sample in samples if sample.text == candidates[index].text)
+            completion_ids = [i for i in first.token_ids if i not in self.tokens.strip_ids]
+        return SearchResult(
+            prompt=prompt,
+            completion=completion,
+            candidates=candidates,
+            chosen_index=index,
+            completion_ids=completion_ids,
+            **counters,
+        )
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device

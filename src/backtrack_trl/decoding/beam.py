@@ -1,0 +1,166 @@
+"""Beam search (deterministic or stochastic) through ``model.generate``, behind the same interface as the engine.
+
+Used by the beam-search baseline (N beams, batched over problems) and by the search's ``sampling="beam"`` option,
+which draws each state's N outputs the way the released code does (``num_beams=N, num_return_sequences=N,
+do_sample=True``) but stops rows with :class:`BacktrackStoppingCriteria`, takes log-probs from the generation
+logits (``output_logits`` + ``beam_indices``; no second pass) and rolls back in token space.
+
+Usage:
+
+```python
+engine = BeamEngine(model, TaskTokens.from_tokenizer(tokenizer), do_sample=False, max_new_tokens=64)
+out = engine.run(prompt_ids, [Expansion(problem=0, state=State())], n=16)
+```
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import LogitsProcessorList, StoppingCriteriaList
+
+from .engine import EngineOutput, Expansion, Sample
+from .processors import BacktrackBudgetLogitsProcessor, TabuLogitsProcessor
+from .sampling import _mix32
+from .stopping import BacktrackStoppingCriteria
+from .tokens import TaskTokens
+
+
+class BeamEngine:
+    """``run(prompts, expansions, n, keep_prefix)`` like :class:`SamplingEngine`, with N beams per expansion.
+
+    Deterministic beam search batches every expansion with the same remaining length into one ``generate`` call;
+    stochastic beam search runs one call per expansion, seeded from (problem seed, round, state index), so its
+    samples do not depend on which other problems share the batch.
+    """
+
+    def __init__(
+        self,
+        model,
+        tokens: TaskTokens,
+        temperature: float = 0.7,
+        top_p: float = 1.0,
+        max_new_tokens: int = 64,
+        do_sample: bool = True,
+        max_backtracks: int | None = None,
+        tabu_tokens: int = 0,
+    ):
+        self.model = model
+        self.tokens = tokens
+        self.temperature = temperature
+        self.top_p = top_p
+        self.max_new_tokens = max_new_tokens
+        self.do_sample = do_sample and temperature > 0
+        self.max_backtracks = max_backtracks
+        self.tabu_tokens = tabu_tokens
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def _groups(self, expansions: list[Expansion]) -> list[list[int]]:
+        if self.do_sample:
+            return [[i] for i in range(len(expansions))]
+        groups: dict[int, list[int]] = {}
+        for index, expansion in enumerate(expansions):
+            groups.setdefault(len(expansion.state.tokens), []).append(index)
+        return list(groups.values())
+
+    @torch.no_grad()
+    def run(self, prompts, expansions: list[Expansion], n: int, keep_prefix=None) -> EngineOutput:
+        tokens = self.tokens
+        device = self.device
+        samples: list[Sample] = []
+        forward_passes: dict[int, int] = {}
+        generated: dict[int, int] = {}
+        for group in self._groups(expansions):
+            group = [i for i in group if self.max_new_tokens - len(expansions[i].state.tokens) > 0]
+            if not group:
+                continue
+            states = [expansions[i].state for i in group]
+            contexts = [list(prompts[expansions[i].problem]) + list(expansions[i].state.tokens) for i in group]
+            width = max(len(context) for context in contexts)
+            ids = torch.full((len(group), width), tokens.pad_id, dtype=torch.long, device=device)
+            mask = torch.zeros_like(ids)
+            for row, context in enumerate(contexts):
+                ids[row, width - len(context) :] = torch.tensor(context, device=device)
+                mask[row, width - len(context) :] = 1
+            processors = LogitsProcessorList()
+            if self.max_backtracks is not None:
+                used = torch.tensor([s.rollbacks for s in states], device=device).repeat_interleave(n)
+                processors.append(
+                    BacktrackBudgetLogitsProcessor(tokens.backtrack_id, self.max_backtracks, used=used, start=width)
+                )
+            if self.tabu_tokens and any(s.tabu for s in states):
+                processors.append(TabuLogitsProcessor([list(s.tabu) for s in states], width, self.tabu_tokens))
+            stopping = StoppingCriteriaList(
+                [BacktrackStoppingCriteria(tokens.backtrack_id, list(tokens.eos_ids), tokens.goal_ids)]
+            )
+            remaining = self.max_new_tokens - len(states[0].tokens)
+            sampling_kwargs = {"do_sample": False}
+            if self.do_sample:
+                first = expansions[group[0]]
+                seed = _mix32(torch.tensor([first.seed * 1000003 + first.round * 7919 + first.state.index]))
+                torch.manual_seed(int(seed))
+                sampling_kwargs = {"do_sample": True, "temperature": self.temperature, "top_p": self.top_p}
+            output = self.model.generate(
+                input_ids=ids,
+                attention_mask=mask,
+                num_beams=n,
+                num_return_sequences=n,
+                max_new_tokens=remaining,
+                pad_token_id=tokens.pad_id,
+                eos_token_id=list(tokens.eos_ids),
+                logits_processor=processors,
+                stopping_criteria=stopping,
+                return_dict_in_generate=True,
+                output_logits=True,
+                top_k=None,
+                **sampling_kwargs,
+            )
+            sequences = output.sequences[:, width:]
+            steps = sequences.shape[1]
+            logprobs = self.model.compute_transition_scores(
+                output.sequences, output.logits, output.beam_indices, normalize_logits=True
+            )
+            no_backtrack = torch.zeros(sequences.shape, dtype=torch.float32, device=device)
+            beam_rows = output.beam_indices.clamp(min=0)
+            for step in range(min(steps, len(output.logits))):
+                logits = output.logits[step][beam_rows[:, step]].float()
+                others = logits.clone()
+                others[:, tokens.backtrack_id] = -float("inf")
+                no_backtrack[:, step] = torch.logsumexp(others, -1) - torch.logsumexp(logits, -1)
+            for row in range(sequences.shape[0]):
+                expansion_index = group[row // n]
+                state = expansions[expansion_index].state
+                new, end = self._trim(sequences[row].tolist())
+                sample = Sample(
+                    expansion=expansion_index,
+                    sample=row % n,
+                    tokens=state.tokens + tuple(new),
+                    logprobs=state.logprobs + tuple(logprobs[row, : len(new)].tolist()),
+                    no_backtrack=state.no_backtrack + tuple(no_backtrack[row, : len(new)].tolist()),
+                    end=end,
+                    new_tokens=len(new),
+                )
+                if keep_prefix is not None:
+                    sample.kv_keep = keep_prefix(sample)
+                samples.append(sample)
+            for index in group:
+                problem = expansions[index].problem
+                forward_passes[problem] = forward_passes.get(problem, 0) + steps
+                generated[problem] = generated.get(problem, 0) + steps * n
+        return EngineOutput(samples, forward_passes, generated)
+
+    def _trim(self, new: list[int]) -> tuple[list[int], str]:
+        """Cut a generated row at its first stop (the stop token kept) and name the reason."""
+        goal = list(self.tokens.goal_ids)
+        for index, token in enumerate(new):
+            if token == self.tokens.backtrack_id:
+                return new[: index + 1], "backtrack"
+            if token in self.tokens.eos_ids:
+                return new[: index + 1], "eos"
+            if goal and index + 1 >= len(goal) and new[index + 1 - len(goal) : index + 1] == goal:
+                return new[: index + 1], "goal"
+        while new and new[-1] == self.tokens.pad_id:
+            new = new[:-1]
+        return new, "length"

@@ -1,0 +1,370 @@
+"""The batched, cached sampling loop shared by the search and the sampling baselines.
+
+One call expands a list of states (a problem's prompt plus a partial response) into ``n`` samples each, all rows
+of all problems in one batch. Every row stops on its own (``<backtrack>``, EOS, the goal marker, or its length
+limit) and leaves the batch, so finished rows cost nothing. The log-probability of every sampled token and the
+probability of ``<backtrack>`` at every position come from the logits of the sampling pass itself (no second
+scoring pass). When a finished row will be rolled back, the caller's ``keep_prefix`` hook says how many response
+tokens to keep, and the loop copies the KV cache of that prefix out of the batch, so the next round starts from it
+without re-encoding anything.
+
+Usage (the decoders in this package drive it; this is the low-level form):
+
+```python
+engine = SamplingEngine(model, TaskTokens.from_tokenizer(tokenizer), temperature=0.7, max_new_tokens=64)
+out = engine.run(prompt_ids, [Expansion(problem=0, state=State(), seed=1234)], n=8)
+texts = [tokenizer.decode(sample.tokens) for sample in out.samples]
+```
+"""
+
+from __future__ import annotations
+
+import inspect
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from transformers import DynamicCache
+
+from .cache_ops import KVSlice, extract_slots, select_rows, stack_slices, supports_surgery, trim_left
+from .processors import ban_backtrack, tabu_bans
+from .sampling import row_uniforms, sample_tokens, warp_scores
+from .tokens import TaskTokens
+
+
+def log1mexp(logp_token: torch.Tensor, logits: torch.Tensor, token: int) -> torch.Tensor:
+    """``log(1 - p(token))`` per row from its log-probability, stable for p near 0 and near 1.
+
+    Rows where ``p(token)`` rounds to 1 are recomputed exactly as a log-sum-exp over the other tokens."""
+    x = logp_token.double().clamp(max=0.0)
+    out = torch.where(x > -0.6931, torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
+    close = x > -1e-5
+    if close.any():
+        rows = logits[close].double()
+        others = rows.clone()
+        others[:, token] = -float("inf")
+        out[close] = torch.logsumexp(others, -1) - torch.logsumexp(rows, -1)
+    return out.float()
+
+
+@dataclass
+class State:
+    """A node of the search: the response tokens so far and what the model said about them.
+
+    ``no_backtrack[i]`` is ``log(1 - p(<backtrack>))`` under the distribution that produced ``tokens[i]``;
+    ``tabu`` holds the steps rolled back at this state; ``index`` is the state's position in its problem's frontier
+    (part of the sampling key); ``kv`` caches prompt + ``tokens`` minus the last token.
+    """
+
+    tokens: tuple[int, ...] = ()
+    logprobs: tuple[float, ...] = ()
+    no_backtrack: tuple[float, ...] = ()
+    rollbacks: int = 0
+    tabu: tuple[tuple[int, ...], ...] = ()
+    index: int = 0
+    kv: KVSlice | None = field(default=None, repr=False)
+
+
+@dataclass
+class Expansion:
+    """Expand ``state`` of problem ``problem`` (an index into the prompt list) in search round ``round``."""
+
+    problem: int
+    state: State
+    seed: int = 0
+    round: int = 0
+
+
+@dataclass
+class Sample:
+    """A finished row: the full response ``tokens`` (state + new), per-token scores and why it ended."""
+
+    expansion: int
+    sample: int
+    tokens: tuple[int, ...]
+    logprobs: tuple[float, ...]
+    no_backtrack: tuple[float, ...]
+    end: str
+    new_tokens: int
+    kv: KVSlice | None = field(default=None, repr=False)
+    kv_keep: int | None = None
+
+
+@dataclass
+class EngineOutput:
+    samples: list[Sample]
+    forward_passes: dict[int, int]
+    tokens_generated: dict[int, int]
+
+
+class SamplingEngine:
+    """Batched cached sampling over many (problem, state) rows; see the module docstring.
+
+    Args:
+        model: a causal LM taking ``input_ids, attention_mask, position_ids, past_key_values, use_cache``.
+        tokens: the task's token ids (:class:`TaskTokens`).
+        temperature: 0 for greedy; top_p / top_k as in ``generate``.
+        max_new_tokens: the response length limit in tokens (a state's tokens count towards it).
+        reuse_cache: copy a rolled-back prefix's KV cache instead of re-encoding (falls back with a warning for
+            caches that are not plain full-attention ``DynamicCache`` layers).
+        max_backtracks: forbid ``<backtrack>`` in rows whose state already has this many rollbacks (None: never).
+        tabu_tokens: 0 disables tabu; else see :class:`~backtrack_trl.decoding.processors.TabuLogitsProcessor`.
+        compact_fraction: finished rows are dropped from the batch once they are this fraction of it.
+        logits_processor: optional ``LogitsProcessorList`` called as ``processor(full_ids, scores)`` on the raw
+            logits (after the budget and tabu bans, before temperature/top-p/top-k).
+    """
+
+    def __init__(
+        self,
+        model,
+        tokens: TaskTokens,
+        temperature: float = 0.7,
+        top_p: float = 1.0,
+        top_k: int = 0,
+        max_new_tokens: int = 64,
+        reuse_cache: bool = True,
+        max_backtracks: int | None = None,
+        tabu_tokens: int = 0,
+        logits_processor=None,
+        do_sample: bool | None = None,
+        compact_fraction: float = 0.25,
+    ):
+        self.model = model
+        self.tokens = tokens
+        self.temperature = temperature
+        self.top_p = top_p
+        self.top_k = top_k
+        self.max_new_tokens = max_new_tokens
+        self.reuse_cache = reuse_cache
+        self.max_backtracks = max_backtracks
+        self.tabu_tokens = tabu_tokens
+        self.logits_processor = logits_processor
+        self.do_sample = temperature > 0 if do_sample is None else do_sample
+        self.compact_fraction = compact_fraction
+        forward_parameters = inspect.signature(model.forward).parameters
+        self._accepts_logits_to_keep = "logits_to_keep" in forward_parameters
+        self._warned_surgery = False
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def _forward(self, **inputs):
+        return self.model(**inputs, use_cache=True, return_dict=True)
+
+    def _prefill(self, contexts: list[list[int]]) -> tuple[DynamicCache, torch.Tensor, int]:
+        """Encode every context minus its last token, left-padded; returns (cache, mask, forward passes)."""
+        device = self.device
+        lengths = [len(context) - 1 for context in contexts]
+        width = max(lengths)
+        cache = DynamicCache(config=self.model.config)
+        mask = torch.zeros(len(contexts), width, dtype=torch.long, device=device)
+        if width == 0:
+            return cache, mask, 0
+        ids = torch.full((len(contexts), width), self.tokens.pad_id, dtype=torch.long, device=device)
+        for row, (context, length) in enumerate(zip(contexts, lengths)):
+            if length:
+                ids[row, width - length :] = torch.tensor(context[:-1], device=device)
+                mask[row, width - length :] = 1
+        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+        extra = {"logits_to_keep": 1} if self._accepts_logits_to_keep else {}
+        self._forward(input_ids=ids, attention_mask=mask, position_ids=position_ids, past_key_values=cache, **extra)
+        return cache, mask, 1
+
+    @torch.no_grad()
+    def run(
+        self,
+        prompts: list[list[int]],
+        expansions: list[Expansion],
+        n: int,
+        keep_prefix: Callable[[Sample], int | None] | None = None,
+    ) -> EngineOutput:
+        """Sample ``n`` continuations of every expansion; see :class:`Sample` for what comes back."""
+        tokens = self.tokens
+        device = self.device
+        forward_passes: dict[int, int] = {}
+        generated: dict[int, int] = {}
+        expansions = [e for e in expansions if self.max_new_tokens - len(e.state.tokens) > 0]
+        if not expansions:
+            return EngineOutput([], forward_passes, generated)
+        contexts = [list(prompts[e.problem]) + list(e.state.tokens) for e in expansions]
+
+        use_kv = self.reuse_cache and all(e.state.kv is not None for e in expansions)
+        if use_kv:
+            cache, mask = stack_slices([e.state.kv for e in expansions], config=self.model.config)
+            mask = mask.to(device)
+        else:
+            cache, mask, passes = self._prefill(contexts)
+            for e in expansions:
+                forward_passes[e.problem] = forward_passes.get(e.problem, 0) + passes
+            if self.reuse_cache and mask.shape[1] and not supports_surgery(cache):
+                if not self._warned_surgery:
+                    warnings.warn(
+                        "This model's cache is not a plain full-attention DynamicCache: rolled-back states are "
+                        "re-encoded from their token ids instead of reusing the KV cache.",
+                        stacklevel=2,
+                    )
+                    self._warned_surgery = True
+                self.reuse_cache = False
+
+        # One row per (expansion, sample).
+        rows = len(expansions) * n
+        if mask.shape[1]:
+            cache.batch_repeat_interleave(n)
+        mask = mask.repeat_interleave(n, dim=0)
+        expansion_of = torch.arange(len(expansions), device=device).repeat_interleave(n)
+        sample_of = torch.arange(n, device=device).repeat(len(expansions))
+        current = torch.tensor([c[-1] for c in contexts], device=device).repeat_interleave(n)
+        position = torch.tensor([len(c) - 1 for c in contexts], device=device).repeat_interleave(n)
+        valid = mask.sum(-1)
+        prompt_len = torch.tensor([len(prompts[e.problem]) for e in expansions], device=device).repeat_interleave(n)
+        limit = torch.tensor(
+            [self.max_new_tokens - len(e.state.tokens) for e in expansions], device=device
+        ).repeat_interleave(n)
+        keys = torch.tensor(
+            [[e.seed, e.round, e.state.index] for e in expansions], dtype=torch.int64, device=device
+        ).repeat_interleave(n, dim=0)
+        keys = torch.cat([keys, sample_of[:, None].to(torch.int64)], dim=1)
+        ban = torch.zeros(rows, dtype=torch.bool, device=device)
+        if self.max_backtracks is not None:
+            ban = torch.tensor(
+                [e.state.rollbacks >= self.max_backtracks for e in expansions], device=device
+            ).repeat_interleave(n)
+        tabu = [list(e.state.tabu) for e in expansions for _ in range(n)] if self.tabu_tokens else None
+        full_context = None
+        if self.logits_processor is not None:
+            width = max(len(c) for c in contexts)
+            full_context = torch.full((len(expansions), width), tokens.pad_id, dtype=torch.long, device=device)
+            for row, context in enumerate(contexts):
+                full_context[row, width - len(context) :] = torch.tensor(context, device=device)
+            full_context = full_context.repeat_interleave(n, dim=0)
+
+        steps = int(limit.max())
+        out_tokens = torch.zeros(rows, steps, dtype=torch.long, device=device)
+        out_logprobs = torch.zeros(rows, steps, dtype=torch.float32, device=device)
+        out_no_backtrack = torch.zeros(rows, steps, dtype=torch.float32, device=device)
+        goal = torch.tensor(tokens.goal_ids, device=device) if tokens.goal_ids else None
+        eos = torch.tensor(tokens.eos_ids, device=device)
+        samples: list[Sample] = []
+        problems_of = [e.problem for e in expansions]
+
+        step = 0
+        alive = torch.ones(rows, dtype=torch.bool, device=device)
+        while True:
+            attention = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
+            output = self._forward(
+                input_ids=current[:, None],
+                attention_mask=attention,
+                position_ids=position[:, None],
+                past_key_values=cache,
+            )
+            cache = output.past_key_values
+            mask = attention
+            valid = valid + 1
+            for problem in {problems_of[i] for i in expansion_of[alive].tolist()}:
+                forward_passes[problem] = forward_passes.get(problem, 0) + 1
+
+            logits = output.logits[:, -1, :].float()
+            logp = torch.log_softmax(logits, dim=-1)
+            no_backtrack = log1mexp(logp[:, tokens.backtrack_id], logits, tokens.backtrack_id)
+
+            scores = logits  # logp is computed: the bans below may modify the logits in place
+            ban_backtrack(scores, tokens.backtrack_id, ban)
+            if tabu is not None and step < self.tabu_tokens:
+                for row, token in tabu_bans(out_tokens[:, :step], tabu, self.tabu_tokens):
+                    scores[row, token] = -float("inf")
+            if self.logits_processor is not None:
+                full = torch.cat([full_context, out_tokens[:, :step]], dim=1)
+                scores = self.logits_processor(full, scores)
+            if self.do_sample:
+                warped = warp_scores(scores, self.temperature, self.top_p, self.top_k)
+                next_tokens = sample_tokens(warped, row_uniforms(keys, step), temperature=1.0)
+            else:
+                next_tokens = scores.argmax(dim=-1)
+
+            out_tokens[:, step] = next_tokens
+            out_logprobs[:, step] = logp.gather(1, next_tokens[:, None]).squeeze(1)
+            out_no_backtrack[:, step] = no_backtrack
+            step += 1
+
+            is_backtrack = next_tokens == tokens.backtrack_id
+            is_eos = torch.isin(next_tokens, eos)
+            is_goal = torch.zeros_like(is_eos)
+            if goal is not None and step >= len(goal):
+                is_goal = (out_tokens[:, step - len(goal) : step] == goal).all(dim=1)
+            finished = (is_backtrack | is_eos | is_goal | (step >= limit)) & alive
+
+            if finished.any():
+                width = mask.shape[1]
+                for row in finished.nonzero().flatten().tolist():
+                    end = (
+                        "backtrack"
+                        if is_backtrack[row]
+                        else "goal"
+                        if is_goal[row]
+                        else "eos"
+                        if is_eos[row]
+                        else "length"
+                    )
+                    samples.append(self._finish(row, step, end, expansions, expansion_of, sample_of, out_tokens,
+                                                out_logprobs, out_no_backtrack, keep_prefix, cache, width - int(valid[row]),
+                                                int(prompt_len[row])))  # fmt: skip
+                    problem = problems_of[int(expansion_of[row])]
+                    generated[problem] = generated.get(problem, 0) + step
+                alive = alive & ~finished
+                remaining = int(alive.sum())
+                if remaining == 0:
+                    break
+                # Finished rows stay in the batch (fed padding, outputs ignored) until enough of them accumulate:
+                # copying the cache to drop them costs about as much as carrying them for a few steps.
+                if alive.numel() - remaining >= max(1, int(self.compact_fraction * alive.numel())):
+                    keep = alive.nonzero().flatten()
+                    select_rows(cache, keep)
+                    mask, valid, next_tokens, position = mask[keep], valid[keep], next_tokens[keep], position[keep]
+                    expansion_of, sample_of, prompt_len, limit = (
+                        expansion_of[keep],
+                        sample_of[keep],
+                        prompt_len[keep],
+                        limit[keep],
+                    )
+                    keys, ban, alive = keys[keep], ban[keep], alive[keep]
+                    out_tokens, out_logprobs = out_tokens[keep], out_logprobs[keep]
+                    out_no_backtrack = out_no_backtrack[keep]
+                    if tabu is not None:
+                        tabu = [tabu[i] for i in keep.tolist()]
+                    if full_context is not None:
+                        full_context = full_context[keep]
+                    # Columns that are padding in every remaining row carry no information: drop them.
+                    spare = int((mask.shape[1] - valid).min())
+                    if spare > 0:
+                        trim_left(cache, spare)
+                        mask = mask[:, spare:]
+            current = torch.where(alive, next_tokens, torch.full_like(next_tokens, tokens.pad_id))
+            position = position + 1
+        return EngineOutput(samples, forward_passes, generated)
+
+    def _finish(
+        self, row, step, end, expansions, expansion_of, sample_of, out_tokens, out_logprobs, out_no_backtrack,
+        keep_prefix, cache, start, prompt_length,
+    ) -> Sample:  # fmt: skip
+        """Package a finished row; keep its prefix's KV cache when the caller will roll back to it."""
+        expansion_index = int(expansion_of[row])
+        state = expansions[expansion_index].state
+        sample = Sample(
+            expansion=expansion_index,
+            sample=int(sample_of[row]),
+            tokens=state.tokens + tuple(out_tokens[row, :step].tolist()),
+            logprobs=state.logprobs + tuple(out_logprobs[row, :step].tolist()),
+            no_backtrack=state.no_backtrack + tuple(out_no_backtrack[row, :step].tolist()),
+            end=end,
+            new_tokens=step,
+        )
+        keep = keep_prefix(sample) if keep_prefix is not None else None
+        if keep is not None:
+            sample.kv_keep = keep
+            if self.reuse_cache:
+                # The row's real slots start at `start`; keep prompt + `keep` tokens minus the last token (the next
+                # round feeds that token to get the logits that follow the prefix).
+                sample.kv = extract_slots(cache, row, start, prompt_length + keep - 1)
+        return sample

@@ -1,0 +1,126 @@
+"""The token ids every decoder needs, resolved once from a tokenizer (and checked against a model).
+
+Usage:
+
+```python
+from backtrack_trl.decoding.tokens import TaskTokens
+from backtrack_trl.tokenization import build_countdown_tokenizer
+
+tokens = TaskTokens.from_tokenizer(build_countdown_tokenizer())
+assert tokens.newline_mask[tokens.encode("\\n")[0]]
+```
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass, field
+
+import torch
+
+from ..task import BACKTRACK_TOKEN, GOAL_MARKER
+
+
+# Newline masks are expensive for 128k-token vocabularies: compute them once per tokenizer object.
+_NEWLINE_MASKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def require_backtrack_id(tokenizer) -> int:
+    """Id of ``<backtrack>``; a ValueError naming the tokenizer and the fix when it is not one token."""
+    try:  # The data helper's check (same contract); fall back to a local one if it is unavailable.
+        from ..tokenization import require_backtrack_token
+    except ImportError:  # pragma: no cover - only before backtrack_trl.tokenization exists
+        require_backtrack_token = None
+    if require_backtrack_token is not None:
+        return require_backtrack_token(tokenizer)
+    vocab = tokenizer.get_vocab()
+    ids = tokenizer(BACKTRACK_TOKEN, add_special_tokens=False)["input_ids"]
+    if BACKTRACK_TOKEN not in vocab or list(ids) != [vocab[BACKTRACK_TOKEN]]:
+        raise ValueError(
+            f"The tokenizer {tokenizer.name_or_path or '<in memory>'!r} has no {BACKTRACK_TOKEN} token; add it with "
+            "backtrack_trl.tokenization.add_backtrack_token(tokenizer, model)."
+        )
+    return vocab[BACKTRACK_TOKEN]
+
+
+def _newline_mask(tokenizer) -> torch.Tensor:
+    """Bool tensor over the tokenizer's ids: True where the token's text ends with a newline (a line end)."""
+    try:
+        cached = _NEWLINE_MASKS.get(tokenizer)
+    except TypeError:  # not weak-referenceable
+        cached = None
+    if cached is not None:
+        return cached
+    size = len(tokenizer)
+    texts = tokenizer.batch_decode([[i] for i in range(size)], skip_special_tokens=False)
+    mask = torch.tensor([text.endswith("\n") for text in texts], dtype=torch.bool)
+    try:
+        _NEWLINE_MASKS[tokenizer] = mask
+    except TypeError:
+        pass
+    return mask
+
+
+@dataclass(frozen=True)
+class TaskTokens:
+    """Ids of the task's special tokens for one tokenizer.
+
+    - ``backtrack_id``: ``<backtrack>``; ``eos_ids``: EOS (and any extra ids the model config lists as EOS);
+    - ``goal_ids``: the tokens of ``"Goal Reached!"`` (a row whose response ends with them has finished);
+    - ``newline_mask[id]``: the token's text ends with ``"\\n"``; a line (a step) ends after such a token;
+    - ``strip_ids``: bos/eos/pad, removed from outputs before decoding (``<backtrack>`` is kept).
+    """
+
+    backtrack_id: int
+    eos_ids: tuple[int, ...]
+    pad_id: int
+    bos_id: int | None
+    goal_ids: tuple[int, ...]
+    vocab_size: int
+    newline_mask: torch.Tensor = field(repr=False, compare=False)
+    strip_ids: frozenset = field(default_factory=frozenset)
+
+    @classmethod
+    def from_tokenizer(cls, tokenizer, model=None) -> TaskTokens:
+        """Resolve the ids; with ``model``, also check that its vocabulary covers the tokenizer's."""
+        backtrack_id = require_backtrack_id(tokenizer)
+        if tokenizer.eos_token_id is None:
+            raise ValueError(
+                f"The tokenizer {tokenizer.name_or_path or '<in memory>'!r} has no EOS token; set tokenizer.eos_token."
+            )
+        eos_ids = [tokenizer.eos_token_id]
+        if model is not None:
+            check_vocab(model, tokenizer)
+            config_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+            for extra in config_eos if isinstance(config_eos, (list, tuple)) else [config_eos]:
+                if extra is not None and extra not in eos_ids and extra != backtrack_id:
+                    eos_ids.append(int(extra))
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        goal_ids = tuple(tokenizer(GOAL_MARKER, add_special_tokens=False)["input_ids"])
+        strip = {i for i in (tokenizer.bos_token_id, pad_id, *eos_ids) if i is not None}
+        return cls(
+            backtrack_id=backtrack_id,
+            eos_ids=tuple(eos_ids),
+            pad_id=pad_id,
+            bos_id=tokenizer.bos_token_id,
+            goal_ids=goal_ids,
+            vocab_size=len(tokenizer),
+            newline_mask=_newline_mask(tokenizer),
+            strip_ids=frozenset(strip),
+        )
+
+    def is_newline(self, token_id: int) -> bool:
+        return 0 <= token_id < len(self.newline_mask) and bool(self.newline_mask[token_id])
+
+
+def check_vocab(model, tokenizer) -> None:
+    """Raise a ValueError when the model's embedding matrix has fewer rows than the tokenizer has tokens."""
+    embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    rows = getattr(embeddings, "num_embeddings", None) or getattr(model.config, "vocab_size", None)
+    if rows is not None and rows < len(tokenizer):
+        raise ValueError(
+            f"The model {getattr(model, 'name_or_path', '') or type(model).__name__!r} has a vocabulary of {rows} "
+            f"tokens but the tokenizer {tokenizer.name_or_path or '<in memory>'!r} has {len(tokenizer)}: they do not "
+            "belong together. Load the tokenizer saved with the model, or run "
+            "backtrack_trl.tokenization.add_backtrack_token(tokenizer, model) to resize the embeddings."
+        )

@@ -1,0 +1,79 @@
+"""Planted policies, scripted models and tiny Llamas shared by the decoding tests."""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+from transformers import LlamaForCausalLM
+
+from backtrack_trl.decoding.scripted import ScriptedLM
+from backtrack_trl.modeling import init_tiny_llama
+from backtrack_trl.task import BACKTRACK_TOKEN, GOAL_MARKER, Problem, format_prompt
+from backtrack_trl.tokenization import build_countdown_tokenizer
+
+
+BT, GOAL = BACKTRACK_TOKEN, GOAL_MARKER
+PROMPT = format_prompt(Problem((5, 3, 2), 16))
+PROMPT_8 = format_prompt(Problem((5, 3), 8))
+
+
+@functools.lru_cache(maxsize=1)
+def tokenizer():
+    return build_countdown_tokenizer()
+
+
+def scripted(table=None, policy=None, default=None):
+    """A scripted model from a table ``{completed lines: {next line: prob}}`` (same for every prompt)."""
+    default = {GOAL: 1.0} if default is None else default
+    if policy is None:
+        table = dict(table)
+
+        def policy(prompt, lines):
+            return table.get(tuple(lines), default)
+
+    return ScriptedLM.build(tokenizer(), policy)
+
+
+def good_bad_policy(depth: int = 4):
+    """At every state the next line is "good" or "bad" (1:1); "bad" is always followed by <backtrack>; after
+    ``depth`` good lines the goal is reached. Each rollback lands on a new, deeper state, so b rounds happen."""
+
+    def policy(prompt, lines):
+        if lines and lines[-1] == "bad":
+            return {BT: 1.0}
+        if len(lines) >= depth:
+            return {GOAL: 1.0}
+        return {"good": 0.5, "bad": 0.5}
+
+    return policy
+
+
+class BiasedLlama(LlamaForCausalLM):
+    """A random tiny Llama with a planted logit bias, so that it writes newlines, digits and <backtrack> often (a real
+    attention model whose search rolls back)."""
+
+    def forward(self, *args, **kwargs):
+        output = super().forward(*args, **kwargs)
+        output.logits = output.logits + self.logit_bias.to(output.logits.dtype)
+        return output
+
+
+def tiny_llama(hidden_size: int = 32, layers: int = 2, biased: bool = False, seed: int = 0):
+    tok = tokenizer()
+    model = init_tiny_llama(
+        tok, hidden_size=hidden_size, intermediate_size=2 * hidden_size, num_hidden_layers=layers,
+        num_attention_heads=2, seed=seed,
+    )  # fmt: skip
+    if biased:
+        config = model.config
+        state = model.state_dict()
+        model = BiasedLlama(config)
+        model.load_state_dict(state)
+        model.generation_config = init_tiny_llama(tok, hidden_size=hidden_size, num_hidden_layers=1,
+                                                  num_attention_heads=2).generation_config  # fmt: skip
+        bias = torch.full((len(tok),), -4.0)
+        for text, value in (("\n", 2.0), ("1", 2.0), ("2", 1.5), ("+", 1.0), ("=", 1.0), (BT, 1.2), (GOAL, 0.8)):
+            bias[tok.convert_tokens_to_ids(text)] = value
+        model.logit_bias = bias
+    return model.eval()
