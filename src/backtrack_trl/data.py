@@ -41,6 +41,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from itertools import combinations_with_replacement
 
 import pyarrow as pa
 from datasets import Dataset, DatasetDict, DatasetInfo, Features, List, Value
@@ -49,7 +50,7 @@ from tqdm.auto import tqdm
 
 from .error_steps import ERROR_TYPES, make_backtrack_example, sample_error_type
 from .generator import CountdownConfig, generate_problems_shard, problem_key, shard_seed, split_targets
-from .solver import solve
+from .solver import reachable_values, solve
 from .task import BACKTRACK_TOKEN, Problem, Step, format_backtrack_response, format_prompt, format_response
 
 
@@ -203,6 +204,42 @@ def parse_error_mix(error_mix: str | Sequence[float]) -> tuple[float, float, flo
     return weights
 
 
+def count_distinct_problems(
+    config: CountdownConfig, targets: Sequence[int], max_multisets: int = 20_000
+) -> int | None:
+    """Exact number of distinct solvable problems (numbers multiset, target) with a target in ``targets``.
+
+    None when the space has more than ``max_multisets`` number multisets (too slow to enumerate, and large anyway).
+    """
+    span = config.max_number - config.min_number + 1
+    if math.comb(span + config.num_numbers - 1, config.num_numbers) > max_multisets:
+        return None
+    wanted = set(targets)
+    numbers = range(config.min_number, config.max_number + 1)
+    return sum(len(reachable_values(ms) & wanted) for ms in combinations_with_replacement(numbers, config.num_numbers))
+
+
+def check_problem_space(args: BuildDatasetArguments, seen_targets: Sequence[int], new_targets: Sequence[int]) -> None:
+    """Fail fast, with the counts, when small settings cannot give that many distinct problems."""
+    config = args.countdown_config()
+    if args.num_test and not new_targets:
+        raise ValueError(
+            f"The test_new split needs held-out targets but new_target_fraction={args.new_target_fraction} leaves "
+            f"none; raise new_target_fraction (e.g. 0.1) or set num_test: 0."
+        )
+    for needed, targets, what in (
+        (args.num_train_questions + args.num_test, seen_targets, "num_train_questions + num_test (seen targets)"),
+        (args.num_test, new_targets, "num_test (held-out targets)"),
+    ):
+        available = count_distinct_problems(config, targets) if needed else None
+        if available is not None and needed > available:
+            raise ValueError(
+                f"Only {available} distinct solvable problems exist for {what} with {args.num_numbers} numbers in "
+                f"{args.min_number}..{args.max_number} and targets {args.min_target}..{args.max_target}, but "
+                f"{needed} are needed. Lower num_train_questions/num_test or widen the number/target ranges."
+            )
+
+
 def question_seed(seed: int, purpose: str, problem: Problem) -> int:
     """A stable seed for one question (independent of its position, its shard and the worker that builds it)."""
     digest = hashlib.sha256(f"{seed}/{purpose}/{list(problem.numbers)}/{problem.target}".encode()).digest()
@@ -325,11 +362,6 @@ def _collect_split(
     """
     tables: list[pa.Table] = []
     keys: set = set()
-    if n > 0 and not targets:
-        raise ValueError(
-            f"The {split} split needs targets but the settings leave none (new_target_fraction="
-            f"{config.new_target_fraction}); raise new_target_fraction or set num_test: 0."
-        )
     next_shard = 0
     progress = tqdm(total=n, desc=f"Building {split}", unit="question", disable=n < 10 * SHARD_SIZE)
     while len(keys) < n:
@@ -350,9 +382,11 @@ def _collect_split(
             added_in_round += len(kept)
             progress.update(len(kept))
         if len(keys) < n and added_in_round < 0.01 * missing:
+            # Near exhaustion the problems left are the rarely drawn ones (e.g. repeated numbers): stop, don't spin.
             raise ValueError(
-                f"Only {len(keys)} distinct {split} problems exist for these settings ({config}); "
-                f"{n} were asked for. Lower num_train_questions/num_test or widen the number/target ranges."
+                f"Found only {len(keys)} of the {n} distinct {split} problems asked for: the problem space of these "
+                f"settings ({config}) is nearly exhausted (under 1% of the last {missing} draws were new). Lower "
+                f"num_train_questions/num_test or widen the number/target ranges."
             )
     progress.close()
     table = pa.concat_tables(tables) if tables else FEATURES.arrow_schema.empty_table()
@@ -428,6 +462,7 @@ def build_countdown_dataset(args: BuildDatasetArguments, return_stats: bool = Fa
     args.validate()
     config = args.countdown_config()
     seen_targets, new_targets = split_targets(config)
+    check_problem_space(args, seen_targets, new_targets)
     settings = {
         "mode": args.mode,
         "backtrack_ratio": float(args.backtrack_ratio),
@@ -485,6 +520,7 @@ __all__ = [
     "build_and_save",
     "build_countdown_dataset",
     "build_rows",
+    "count_distinct_problems",
     "dataset_card",
     "parse_error_mix",
     "question_seed",
