@@ -45,12 +45,16 @@ test-slow: install
 
 test-all: test test-slow
 
+# Extra flags for the data / model recipes, e.g. `make data DATA_ARGS=--overwrite`.
+DATA_ARGS ?=
+INIT_MODEL_ARGS ?=
+
 data: install
-	$(PY) recipes/build_dataset.py --config recipes/$(SCALE)/data/config_backtrack.yaml
-	$(PY) recipes/build_dataset.py --config recipes/$(SCALE)/data/config_optimal.yaml
+	$(PY) recipes/build_dataset.py --config recipes/$(SCALE)/data/config_backtrack.yaml $(DATA_ARGS)
+	$(PY) recipes/build_dataset.py --config recipes/$(SCALE)/data/config_optimal.yaml $(DATA_ARGS)
 
 init-model: install
-	$(PY) recipes/init_model.py --config recipes/$(SCALE)/init_model.yaml
+	$(PY) recipes/init_model.py --config recipes/$(SCALE)/init_model.yaml $(INIT_MODEL_ARGS)
 
 sft: install
 	$(ACCELERATE) launch --config_file $(ACCELERATE_CONFIG) recipes/sft.py --config $(CONFIG)
