@@ -23,6 +23,7 @@ sequences = model.generate(**inputs, custom_generate=self_backtracking_generate,
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from transformers.utils import ModelOutput
@@ -83,6 +84,7 @@ def _from_pretrained(cls, path: str, device=None, dtype=None, **options):
 Decoder.from_pretrained = classmethod(_from_pretrained)
 
 
+@dataclass
 class SelfBacktrackingOutput(ModelOutput):
     """``generate`` output with ``return_dict_in_generate=True``: the chosen sequences and the search results."""
 

@@ -1,0 +1,325 @@
+"""Evaluate a model folder on the Countdown test splits with a list of decoders; write generations, metrics and a
+markdown table. ``recipes/evaluate_decoders.py`` is the command-line front end; ``accelerate launch`` with several
+processes shards the problems (``split_between_processes``) and gathers one result set (``gather_object``).
+
+Decoders are given as compact specs ``method[:key=value,...]`` (a ``label=`` key renames the row), e.g.
+``greedy``, ``beam:n=16``, ``best_of_n:n=8``, ``self_backtracking:n=32,b=1``, ``released:n=8,b=1``.
+
+Every problem is sampled with the seed ``seed + its index in the split``, so results do not depend on the number of
+processes or on the batch composition.
+
+Usage:
+
+```python
+from backtrack_trl.evaluation import EvaluationArguments, evaluate_decoders
+
+args = EvaluationArguments(
+    model_name_or_path="models/countdown-tiny/backtrack-sft",
+    dataset_name="data/countdown-tiny/backtrack",
+    decoders=["greedy", "self_backtracking:n=8,b=1"],
+    max_problems=50,
+    output_dir="results/countdown-tiny/eval-quick",
+)
+metrics = evaluate_decoders(args)
+print(metrics["test_seen"]["greedy"]["accuracy_strict"])
+```
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .checkers import MODES, REASONS, check
+from .decoding.results import SearchResult
+from .decoding.selection import SELECTION_RULES, fallback_index, rescore, select_index
+from .task import Problem
+
+
+DEFAULT_DECODERS = [
+    "greedy",
+    "beam:n=16",
+    "best_of_n:n=8",
+    "best_of_n:n=32",
+    "self_backtracking:n=8,b=0",
+    "self_backtracking:n=32,b=0",
+    "self_backtracking:n=8,b=1",
+    "self_backtracking:n=32,b=1",
+]
+# Decoders whose candidates carry per-sample scores, so other selection rules can be replayed on one run.
+RESCORABLE = ("best_of_n", "self_backtracking")
+
+
+@dataclass
+class EvaluationArguments:
+    """Arguments of ``recipes/evaluate_decoders.py`` (also the YAML keys of ``--config``)."""
+
+    model_name_or_path: str = field(
+        default="models/countdown-tiny/backtrack-sft", metadata={"help": "Model folder (or Hub id) with tokenizer."}
+    )
+    dataset_name: str = field(
+        default="data/countdown-tiny/backtrack", metadata={"help": "Hub-layout dataset folder (or Hub id)."}
+    )
+    dataset_config: str | None = field(default=None, metadata={"help": "Dataset config name, if any."})
+    splits: list[str] = field(default_factory=lambda: ["test_seen", "test_new"], metadata={"help": "Splits."})
+    decoders: list[str] = field(
+        default_factory=lambda: list(DEFAULT_DECODERS),
+        metadata={"help": "Decoder specs 'method[:key=value,...]', e.g. 'self_backtracking:n=32,b=1'."},
+    )
+    max_problems: int | None = field(default=None, metadata={"help": "Use the first N problems of each split."})
+    max_new_tokens: int = field(default=64, metadata={"help": "Response length limit (decoders that take it)."})
+    batch_size: int | None = field(default=None, metadata={"help": "Problems per batch (default: per decoder)."})
+    seed: int = field(default=0, metadata={"help": "Problem i of a split is sampled with seed + i."})
+    output_dir: str = field(default="results/countdown-tiny/eval", metadata={"help": "Where results are written."})
+    output_format: str = field(default="jsonl", metadata={"help": "Per-problem generations: 'jsonl' or 'parquet'."})
+    selection_rules: list[str] = field(
+        default_factory=lambda: list(SELECTION_RULES),
+        metadata={"help": "Selection rules replayed on the candidates of sampling decoders (extra table)."},
+    )
+    backtrack_weight: float = field(default=1.0, metadata={"help": "Weight of the backtrack value in 'combined'."})
+    device: str | None = field(default=None, metadata={"help": "cpu / cuda; default: accelerate's device."})
+    progress: bool = field(default=True, metadata={"help": "Show tqdm progress bars (main process)."})
+
+    def __post_init__(self):
+        if self.output_format not in ("jsonl", "parquet"):
+            raise ValueError(f"output_format must be 'jsonl' or 'parquet', got {self.output_format!r}.")
+        for rule in self.selection_rules:
+            if rule not in SELECTION_RULES:
+                raise ValueError(f"selection_rules: {rule!r} is not one of {SELECTION_RULES}.")
+        for spec in self.decoders:
+            parse_decoder_spec(spec)
+
+
+def _value(text: str):
+    lowered = text.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered in ("none", "null"):
+        return None
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def parse_decoder_spec(spec: str) -> tuple[str, str, dict]:
+    """``"self_backtracking:n=32,b=1"`` -> ``(label, method, options)``; a clear error for a bad spec."""
+    from .decoding.api import DECODERS
+
+    method, _, rest = spec.partition(":")
+    method = method.strip()
+    if method not in DECODERS:
+        raise ValueError(f"Decoder spec {spec!r}: unknown method {method!r}; choose one of {sorted(DECODERS)}.")
+    options = {}
+    for item in filter(None, (part.strip() for part in rest.split(","))):
+        key, equals, value = item.partition("=")
+        if not equals or not key.strip():
+            raise ValueError(f"Decoder spec {spec!r}: {item!r} is not key=value.")
+        options[key.strip()] = _value(value.strip())
+    label = str(options.pop("label", spec))
+    return label, method, options
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(handle, "w") as stream:
+        stream.write(text)
+    os.replace(temporary, path)
+
+
+def _write_generations(path: Path, rows: list[dict], output_format: str) -> Path:
+    path = path.with_suffix(f".{output_format}")
+    if output_format == "jsonl":
+        _atomic_write_text(path, "".join(json.dumps(row) + "\n" for row in rows))
+    else:
+        import pandas as pd
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        os.close(handle)
+        frame = pd.DataFrame([{**row, "candidates": json.dumps(row["candidates"])} for row in rows])
+        frame.to_parquet(temporary, index=False)
+        os.replace(temporary, path)
+    return path
+
+
+def _metric():
+    """The countdown_accuracy evaluate metric from the repository's metrics/ folder, or None when unavailable."""
+    folder = Path(__file__).resolve().parents[2] / "metrics" / "countdown_accuracy"
+    if not (folder / "countdown_accuracy.py").is_file():
+        return None
+    import evaluate
+
+    return evaluate.load(str(folder), "both")
+
+
+def score_results(
+    problems: list[Problem],
+    results: list[SearchResult],
+    rules=(),
+    backtrack_weight: float = 1.0,
+    metric=None,
+    duplicates: str = "mean",
+) -> tuple[dict, list[dict]]:
+    """Metrics of one decoder on one split, and the per-problem verdicts."""
+    per_problem = []
+    reasons = {mode: Counter() for mode in MODES}
+    oracle = 0
+    replay = dict.fromkeys(rules, 0)
+    for problem, result in zip(problems, results):
+        verdicts = {mode: check(problem, result.completion, mode) for mode in MODES}
+        for mode, verdict in verdicts.items():
+            reasons[mode][verdict.reason] += 1
+        correct_candidates = [check(problem, c.text, "strict").correct for c in result.candidates]
+        any_correct = any(ok and c.reached_goal for ok, c in zip(correct_candidates, result.candidates))
+        oracle += any_correct
+        for rule in rules:
+            scores = rescore(result.candidates, rule, duplicates, backtrack_weight)
+            index = select_index(result.candidates, scores)
+            index = fallback_index(result.candidates) if index is None else index
+            replay[rule] += bool(index is not None and correct_candidates[index])
+        per_problem.append(
+            {
+                "correct_strict": verdicts["strict"].correct,
+                "reason_strict": verdicts["strict"].reason,
+                "correct_official": verdicts["official"].correct,
+                "reason_official": verdicts["official"].reason,
+                "oracle_strict": any_correct,
+            }
+        )
+    count = max(len(problems), 1)
+    metrics = {
+        "num_problems": len(problems),
+        "accuracy_strict": reasons["strict"]["correct"] / count,
+        "accuracy_official": reasons["official"]["correct"] / count,
+        "oracle_strict": oracle / count,
+        "reasons_strict": {reason: reasons["strict"][reason] / count for reason in REASONS},
+        "reasons_official": {reason: reasons["official"][reason] / count for reason in REASONS},
+        "tokens_per_problem": sum(r.tokens_generated for r in results) / count,
+        "forward_passes_per_problem": sum(r.forward_passes for r in results) / count,
+        "rollbacks_per_problem": sum(r.rollbacks for r in results) / count,
+        "seconds_per_problem": sum(r.wall_time for r in results) / count,
+    }
+    if rules:
+        metrics["selection_accuracy_strict"] = {rule: replay[rule] / count for rule in rules}
+    if metric is not None and problems:
+        # The evaluate metric is the reference implementation of the reported accuracies.
+        computed = metric.compute(
+            predictions=[r.completion for r in results],
+            references=[{"numbers": list(p.numbers), "target": p.target} for p in problems],
+        )
+        metrics["accuracy_strict"] = computed["strict_accuracy"]
+        metrics["accuracy_official"] = computed["official_accuracy"]
+    return metrics, per_problem
+
+
+def markdown_tables(metrics: dict, model: str) -> str:
+    """Markdown: one accuracy table per split, then the selection-rule table where available."""
+    lines = [f"# Decoder evaluation: `{model}`", ""]
+    lines.append(
+        "Accuracy in % (strict checker / official-compatible checker); oracle = some candidate is strictly correct. "
+        "Failure columns: share of problems per strict-checker reason. Time is wall-clock per problem."
+    )
+    for split, by_decoder in metrics.items():
+        lines += ["", f"## {split}", ""]
+        lines.append(
+            "| Decoder | Strict % | Official % | Oracle % | not reached | wrong arithmetic | unknown numbers | "
+            "bad format | Tokens / problem | Rollbacks / problem | ms / problem |"
+        )
+        lines.append("|---|---|---|---|---|---|---|---|---|---|---|")
+        for label, m in by_decoder.items():
+            r = m["reasons_strict"]
+            lines.append(
+                f"| {label} | {100 * m['accuracy_strict']:.1f} | {100 * m['accuracy_official']:.1f} | "
+                f"{100 * m['oracle_strict']:.1f} | {100 * r['not_reached_target']:.1f} | "
+                f"{100 * r['incorrect_result']:.1f} | {100 * r['unknown_numbers']:.1f} | "
+                f"{100 * r['invalid_format']:.1f} | {m['tokens_per_problem']:.0f} | "
+                f"{m['rollbacks_per_problem']:.2f} | {1000 * m['seconds_per_problem']:.1f} |"
+            )
+        rescored = {label: m for label, m in by_decoder.items() if "selection_accuracy_strict" in m}
+        if rescored:
+            rules = list(next(iter(rescored.values()))["selection_accuracy_strict"])
+            lines += ["", f"Selection rule replayed on the same candidates ({split}, strict %):", ""]
+            lines.append("| Decoder | " + " | ".join(rules) + " | Oracle |")
+            lines.append("|---|" + "---|" * (len(rules) + 1))
+            for label, m in rescored.items():
+                cells = " | ".join(f"{100 * m['selection_accuracy_strict'][rule]:.1f}" for rule in rules)
+                lines.append(f"| {label} | {cells} | {100 * m['oracle_strict']:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def evaluate_decoders(args: EvaluationArguments) -> dict:
+    """Run every decoder on every split; write the files (main process) and return the metrics."""
+    import datasets
+    import torch
+    from accelerate import PartialState
+    from accelerate.utils import gather_object
+
+    from .decoding.api import build_decoder, load_model_and_tokenizer
+
+    # On a machine without GPUs, `accelerate launch` (torchrun) ranks must be told to use CPU + gloo.
+    state = PartialState(cpu=args.device == "cpu" or (args.device is None and not torch.cuda.is_available()))
+    device = args.device or state.device
+    model, tokenizer = load_model_and_tokenizer(args.model_name_or_path, device=device)
+    dataset = datasets.load_dataset(args.dataset_name, args.dataset_config)
+    for split in args.splits:
+        if split not in dataset:
+            raise ValueError(f"Split {split!r} is not in {args.dataset_name} (splits: {sorted(dataset)}).")
+    metric = _metric() if state.is_main_process else None
+    output_dir = Path(args.output_dir)
+    metrics: dict = {}
+    for split in args.splits:
+        rows = dataset[split]
+        if args.max_problems is not None:
+            rows = rows.select(range(min(args.max_problems, len(rows))))
+        problems = [Problem(tuple(n), t) for n, t in zip(rows["numbers"], rows["target"])]
+        prompts = list(rows["prompt"])
+        metrics[split] = {}
+        for spec in args.decoders:
+            label, method, options = parse_decoder_spec(spec)
+            if method != "released":
+                options.setdefault("max_new_tokens", args.max_new_tokens)
+            if args.batch_size is not None and method != "released":
+                options.setdefault("batch_size", args.batch_size)
+            decoder = build_decoder(method, model, tokenizer, **options)
+            indices = list(range(len(prompts)))
+            with state.split_between_processes(indices) as shard:
+                shard = list(shard)
+                local = decoder.solve(
+                    [prompts[i] for i in shard],
+                    seeds=[args.seed + i for i in shard],
+                    progress=args.progress and state.is_main_process,
+                )
+                local = [(i, r.to_dict()) for i, r in zip(shard, local)]
+            gathered = gather_object(local) if state.num_processes > 1 else local
+            if not state.is_main_process:
+                continue
+            gathered = sorted(gathered, key=lambda item: item[0])
+            results = [SearchResult.from_dict(data) for _, data in gathered]
+            rules = args.selection_rules if method in RESCORABLE else ()
+            decoder_metrics, verdicts = score_results(
+                problems, results, rules, args.backtrack_weight, metric, options.get("duplicates", "mean")
+            )
+            decoder_metrics.update(method=method, options=options, spec=spec)
+            metrics[split][label] = decoder_metrics
+            generations = []
+            for index, (problem, result, verdict) in enumerate(zip(problems, results, verdicts)):
+                data = result.to_dict()
+                generations.append(
+                    {"index": index, "numbers": list(problem.numbers), "target": problem.target, **verdict, **data}
+                )
+            safe = label.replace("/", "_").replace(":", "_").replace(",", "_").replace("=", "")
+            _write_generations(output_dir / "generations" / split / safe, generations, args.output_format)
+    if state.is_main_process:
+        _atomic_write_text(output_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+        _atomic_write_text(output_dir / "results.md", markdown_tables(metrics, args.model_name_or_path))
+        _atomic_write_text(output_dir / "config.json", json.dumps(asdict(args), indent=2) + "\n")
+    state.wait_for_everyone()
+    return metrics
