@@ -149,3 +149,15 @@ def test_push_offline_fails_clearly_after_local_copy(tmp_path, monkeypatch):
         push_hub_dataset(folder, "someone/countdown", config_name="round_9")
     with pytest.raises(ValueError, match="not a dataset folder"):
         push_hub_dataset(tmp_path / "missing", "someone/countdown")
+
+
+def test_push_to_unreachable_hub_fails_clearly(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", "http://127.0.0.1:9")  # nothing listens there
+    folder = tmp_path / "ds"
+    write_hub_dataset(_splits(), folder)
+    with pytest.raises(HubPushError, match=f"Dataset saved at {folder}; .*unreachable.*hf upload someone/countdown"):
+        push_hub_dataset(folder, "someone/countdown", token="hf_not_a_real_token")
