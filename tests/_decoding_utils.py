@@ -13,6 +13,9 @@ from backtrack_trl.task import BACKTRACK_TOKEN, GOAL_MARKER, Problem, format_pro
 from backtrack_trl.tokenization import build_countdown_tokenizer
 
 
+# Tiny models gain nothing from several threads, and on a shared 2-core machine they mostly spin.
+torch.set_num_threads(1)
+
 BT, GOAL = BACKTRACK_TOKEN, GOAL_MARKER
 PROMPT = format_prompt(Problem((5, 3, 2), 16))
 PROMPT_8 = format_prompt(Problem((5, 3), 8))

@@ -29,7 +29,7 @@ from transformers import DynamicCache
 
 from .cache_ops import KVSlice, extract_slots, select_rows, stack_slices, supports_surgery, trim_left
 from .processors import ban_backtrack, tabu_bans
-from .sampling import row_uniforms, sample_tokens, warp_scores
+from .sampling import row_keys_hash, sample_tokens, step_uniforms, warp_scores
 from .tokens import TaskTokens
 
 
@@ -225,7 +225,7 @@ class SamplingEngine:
         keys = torch.tensor(
             [[e.seed, e.round, e.state.index] for e in expansions], dtype=torch.int64, device=device
         ).repeat_interleave(n, dim=0)
-        keys = torch.cat([keys, sample_of[:, None].to(torch.int64)], dim=1)
+        keys = row_keys_hash(torch.cat([keys, sample_of[:, None].to(torch.int64)], dim=1))
         ban = torch.zeros(rows, dtype=torch.bool, device=device)
         if self.max_backtracks is not None:
             ban = torch.tensor(
@@ -250,6 +250,7 @@ class SamplingEngine:
         problems_of = [e.problem for e in expansions]
 
         step = 0
+        steps_of: dict[int, int] = {}
         alive = torch.ones(rows, dtype=torch.bool, device=device)
         while True:
             attention = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
@@ -262,8 +263,6 @@ class SamplingEngine:
             cache = output.past_key_values
             mask = attention
             valid = valid + 1
-            for problem in {problems_of[i] for i in expansion_of[alive].tolist()}:
-                forward_passes[problem] = forward_passes.get(problem, 0) + 1
 
             logits = output.logits[:, -1, :].float()
             logp = torch.log_softmax(logits, dim=-1)
@@ -279,7 +278,7 @@ class SamplingEngine:
                 scores = self.logits_processor(full, scores)
             if self.do_sample:
                 warped = warp_scores(scores, self.temperature, self.top_p, self.top_k)
-                next_tokens = sample_tokens(warped, row_uniforms(keys, step), temperature=1.0)
+                next_tokens = sample_tokens(warped, step_uniforms(keys, step), temperature=1.0)
             else:
                 next_tokens = scores.argmax(dim=-1)
 
@@ -312,6 +311,8 @@ class SamplingEngine:
                                                 int(prompt_len[row])))  # fmt: skip
                     problem = problems_of[int(expansion_of[row])]
                     generated[problem] = generated.get(problem, 0) + step
+                    # Every row starts at step 0, so a problem took part in as many steps as its longest row.
+                    steps_of[problem] = max(steps_of.get(problem, 0), step)
                 alive = alive & ~finished
                 remaining = int(alive.sum())
                 if remaining == 0:
@@ -342,6 +343,8 @@ class SamplingEngine:
                         mask = mask[:, spare:]
             current = torch.where(alive, next_tokens, torch.full_like(next_tokens, tokens.pad_id))
             position = position + 1
+        for problem, count in steps_of.items():
+            forward_passes[problem] = forward_passes.get(problem, 0) + count
         return EngineOutput(samples, forward_passes, generated)
 
     def _finish(

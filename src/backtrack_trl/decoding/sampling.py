@@ -33,16 +33,26 @@ def _mix32(x: torch.Tensor) -> torch.Tensor:
     return (x >> 16) ^ x
 
 
-def row_uniforms(keys: torch.Tensor, step: int) -> torch.Tensor:
-    """One uniform number in (0, 1) per row (float64), a deterministic function of the row's key and ``step``."""
+def row_keys_hash(keys: torch.Tensor) -> torch.Tensor:
+    """Hash each row's integer key (any number of int64 columns) into one 32-bit value (int64 tensor)."""
     keys = keys.to(torch.int64)
     h = torch.full(keys.shape[:1], 0x9E3779B9, dtype=torch.int64, device=keys.device)
     for column in range(keys.shape[1]):
         value = keys[:, column]
         h = _mix32(h ^ (value & _MASK32))
         h = _mix32(h ^ ((value >> 32) & _MASK32))
-    h = _mix32(h ^ int(step))
+    return h
+
+
+def step_uniforms(row_hash: torch.Tensor, step: int) -> torch.Tensor:
+    """One uniform number in (0, 1) per row (float64) from the row's key hash and ``step``."""
+    h = _mix32(row_hash ^ int(step))
     return (h.to(torch.float64) + 0.5) / 4294967296.0
+
+
+def row_uniforms(keys: torch.Tensor, step: int) -> torch.Tensor:
+    """One uniform number in (0, 1) per row (float64), a deterministic function of the row's key and ``step``."""
+    return step_uniforms(row_keys_hash(keys), step)
 
 
 def warp_scores(scores: torch.Tensor, temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0) -> torch.Tensor:

@@ -79,6 +79,7 @@ class TaskTokens:
     vocab_size: int
     newline_mask: torch.Tensor = field(repr=False, compare=False)
     strip_ids: frozenset = field(default_factory=frozenset)
+    newline_ids: frozenset = field(default_factory=frozenset, repr=False, compare=False)
 
     @classmethod
     def from_tokenizer(cls, tokenizer, model=None) -> TaskTokens:
@@ -98,6 +99,7 @@ class TaskTokens:
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         goal_ids = tuple(tokenizer(GOAL_MARKER, add_special_tokens=False)["input_ids"])
         strip = {i for i in (tokenizer.bos_token_id, pad_id, *eos_ids) if i is not None}
+        newline_mask = _newline_mask(tokenizer)
         return cls(
             backtrack_id=backtrack_id,
             eos_ids=tuple(eos_ids),
@@ -105,12 +107,13 @@ class TaskTokens:
             bos_id=tokenizer.bos_token_id,
             goal_ids=goal_ids,
             vocab_size=len(tokenizer),
-            newline_mask=_newline_mask(tokenizer),
+            newline_mask=newline_mask,
             strip_ids=frozenset(strip),
+            newline_ids=frozenset(newline_mask.nonzero().flatten().tolist()),
         )
 
     def is_newline(self, token_id: int) -> bool:
-        return 0 <= token_id < len(self.newline_mask) and bool(self.newline_mask[token_id])
+        return token_id in self.newline_ids
 
 
 def check_vocab(model, tokenizer) -> None:

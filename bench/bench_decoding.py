@@ -1,0 +1,196 @@
+"""Benchmark: our batched KV-cache self-backtracking search vs the released-style decoder, and our sampling loop vs
+plain batched ``model.generate`` sampling. Prints markdown tables (not a test: timings are never asserted).
+
+Model: ``models/countdown-tiny/backtrack-sft`` when it exists, else a tiny random Llama with the task tokenizer.
+Problems: the ``test_seen`` split of ``data/countdown-tiny/backtrack`` when it exists, else freshly sampled
+3-number problems. Times are the best of ``--repeats`` interleaved runs (the machine may be shared).
+
+Usage:
+
+    python bench/bench_decoding.py                       # defaults
+    python bench/bench_decoding.py --problems 100 --released_problems 20 --output results/bench_decoding.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from backtrack_trl.checkers import check  # noqa: E402
+from backtrack_trl.decoding import (  # noqa: E402
+    ReleasedSelfBacktrackingDecoder,
+    SelfBacktrackingDecoder,
+    load_model_and_tokenizer,
+)
+from backtrack_trl.task import Problem, format_prompt, parse_prompt  # noqa: E402
+
+
+DEFAULT_MODEL = ROOT / "models" / "countdown-tiny" / "backtrack-sft"
+DEFAULT_DATA = ROOT / "data" / "countdown-tiny" / "backtrack"
+
+
+def load_model(path: str | None):
+    if path or DEFAULT_MODEL.is_dir():
+        model_path = path or str(DEFAULT_MODEL)
+        model, tokenizer = load_model_and_tokenizer(model_path)
+        return model, tokenizer, model_path
+    from backtrack_trl.modeling import init_tiny_llama
+    from backtrack_trl.tokenization import build_countdown_tokenizer
+
+    tokenizer = build_countdown_tokenizer()
+    model = init_tiny_llama(tokenizer, hidden_size=128, intermediate_size=512, num_hidden_layers=2).eval()
+    return model, tokenizer, "random tiny Llama (h128 x 2 layers; no trained model found)"
+
+
+def load_problems(count: int, data: str | None) -> tuple[list[Problem], str]:
+    folder = data or (str(DEFAULT_DATA) if DEFAULT_DATA.is_dir() else None)
+    if folder:
+        import datasets
+
+        rows = datasets.load_dataset(folder)["test_seen"]
+        rows = rows.select(range(min(count, len(rows))))
+        return [parse_prompt(prompt) for prompt in rows["prompt"]], f"{folder} (test_seen)"
+    from backtrack_trl.generator import CountdownConfig, generate_problems, split_targets
+
+    config = CountdownConfig(num_numbers=3, min_number=1, max_number=20, min_target=1, max_target=100)
+    seen, _ = split_targets(config)
+    return generate_problems(config, count, seen, random.Random(0)), "sampled 3-number problems (1..20)"
+
+
+def accuracy(problems, results) -> tuple[float, float]:
+    correct = sum(check(p, r.completion).correct for p, r in zip(problems, results))
+    oracle = sum(
+        any(c.reached_goal and check(p, c.text).correct for c in r.candidates) for p, r in zip(problems, results)
+    )
+    return 100 * correct / len(problems), 100 * oracle / len(problems)
+
+
+def timed(function, repeats: int):
+    best, value = float("inf"), None
+    for _ in range(repeats):
+        began = time.perf_counter()
+        value = function()
+        best = min(best, time.perf_counter() - began)
+    return best, value
+
+
+def search_vs_released(model, tokenizer, problems, released_problems, ns, repeats, max_length) -> list[str]:
+    lines = [
+        "| Decoder (b=1) | N | Problems | Strict acc. % | Oracle % | s / problem | Tokens / problem | Speed-up |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for n in ns:
+        # Same length budget for both: the released decoder's max_length counts the prompt too.
+        longest_prompt = max(len(tokenizer(format_prompt(p))["input_ids"]) for p in problems)
+        ours = SelfBacktrackingDecoder(model, tokenizer, n=n, b=1, max_new_tokens=max_length - longest_prompt)
+        released = ReleasedSelfBacktrackingDecoder(model, tokenizer, n=n, b=1, max_length=max_length)
+        subset = problems[:released_problems]
+        our_time, our_results = timed(lambda: ours.solve(problems), repeats)
+        released_time, released_results = timed(lambda: released.solve(subset), 1)
+        our_per, released_per = our_time / len(problems), released_time / len(subset)
+        # Our search is also scored on the released decoder's subset, so the comparison is like for like.
+        for name, rows, results, per in (
+            ("self-backtracking (ours)", problems, our_results, our_per),
+            ("self-backtracking (ours), same subset", subset, our_results[: len(subset)], our_per),
+            ("released-style", subset, released_results, released_per),
+        ):
+            acc, oracle = accuracy(rows, results)
+            tokens = sum(r.tokens_generated for r in results) / len(rows)
+            speedup = f"{released_per / per:.1f}x" if name.startswith("self") else "1.0x"
+            lines.append(
+                f"| {name} | {n} | {len(rows)} | {acc:.1f} | {oracle:.1f} | {per:.4f} | {tokens:.0f} | {speedup} |"
+            )
+    return lines
+
+
+def throughput(model, tokenizer, problems, n, repeats, max_new_tokens) -> list[str]:
+    prompts = [format_prompt(p) for p in problems]
+    engine = SelfBacktrackingDecoder(
+        model, tokenizer, n=n, b=0, max_new_tokens=max_new_tokens, batch_size=len(prompts)
+    )
+    inputs = tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left")
+    width = inputs["input_ids"].shape[1]
+
+    def plain():
+        out = model.generate(
+            **inputs, do_sample=True, temperature=0.7, top_k=None, num_return_sequences=n,
+            max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
+        )  # fmt: skip
+        new = out[:, width:]
+        return int((new != tokenizer.pad_token_id).sum())
+
+    def ours():
+        return sum(r.tokens_generated for r in engine.solve(prompts))
+
+    best = {"plain": (float("inf"), 0), "ours": (float("inf"), 0)}
+    for _ in range(repeats):  # interleaved, best of `repeats`
+        for name, function in (("plain", plain), ("ours", ours)):
+            seconds, tokens = timed(function, 1)
+            if seconds < best[name][0]:
+                best[name] = (seconds, tokens)
+    rate = {name: tokens / seconds for name, (seconds, tokens) in best.items()}
+    rows = len(prompts) * n
+    return [
+        f"| Sampler (batch = {len(prompts)} problems x N={n} = {rows} rows) | Tokens | Seconds | Tokens/s | Ratio |",
+        "|---|---|---|---|---|",
+        f"| plain `model.generate(do_sample=True, num_return_sequences={n})` | {best['plain'][1]} | "
+        f"{best['plain'][0]:.2f} | {rate['plain']:.0f} | 1.00 |",
+        f"| our search loop (b=0: sampling, per-row stops, log-probs) | {best['ours'][1]} | {best['ours'][0]:.2f} | "
+        f"{rate['ours']:.0f} | {rate['ours'] / rate['plain']:.2f} |",
+    ]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default=None, help="model folder (default: the CPU study's backtrack model)")
+    parser.add_argument("--data", default=None, help="dataset folder with a test_seen split")
+    parser.add_argument("--problems", type=int, default=64, help="problems for our search")
+    parser.add_argument("--released_problems", type=int, default=16, help="problems for the released-style decoder")
+    parser.add_argument("--throughput_problems", type=int, default=16)
+    parser.add_argument("--ns", type=int, nargs="+", default=[8, 32])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--max_length", type=int, default=50, help="total tokens (the released default: 50)")
+    parser.add_argument("--max_new_tokens", type=int, default=64, help="response tokens in the throughput test")
+    # One thread by default: on a shared or small CPU, torch's multi-threaded kernels on tiny models mostly spin
+    # (70x slower measured with 5 processes on 2 cores); pass --threads 0 to keep torch's default.
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
+    parser.add_argument("--output", default=None, help="also write the tables to this markdown file")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model, tokenizer, model_name = load_model(args.model)
+    problems, source = load_problems(max(args.problems, args.released_problems, args.throughput_problems), args.data)
+    lines = [
+        "## bench_decoding",
+        "",
+        f"Model: {model_name}. Problems: {source}. CPU threads: {torch.get_num_threads()}. Strict checker. "
+        f"Best of {args.repeats} runs for our decoders (the released-style decoder runs once).",
+        "",
+    ]
+    lines += search_vs_released(
+        model, tokenizer, problems[: args.problems], args.released_problems, args.ns, args.repeats, args.max_length
+    )
+    lines.append("")
+    lines += throughput(
+        model, tokenizer, problems[: args.throughput_problems], max(args.ns), args.repeats, args.max_new_tokens
+    )
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.output:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text(text)
+
+
+if __name__ == "__main__":
+    main()
