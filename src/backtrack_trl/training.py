@@ -1,0 +1,577 @@
+"""Backtrack-masked supervised fine-tuning with TRL: the logic behind ``recipes/sft.py``.
+
+``train(script_args, training_args, model_args)`` loads a contract dataset (a local Hub-layout folder or a Hub id),
+the model and tokenizer with ``from_pretrained``, adds ``<backtrack>`` when missing (resizing and mean-initialising
+the embeddings before DeepSpeed starts), trains with :class:`~backtrack_trl.collator.BacktrackMaskingCollator` in
+TRL's ``SFTTrainer`` and saves the model, tokenizer, generation config and a model card. The same function trains
+the optimal-only baseline and the backtrack model: the dataset decides. The self-improvement loop calls it too.
+
+Usage:
+
+```python
+from trl import ModelConfig, SFTConfig
+
+from backtrack_trl.training import SFTScriptArguments, train
+
+script_args = SFTScriptArguments(dataset_name="data/countdown-tiny/backtrack")
+training_args = SFTConfig("models/countdown-tiny/backtrack-sft", use_cpu=True, bf16=False, max_steps=20)
+model_args = ModelConfig(model_name_or_path="models/countdown-tiny/init")
+metrics = train(script_args, training_args, model_args)  # {"train_loss": ..., "final_loss": ..., ...}
+```
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+import datasets
+import torch
+import transformers
+from accelerate import PartialState
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.integrations import is_deepspeed_zero3_enabled
+from transformers.trainer_utils import get_last_checkpoint
+from trl import ModelConfig, ScriptArguments, SFTConfig, SFTTrainer, TrlParser, get_peft_config
+from trl.trainer.utils import get_quantization_config
+
+from .collator import BacktrackMaskingCollator, check_columns
+from .task import BACKTRACK_TOKEN
+from .tokenization import add_backtrack_token
+
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class SFTScriptArguments(ScriptArguments):
+    """Script arguments of ``recipes/sft.py`` (dataset selection and the backtrack loss options).
+
+    Inherits ``dataset_name`` (a local Hub-layout folder or a Hub id), ``dataset_config``, ``dataset_train_split``,
+    ``dataset_test_split`` and ``dataset_streaming`` from TRL's ``ScriptArguments``.
+    """
+
+    dataset_test_split: str = field(
+        default="test_seen",
+        metadata={"help": "Split used for evaluation when `eval_strategy` is not 'no' (test_seen / test_new)."},
+    )
+    mask_wrong_step: bool = field(
+        default=True,
+        metadata={
+            "help": "Mask the wrong step of backtrack rows out of the loss (the paper's choice). False trains it "
+            "too (the 'Physics of Language Models 2.2' choice)."
+        },
+    )
+    on_untrained_example: str = field(
+        default="warn",
+        metadata={
+            "help": "What to do with an example that truncation leaves with no trained token: 'warn' (counted and "
+            "logged) or 'raise'.",
+            "choices": ["warn", "raise"],
+        },
+    )
+    max_train_samples: int | None = field(
+        default=None, metadata={"help": "Train on the first N rows of the train split only (quick runs)."}
+    )
+    max_eval_samples: int | None = field(
+        default=None, metadata={"help": "Evaluate on the first N rows of the test split only."}
+    )
+
+
+# SFTConfig options that contradict raw-row collation: name -> (bad value test, why, fix)
+_CONTRADICTIONS = {
+    "packing": (lambda v: bool(v), "packing concatenates pre-tokenized rows, but the backtrack collator needs the raw "
+                "rows (prompt/prefix/wrong_step) of every example", "packing: false"),
+    "eval_packing": (lambda v: bool(v), "packing needs pre-tokenized rows; the collator builds them", "eval_packing: false"),
+    "padding_free": (lambda v: bool(v), "padding-free batches are built by TRL's own collator, which cannot mask the "
+                     "wrong step", "padding_free: false"),
+    "assistant_only_loss": (lambda v: bool(v), "the loss mask comes from the row contract (prompt, wrong step), not "
+                            "from a chat template", "assistant_only_loss: false"),
+    "truncation_mode": (lambda v: v != "keep_start", "the collator truncates from the end, keeping the prompt",
+                        "truncation_mode: keep_start"),
+}  # fmt: skip
+
+
+def configure_training_args(training_args: SFTConfig) -> SFTConfig:
+    """Set the SFTConfig flags the collator needs and refuse the ones that contradict it (one clear error each).
+
+    - ``remove_unused_columns=False``: the raw columns must reach the collator (TRL would drop them).
+    - ``dataset_kwargs={"skip_prepare_dataset": True}``: TRL must not tokenize the rows itself.
+    - ``completion_only_loss`` is irrelevant (the collator builds the labels); it is set to False.
+    """
+    for name, (is_bad, why, fix) in _CONTRADICTIONS.items():
+        value = getattr(training_args, name, None)
+        if value is not None and is_bad(value):
+            raise ValueError(f"`{name}: {value}` cannot be used with backtrack-masked SFT: {why}. Set `{fix}`.")
+    dataset_kwargs = dict(training_args.dataset_kwargs or {})
+    if dataset_kwargs.get("skip_prepare_dataset") is False:
+        raise ValueError(
+            "`dataset_kwargs: {skip_prepare_dataset: false}` would let TRL tokenize the rows and drop the columns the "
+            "backtrack collator needs. Remove it (recipes/sft.py sets skip_prepare_dataset: true)."
+        )
+    dataset_kwargs["skip_prepare_dataset"] = True
+    training_args.dataset_kwargs = dataset_kwargs
+    training_args.remove_unused_columns = False
+    training_args.completion_only_loss = False
+    return training_args
+
+
+def setup_logging(training_args: SFTConfig) -> None:
+    """open-r1 style logging: one format, per-process level from ``log_level`` / ``log_level_replica``."""
+    logging.basicConfig(
+        format="%(asctime)s - %(levelname)s - %(name)s - %(message)s",
+        datefmt="%Y-%m-%d %H:%M:%S",
+        handlers=[logging.StreamHandler(sys.stdout)],
+    )
+    log_level = training_args.get_process_log_level()
+    # backtrack-trl's own messages (token added, rank summaries) show at INFO on the main process by default.
+    ours = logging.INFO if training_args.log_level == "passive" and training_args.should_log else log_level
+    logger.setLevel(ours)
+    logging.getLogger("backtrack_trl").setLevel(ours)
+    datasets.utils.logging.set_verbosity(log_level)
+    transformers.utils.logging.set_verbosity(log_level)
+    transformers.utils.logging.enable_default_handler()
+    transformers.utils.logging.enable_explicit_format()
+
+
+def load_sft_datasets(script_args: SFTScriptArguments, training_args: SFTConfig):
+    """Load (train, eval or None) from a Hub-layout folder or Hub id and check the contract columns."""
+    with training_args.main_process_first(desc="load dataset"):
+        dataset = datasets.load_dataset(
+            script_args.dataset_name, name=script_args.dataset_config, streaming=script_args.dataset_streaming
+        )
+    splits = list(dataset.keys())
+    if script_args.dataset_train_split not in dataset:
+        raise ValueError(
+            f"Dataset {script_args.dataset_name!r} has no split {script_args.dataset_train_split!r} (it has {splits}); "
+            "set `dataset_train_split`."
+        )
+    train_dataset = dataset[script_args.dataset_train_split]
+    if train_dataset.column_names is not None:
+        check_columns(train_dataset.column_names, where=f"dataset {script_args.dataset_name!r}")
+    if script_args.max_train_samples is not None and not script_args.dataset_streaming:
+        train_dataset = train_dataset.select(range(min(script_args.max_train_samples, len(train_dataset))))
+    eval_dataset = None
+    if training_args.eval_strategy != "no":
+        if script_args.dataset_test_split not in dataset:
+            raise ValueError(
+                f"eval_strategy={training_args.eval_strategy!r} but dataset {script_args.dataset_name!r} has no split "
+                f"{script_args.dataset_test_split!r} (it has {splits}); set `dataset_test_split` or `eval_strategy: no`."
+            )
+        eval_dataset = dataset[script_args.dataset_test_split]
+        if script_args.max_eval_samples is not None and not script_args.dataset_streaming:
+            eval_dataset = eval_dataset.select(range(min(script_args.max_eval_samples, len(eval_dataset))))
+    return train_dataset, eval_dataset
+
+
+def load_tokenizer(model_args: ModelConfig, training_args: SFTConfig) -> PreTrainedTokenizerBase:
+    tokenizer = AutoTokenizer.from_pretrained(
+        model_args.model_name_or_path,
+        revision=model_args.model_revision,
+        trust_remote_code=getattr(training_args, "trust_remote_code", False),
+    )
+    for name in ("eos_token", "pad_token"):
+        value = getattr(training_args, name, None)
+        if value is not None:
+            if value not in tokenizer.get_vocab():
+                raise ValueError(f"`{name}: {value}` is not in the vocabulary of {model_args.model_name_or_path!r}.")
+            setattr(tokenizer, name, value)
+    return tokenizer
+
+
+def load_model(model_args: ModelConfig, training_args: SFTConfig) -> PreTrainedModel:
+    dtype = model_args.dtype if model_args.dtype in (None, "auto") else getattr(torch, model_args.dtype)
+    quantization_config = get_quantization_config(model_args)
+    model_kwargs = {
+        "revision": model_args.model_revision,
+        "trust_remote_code": getattr(training_args, "trust_remote_code", False),
+        "attn_implementation": model_args.attn_implementation,
+        "dtype": dtype,
+        "use_cache": not (training_args.activation_checkpointing or training_args.gradient_checkpointing),
+        # Quantized weights are placed on this process's device; otherwise the trainer places the model.
+        "device_map": {"": PartialState().local_process_index} if quantization_config is not None else None,
+        "quantization_config": quantization_config,
+    }
+    return AutoModelForCausalLM.from_pretrained(model_args.model_name_or_path, **model_kwargs)
+
+
+def ensure_backtrack_token(tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel) -> int:
+    """Add ``<backtrack>`` (and a pad token) when missing and resize + mean-initialise the embeddings.
+
+    Runs before the trainer (hence before DeepSpeed) starts. Under ZeRO-3 the weights are already partitioned by
+    ``from_pretrained``, so the new rows are set inside ``GatheredParameters`` (rank 0 writes, then re-partitions).
+    """
+    old_rows = model.get_input_embeddings().weight.shape[0]
+    if not is_deepspeed_zero3_enabled():
+        token_id = add_backtrack_token(tokenizer, model)
+    else:
+        import deepspeed
+
+        token_id = add_backtrack_token(tokenizer)  # tokenizer only; the partitioned weights are handled below
+        embeddings = model.get_input_embeddings()
+        with deepspeed.zero.GatheredParameters([embeddings.weight]):
+            old_rows = embeddings.weight.shape[0]
+        if len(tokenizer) > old_rows:
+            model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+            output = model.get_output_embeddings()
+            tied = output is None or output.weight is model.get_input_embeddings().weight
+            params = [model.get_input_embeddings().weight] + ([] if tied else [output.weight])
+            with deepspeed.zero.GatheredParameters(params, modifier_rank=0):
+                for param in params:
+                    _mean_init_rows(param, old_rows)
+        if getattr(model.config, "pad_token_id", None) is None:
+            model.config.pad_token_id = tokenizer.pad_token_id
+    if len(tokenizer) > old_rows:
+        logger.info(
+            "Added %s (id %d); embeddings resized %d -> %d rows.", BACKTRACK_TOKEN, token_id, old_rows, len(tokenizer)
+        )
+    return token_id
+
+
+def configure_generation(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
+    """Make ``generate`` stop at the EOS the collator trains, and pad with the tokenizer's pad id."""
+    model.config.pad_token_id = tokenizer.pad_token_id
+    generation_config = model.generation_config
+    others = generation_config.eos_token_id
+    others = [] if others is None else [others] if isinstance(others, int) else list(others)
+    eos = [tokenizer.eos_token_id] + [i for i in others if i != tokenizer.eos_token_id]
+    generation_config.eos_token_id = eos[0] if len(eos) == 1 else eos
+    generation_config.pad_token_id = tokenizer.pad_token_id
+    if tokenizer.bos_token_id is not None:
+        generation_config.bos_token_id = tokenizer.bos_token_id
+
+
+def _mean_init_rows(weight: torch.Tensor, old_rows: int) -> None:
+    """Rows ``old_rows:`` of an embedding / LM head matrix <- mean of the old rows (same rule as add_backtrack_token)."""
+    if weight.shape[0] > old_rows:
+        with torch.no_grad():
+            weight[old_rows:] = weight[:old_rows].mean(dim=0, keepdim=True).to(weight.dtype)
+
+
+def _module_name(model: torch.nn.Module, module: torch.nn.Module | None) -> str | None:
+    for name, candidate in model.named_modules():
+        if candidate is module:
+            return name.split(".")[-1]
+    return None
+
+
+def lora_config_for_new_tokens(model_args: ModelConfig, model: PreTrainedModel):
+    """``get_peft_config(model_args)`` with the embeddings and LM head in ``modules_to_save`` so ``<backtrack>`` learns.
+
+    LoRA alone freezes the embedding matrix, so the freshly added ``<backtrack>`` row (mean-initialised) would
+    never move and the model could not learn to emit it. Returns None when ``use_peft`` is off.
+    """
+    peft_config = get_peft_config(model_args)
+    if peft_config is None:
+        return None
+    input_name = _module_name(model, model.get_input_embeddings())
+    output_name = _module_name(model, model.get_output_embeddings())
+    modules = list(peft_config.modules_to_save or [])
+    for name in (input_name, output_name):
+        if name is not None and name not in modules:
+            modules.append(name)
+    peft_config.modules_to_save = modules
+    if getattr(model.config, "tie_word_embeddings", False):
+        # Keep the trainable copies of the tied input/output embeddings tied.
+        peft_config.ensure_weight_tying = True
+    targets = peft_config.target_modules
+    if isinstance(targets, (list, set)) and output_name in targets:
+        raise ValueError(
+            f"`lora_target_modules` contains {output_name!r}: TRL scores tokens with the LM head weight directly, so "
+            "an adapter on it never trains. The LM head is trained in full instead (modules_to_save)."
+        )
+    logger.info("LoRA: training %s in full so %s learns (modules_to_save=%s).", modules, BACKTRACK_TOKEN, modules)
+    return peft_config
+
+
+MODEL_CARD = """---
+{front_matter}---
+
+# {model_name}
+
+A Countdown reasoning model fine-tuned with **backtrack-masked SFT** (backtrack-trl, a TRL re-implementation of
+[Self-Backtracking](https://arxiv.org/abs/2502.04404), Yang et al., ICML 2025). {what}
+
+## Quick start
+
+Decode with the self-backtracking search (sample N continuations, roll back at `<backtrack>`, keep the most likely
+answer), which is where this model gains over greedy decoding:
+
+```python
+{imports}
+from backtrack_trl.decoding import SelfBacktrackingDecoder
+from backtrack_trl.task import Problem
+
+{load}
+decoder = SelfBacktrackingDecoder(model, tokenizer, n=32, b=1)
+print(decoder.solve([Problem((2, 39, 45, 10), 62)]))
+```
+
+Prompt format: `###Question: numbers [2, 39, 45, 10]->target 62\\n###Response:\\n`; one step `a<op>b=c` per line,
+then `Goal Reached!` and EOS, or `<backtrack>` (one special token, id {backtrack_id}) right after a wrong step. Decode
+with `skip_special_tokens=False`: `skip_special_tokens=True` drops `<backtrack>`.
+
+## Training
+
+- Base model: `{base_model}`
+- Dataset: `{dataset_name}` (split `{train_split}`{rows})
+- Loss: prompt and padding masked; in backtrack rows the wrong step {mask_rule}; the correct prefix, `<backtrack>`
+  and EOS are trained.
+- Hyperparameters: learning rate {lr}, {scheduler} schedule, warmup {warmup}, {batch} per device x {accum}
+  accumulation x {world} processes, {epochs}, max length {max_length}, weight decay {weight_decay}{peft}.
+{results}
+Framework versions: TRL {trl}, transformers {transformers}, torch {torch}, datasets {datasets}.
+
+## Citation
+
+```bibtex
+@inproceedings{{yang2025selfbacktracking,
+  title     = {{Step Back to Leap Forward: Self-Backtracking for Boosting Reasoning of Language Models}},
+  author    = {{Yang, Xiao-Wen and others}},
+  booktitle = {{International Conference on Machine Learning (ICML)}},
+  year      = {{2025}},
+  eprint    = {{2502.04404}},
+  archivePrefix = {{arXiv}}
+}}
+```
+"""
+
+
+def _is_hub_id(name: str | None) -> bool:
+    return bool(name) and not os.path.exists(name) and name.count("/") == 1
+
+
+class BacktrackSFTTrainer(SFTTrainer):
+    """SFTTrainer whose model card (checkpoints, final save, push_to_hub) documents backtrack SFT and our decoder."""
+
+    def __init__(self, *args, script_args: SFTScriptArguments, model_args: ModelConfig, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.script_args = script_args
+        self.model_args = model_args
+
+    def create_model_card(self, model_name: str | None = None, dataset_name: str | None = None, tags=None, **kwargs):
+        if not self.is_world_process_zero():
+            return
+        import trl
+
+        args, script_args, model_args = self.args, self.script_args, self.model_args
+        model_name = model_name or (args.hub_model_id or args.output_dir).rstrip("/").split("/")[-1]
+        repo = args.hub_model_id or args.output_dir
+        base_model = model_args.model_name_or_path
+        dataset = script_args.dataset_name
+        front = ["library_name: transformers", "pipeline_tag: text-generation"]
+        if _is_hub_id(base_model):
+            front.append(f"base_model: {base_model}")
+        if _is_hub_id(dataset):
+            front.append(f"datasets:\n- {dataset}")
+        front.append(
+            "tags:\n" + "".join(f"- {t}\n" for t in ["trl", "sft", "self-backtracking", "countdown"]).rstrip()
+        )
+        peft = bool(model_args.use_peft)
+        if peft:
+            imports = "from peft import AutoPeftModelForCausalLM\nfrom transformers import AutoTokenizer\n"
+            load = f'model = AutoPeftModelForCausalLM.from_pretrained("{repo}").merge_and_unload()\n'
+        else:
+            imports = "from transformers import AutoModelForCausalLM, AutoTokenizer\n"
+            load = f'model = AutoModelForCausalLM.from_pretrained("{repo}")\n'
+        load += f'tokenizer = AutoTokenizer.from_pretrained("{repo}")'
+        losses = [entry["loss"] for entry in self.state.log_history if "loss" in entry]
+        results = ""
+        if losses:
+            results = f"- Final training loss: {losses[-1]:.4f} after {self.state.global_step} steps.\n"
+        epochs = (
+            f"{args.max_steps} steps" if args.max_steps and args.max_steps > 0 else f"{args.num_train_epochs:g} epochs"
+        )
+        try:
+            rows = f", {len(self.train_dataset):,} rows"
+        except TypeError:
+            rows = ""
+        text = MODEL_CARD.format(
+            front_matter="\n".join(front) + "\n",
+            model_name=model_name,
+            what=(
+                "It was trained on optimal solutions and backtrack examples, so it can emit `<backtrack>` after a "
+                "wrong step."
+                if "optimal" not in str(dataset).split("/")[-1]
+                else "It was trained on optimal solutions only (the baseline of the paper)."
+            ),
+            imports=imports.rstrip(),
+            load=load,
+            backtrack_id=self.processing_class.convert_tokens_to_ids(BACKTRACK_TOKEN),
+            base_model=base_model,
+            dataset_name=dataset,
+            train_split=script_args.dataset_train_split,
+            rows=rows,
+            mask_rule="is masked" if script_args.mask_wrong_step else "is trained too (`mask_wrong_step: false`)",
+            lr=args.learning_rate,
+            scheduler=str(getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type)),
+            warmup=args.warmup_steps,
+            batch=args.per_device_train_batch_size,
+            accum=args.gradient_accumulation_steps,
+            world=args.world_size,
+            epochs=epochs,
+            max_length=args.max_length,
+            weight_decay=args.weight_decay,
+            peft=f", LoRA r={model_args.lora_r} alpha={model_args.lora_alpha} (embeddings and LM head trained in full)"
+            if peft
+            else "",
+            results=results,
+            trl=trl.__version__,
+            transformers=transformers.__version__,
+            torch=torch.__version__,
+            datasets=datasets.__version__,
+        )
+        os.makedirs(args.output_dir, exist_ok=True)
+        path = os.path.join(args.output_dir, "README.md")
+        with open(path + ".tmp", "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(path + ".tmp", path)
+
+
+def _resume_checkpoint(training_args: SFTConfig) -> str | None:
+    requested = training_args.resume_from_checkpoint
+    last = get_last_checkpoint(training_args.output_dir) if os.path.isdir(training_args.output_dir) else None
+    if requested in (None, "", "False", "false"):
+        return last
+    if requested in ("True", "true", True, "last"):
+        if last is None:
+            raise ValueError(
+                f"resume_from_checkpoint asks for the last checkpoint but {training_args.output_dir!r} has none."
+            )
+        return last
+    return requested
+
+
+def train(script_args: SFTScriptArguments, training_args: SFTConfig, model_args: ModelConfig) -> dict[str, Any]:
+    """Run backtrack-masked SFT and save the result in ``training_args.output_dir``; return the metrics.
+
+    Returned keys: ``train_loss`` (mean over training), ``final_loss`` (last logged loss), ``train_runtime``,
+    ``global_step``, ``world_size``, ``num_untrained_examples`` / ``num_truncated_examples`` (this process's collator),
+    ``output_dir`` and ``eval_*`` when an eval split is used.
+    """
+    if not model_args.model_name_or_path:
+        raise ValueError("Set `model_name_or_path` (e.g. models/countdown-tiny/init, made by recipes/init_model.py).")
+    if not script_args.dataset_name:
+        raise ValueError(
+            "Set `dataset_name` (a Hub-layout folder such as data/countdown-tiny/backtrack, or a Hub id)."
+        )
+    configure_training_args(training_args)
+    setup_logging(training_args)
+    logger.info("Script parameters %s", script_args)
+    logger.info("Model parameters %s", model_args)
+    logger.info("Training parameters %s", training_args)
+
+    checkpoint = _resume_checkpoint(training_args)
+    if checkpoint is not None:
+        logger.info("Resuming from checkpoint %s.", checkpoint)
+
+    train_dataset, eval_dataset = load_sft_datasets(script_args, training_args)
+    tokenizer = load_tokenizer(model_args, training_args)
+    model = load_model(model_args, training_args)
+    ensure_backtrack_token(tokenizer, model)
+    configure_generation(model, tokenizer)
+    peft_config = lora_config_for_new_tokens(model_args, model)
+
+    collator = BacktrackMaskingCollator(
+        tokenizer,
+        max_length=training_args.max_length,
+        mask_wrong_step=script_args.mask_wrong_step,
+        pad_to_multiple_of=training_args.pad_to_multiple_of,
+        on_untrained=script_args.on_untrained_example,
+    )
+    trainer = BacktrackSFTTrainer(
+        model=model,
+        args=training_args,
+        data_collator=collator,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        script_args=script_args,
+        model_args=model_args,
+    )
+
+    logger.info("*** Train ***")
+    train_result = trainer.train(resume_from_checkpoint=checkpoint)
+    metrics = dict(train_result.metrics)
+    metrics["train_samples"] = len(train_dataset) if hasattr(train_dataset, "__len__") else None
+    trainer.log_metrics("train", metrics)
+    trainer.save_metrics("train", metrics)
+    trainer.save_state()
+    rank, world = training_args.process_index, training_args.world_size
+    logger.log(
+        logging.INFO,
+        "rank %d/%d: collator saw %d examples (%d truncated, %d without a trained token).",
+        rank,
+        world,
+        collator.num_examples,
+        collator.num_truncated,
+        collator.num_untrained,
+    )
+    if collator.num_untrained:
+        logger.warning("%d training examples had no trained token (raise max_length).", collator.num_untrained)
+
+    logger.info("*** Save model ***")
+    trainer.model.config.use_cache = True
+    trainer.save_model(training_args.output_dir)
+    if trainer.accelerator.is_main_process:
+        model.generation_config.save_pretrained(training_args.output_dir)
+        if trainer.is_world_process_zero() and not model_args.use_peft:
+            trainer.model.config.save_pretrained(training_args.output_dir)
+        trainer.create_model_card()
+    logger.info("Model saved to %s", training_args.output_dir)
+
+    if eval_dataset is not None:
+        logger.info("*** Evaluate ***")
+        eval_metrics = trainer.evaluate()
+        if "eval_loss" in eval_metrics:
+            eval_metrics["eval_perplexity"] = math.exp(min(eval_metrics["eval_loss"], 50))
+        trainer.log_metrics("eval", eval_metrics)
+        trainer.save_metrics("eval", eval_metrics)
+        metrics.update(eval_metrics)
+
+    if training_args.push_to_hub:
+        logger.info("Pushing to the Hub (%s)...", training_args.hub_model_id or training_args.output_dir)
+        trainer.push_to_hub(dataset_name=script_args.dataset_name)
+
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    metrics.update(
+        final_loss=losses[-1] if losses else None,
+        global_step=trainer.state.global_step,
+        world_size=world,
+        num_untrained_examples=collator.num_untrained,
+        num_truncated_examples=collator.num_truncated,
+        output_dir=training_args.output_dir,
+    )
+    return metrics
+
+
+def shutdown_distributed() -> None:
+    """Wait for every rank, then tear the process group down (avoids gloo aborting a rank that exits first)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+
+
+def make_parser() -> TrlParser:
+    return TrlParser((SFTScriptArguments, SFTConfig, ModelConfig))
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[SFTScriptArguments, SFTConfig, ModelConfig]:
+    """Parse ``--config recipe.yaml`` + CLI overrides; an unknown recipe key gives one clear error naming it."""
+    parser = make_parser()
+    try:
+        return parser.parse_args_and_config(args=argv)
+    except ValueError as error:
+        message = str(error)
+        if "Unknown arguments from config file" in message or "not used by the HfArgumentParser" in message:
+            raise ValueError(
+                f"{message.split('. Please')[0]}. These are not options of recipes/sft.py (SFTScriptArguments, "
+                "trl.SFTConfig or trl.ModelConfig): check the spelling, or list every option with "
+                "`python recipes/sft.py --help`."
+            ) from None
+        raise
