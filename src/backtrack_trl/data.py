@@ -345,6 +345,10 @@ def _build_shard(task: tuple) -> tuple[list[tuple], list[int], pa.Table]:
     return keys, question_of_row, pa.Table.from_pylist(rows, schema=FEATURES.arrow_schema)
 
 
+# Give up on a split only after this many draws in a row brought under 1% new problems.
+FRUITLESS_DRAWS = 2000
+
+
 def _collect_split(
     split: str,
     n: int,
@@ -363,6 +367,7 @@ def _collect_split(
     tables: list[pa.Table] = []
     keys: set = set()
     next_shard = 0
+    fruitless = 0
     progress = tqdm(total=n, desc=f"Building {split}", unit="question", disable=n < 10 * SHARD_SIZE)
     while len(keys) < n:
         missing = n - len(keys)
@@ -381,11 +386,13 @@ def _collect_split(
             tables.append(table if len(rows) == len(question_of_row) else table.take(pa.array(rows, type=pa.int64())))
             added_in_round += len(kept)
             progress.update(len(kept))
-        if len(keys) < n and added_in_round < 0.01 * missing:
+        # Count draws that brought (almost) nothing new; small rounds near the end must not stop the build early.
+        fruitless = fruitless + sum(limits) if added_in_round < 0.01 * sum(limits) else 0
+        if len(keys) < n and fruitless >= FRUITLESS_DRAWS:
             # Near exhaustion the problems left are the rarely drawn ones (e.g. repeated numbers): stop, don't spin.
             raise ValueError(
                 f"Found only {len(keys)} of the {n} distinct {split} problems asked for: the problem space of these "
-                f"settings ({config}) is nearly exhausted (under 1% of the last {missing} draws were new). Lower "
+                f"settings ({config}) is nearly exhausted (under 1% of the last {fruitless} draws were new). Lower "
                 f"num_train_questions/num_test or widen the number/target ranges."
             )
     progress.close()
