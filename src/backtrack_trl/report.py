@@ -20,6 +20,7 @@ print(table1_markdown(results))
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -63,11 +64,39 @@ def _fmt(value: Any, digits: int = 1) -> str:
     return str(value)
 
 
+_KEY_RE = re.compile(r"^(?:(?P<kind>beam|bon)_(?P<n>\d+)|sbt_b(?P<b>\d+)_n(?P<sn>\d+))$")
+
+
 def _label(key: tuple[str, str]) -> str:
     if key in METHOD_LABELS:
         return METHOD_LABELS[key]
     model, decoder = key
-    return f"{'Backtrack SFT' if model == 'backtrack' else 'SFT on optimal paths'} + {decoder}"
+    base = "Backtrack SFT" if model == "backtrack" else "SFT on optimal paths"
+    match = _KEY_RE.match(decoder)
+    if match and match["sn"]:
+        return f"{'Self-backtracking' if model == 'backtrack' else base + ' + self-backtracking'} b={match['b']}, N={match['sn']}"
+    if match and match["kind"] == "beam":
+        return f"{base} + beam search ({match['n']})"
+    if match:
+        return f"{base} + best-of-{match['n']} (likelihood)"
+    return f"{base} + {decoder}"
+
+
+def _sort_key(key: tuple[str, str]) -> tuple:
+    """Paper order: optimal-only model first, then greedy, beam, best-of-N, self-backtracking by (b, N)."""
+    model, decoder = key
+    match = _KEY_RE.match(decoder)
+    if decoder == "greedy":
+        rank = (0, 0, 0)
+    elif match and match["kind"] == "beam":
+        rank = (1, 0, int(match["n"]))
+    elif match and match["kind"] == "bon":
+        rank = (2, 0, int(match["n"]))
+    elif match:
+        rank = (3, int(match["b"]), int(match["sn"]))
+    else:
+        rank = (4, 0, 0)
+    return (model != "optimal", rank, decoder)
 
 
 def table1_markdown(decoder_results: dict[tuple[str, str], dict[str, dict[str, float]]]) -> str:
@@ -76,7 +105,7 @@ def table1_markdown(decoder_results: dict[tuple[str, str], dict[str, dict[str, f
         "| Method | Seen strict | New strict | Seen official | New official | Seen oracle | New oracle "
         "| Paper 1B seen / new (official) |\n|---|---|---|---|---|---|---|---|\n"
     )
-    order = list(METHOD_LABELS) + sorted(k for k in decoder_results if k not in METHOD_LABELS)
+    order = sorted(decoder_results, key=_sort_key)
     lines = []
     for key in order:
         if key not in decoder_results:
@@ -99,11 +128,8 @@ def rounds_table(round_rows: list[dict[str, Any]]) -> str:
     lines = []
     for row in round_rows:
         k = row["round"]
-        paper = (
-            f"{PAPER_ROUNDS_1B['seen'][k]:.1f} / {PAPER_ROUNDS_1B['new'][k]:.1f}"
-            if k < len(PAPER_ROUNDS_1B["seen"])
-            else "-"
-        )
+        has_paper = k < len(PAPER_ROUNDS_1B["seen"]) and not row.get("control")
+        paper = f"{PAPER_ROUNDS_1B['seen'][k]:.1f} / {PAPER_ROUNDS_1B['new'][k]:.1f}" if has_paper else "-"
         lines.append(
             f"| {k} | {row.get('model', '-')} | {_fmt(row.get('pool_problems'))} | {_fmt(row.get('kept'))} "
             f"| {_fmt(row.get('pool_search_accuracy'))} | {_fmt(row.get('greedy_seen'))} | {_fmt(row.get('greedy_new'))} "
@@ -171,16 +197,23 @@ def plot_rounds(round_rows: list[dict[str, Any]], path: str | Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    rounds = [r["round"] for r in round_rows]
+    main = [r for r in round_rows if not r.get("control")]
+    rounds = [r["round"] for r in main]
     for key, label, style in (
         ("greedy_seen", "greedy, seen targets", "-o"),
         ("greedy_new", "greedy, new targets", "-s"),
         ("search_seen", "search, seen targets", "--o"),
         ("search_new", "search, new targets", "--s"),
     ):
-        values = [r.get(key) for r in round_rows]
+        values = [r.get(key) for r in main]
         if any(v is not None for v in values):
             ax.plot(rounds, values, style, label=label)
+    for row in round_rows:  # the control arm: same SFT budget on solver paths instead of the search's own
+        if row.get("control"):
+            for key, marker in (("greedy_seen", "x"), ("greedy_new", "+")):
+                if row.get(key) is not None:
+                    ax.scatter([row["round"]], [row[key]], marker=marker, color="black", s=60,
+                               label=f"control (solver paths), greedy {key.split('_')[1]}")  # fmt: skip
     ax.set_xlabel("self-improvement round")
     ax.set_ylabel("accuracy % (strict)")
     ax.set_xticks(rounds)

@@ -1,0 +1,27 @@
+"""Run the whole self-backtracking study: data, tiny model, baseline + backtrack SFT, Table 1 evaluation,
+self-improvement rounds and a report (markdown tables + PNG plots). Every stage is resumable.
+
+Usage:
+
+```bash
+# the default CPU study (about 30 minutes on 2 cores); `make self-improve` runs the same
+python recipes/self_improve.py --config recipes/countdown-tiny/self_improve/config_default.yaml
+
+# more rounds continue a finished study; a killed run continues from the last finished stage
+python recipes/self_improve.py --config recipes/countdown-tiny/self_improve/config_default.yaml --rounds 5
+
+# GPU node: Llama-3.2-1B with DeepSpeed ZeRO-2 for training, 8 processes for evaluation
+python recipes/self_improve.py --config recipes/Llama-3.2-1B/self_improve/config_default.yaml \
+    --accelerate_config accelerate_configs/zero2.yaml
+```
+"""
+
+from trl import TrlParser
+
+from backtrack_trl.self_improve import SelfImproveArguments, main
+
+
+if __name__ == "__main__":
+    parser = TrlParser(SelfImproveArguments)
+    (args,) = parser.parse_args_and_config()
+    main(args)

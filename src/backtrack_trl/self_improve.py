@@ -1,0 +1,458 @@
+"""The whole study and the self-improvement loop (expert iteration), resumable stage by stage.
+
+Stages, each recorded in ``<output_dir>/state.json`` once all its outputs are written atomically:
+
+1. ``data_backtrack`` / ``data_optimal``: ``recipes/build_dataset.py`` (same questions and test splits);
+2. ``init_model``: ``recipes/init_model.py`` (skipped when the SFT recipes start from a pretrained model);
+3. ``sft_optimal`` / ``sft_backtrack``: ``accelerate launch recipes/sft.py`` (so GPU users get DeepSpeed);
+4. ``eval_optimal`` / ``eval_backtrack``: ``accelerate launch recipes/evaluate_decoders.py`` (Table 1 decoders);
+5. for every round k = 1..R: ``round_k_search`` (self-backtracking search on a pool of TRAINING problems, the paths
+   the strict checker accepts become round k's Hub-layout dataset), ``round_k_sft`` (fine-tune round k-1's model
+   on it through ``recipes/sft.py``) and ``round_k_eval`` (greedy and search on the held-out test splits);
+6. ``report``: ``report.md`` with Table 1 (both checkers) and the per-round table, plus PNG plots.
+
+A killed run started again with the same command skips the finished stages and redoes the interrupted one from
+scratch (training included, so the datasets match an uninterrupted run exactly); asking for more rounds continues
+a finished study. A folder created by a different configuration is refused.
+
+Usage (the default CPU study; ``make self-improve`` runs the same):
+
+```bash
+python recipes/self_improve.py --config recipes/countdown-tiny/self_improve/config_default.yaml
+```
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .harvest import EmptyHarvestError
+from .study_state import StudyState, atomic_write_json
+
+
+logger = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class SelfImproveArguments:
+    """Options of ``recipes/self_improve.py``. Paths of sub-recipe configs are relative to the working directory."""
+
+    output_dir: str = field(
+        default="results/countdown-tiny",
+        metadata={"help": "Study folder: data, models, evaluations, rounds and the report are written under it."},
+    )
+    overwrite: bool = field(default=False, metadata={"help": "Delete an existing study folder and start again."})
+    backtrack_data_config: str = field(
+        default="recipes/countdown-tiny/data/config_backtrack.yaml",
+        metadata={"help": "recipes/build_dataset.py config of the optimal+backtrack dataset."},
+    )
+    optimal_data_config: str | None = field(
+        default="recipes/countdown-tiny/data/config_optimal.yaml",
+        metadata={"help": "recipes/build_dataset.py config of the optimal-only baseline dataset (None: no baseline)."},
+    )
+    init_model_config: str | None = field(
+        default="recipes/countdown-tiny/init_model.yaml",
+        metadata={"help": "recipes/init_model.py config (None: the SFT configs' model_name_or_path is used as is)."},
+    )
+    backtrack_sft_config: str = field(
+        default="recipes/countdown-tiny/sft/config_backtrack.yaml",
+        metadata={"help": "recipes/sft.py config of the backtrack model (round 0)."},
+    )
+    optimal_sft_config: str | None = field(
+        default="recipes/countdown-tiny/sft/config_optimal.yaml",
+        metadata={"help": "recipes/sft.py config of the optimal-only baseline (None: no baseline)."},
+    )
+    eval_config: str = field(
+        default="recipes/countdown-tiny/eval/config_default.yaml",
+        metadata={"help": "recipes/evaluate_decoders.py config with the Table 1 decoders (round 0)."},
+    )
+    round_sft_config: str = field(
+        default="recipes/countdown-tiny/sft/config_round.yaml",
+        metadata={"help": "recipes/sft.py config for the round fine-tunes (hyperparameters; paths are set here)."},
+    )
+    round_eval_decoders: list[str] = field(
+        default_factory=lambda: ["greedy", "self_backtracking:n=32,b=1"],
+        metadata={
+            "help": "Decoder specs evaluated after every round (as in recipes/evaluate_decoders.py); the first "
+            "search spec is the 'search' column of the per-round table."
+        },
+    )
+    rounds: int = field(default=3, metadata={"help": "Number of self-improvement rounds (more continues a study)."})
+    pool_size: int = field(
+        default=2000, metadata={"help": "Training problems searched per round (a fresh slice of the train split)."}
+    )
+    search_n: int = field(default=16, metadata={"help": "Samples per expansion N of the harvesting search."})
+    search_b: int = field(default=1, metadata={"help": "Backtracking rounds b of the harvesting search."})
+    search_temperature: float = field(default=0.7, metadata={"help": "Sampling temperature of the search."})
+    search_batch_size: int = field(default=64, metadata={"help": "Problems searched at once."})
+    keep: str = field(
+        default="best_correct",
+        metadata={
+            "help": "Which path to keep per problem: 'best_correct' (highest-scoring candidate the strict checker "
+            "accepts) or 'chosen' (the search's selected answer, kept only if correct).",
+            "choices": ["best_correct", "chosen"],
+        },
+    )
+    control: bool = field(
+        default=True,
+        metadata={
+            "help": "Also fine-tune the round-0 model on the solver's optimal paths for the problems round 1 kept "
+            "(same count, same recipe): tells the gain from the search's own paths apart from more SFT."
+        },
+    )
+    accelerate_config: str = field(
+        default="accelerate_configs/cpu.yaml",
+        metadata={"help": "accelerate config used to launch training and evaluation."},
+    )
+    seed: int = field(default=42, metadata={"help": "Seed of the pools and the searches."})
+    push_to_hub: bool = field(default=False, metadata={"help": "Push each round's dataset as config round_<k>."})
+    hub_dataset_id: str | None = field(default=None, metadata={"help": "Hub dataset id for --push_to_hub."})
+
+    def __post_init__(self):
+        if self.rounds < 0:
+            raise ValueError(f"rounds={self.rounds}: must be >= 0.")
+        if self.pool_size < 1:
+            raise ValueError(f"pool_size={self.pool_size}: must be >= 1.")
+        if self.search_n < 1 or self.search_b < 0:
+            raise ValueError(f"search_n={self.search_n} must be >= 1 and search_b={self.search_b} >= 0.")
+        if self.keep not in ("best_correct", "chosen"):
+            raise ValueError(f"keep={self.keep!r}: choose 'best_correct' or 'chosen'.")
+        if self.push_to_hub and not self.hub_dataset_id:
+            raise ValueError("--push_to_hub needs --hub_dataset_id NAME.")
+
+
+class StageFailedError(RuntimeError):
+    """A sub-recipe exited with an error (its output was streamed above and saved in the stage log)."""
+
+
+def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Config file {str(path)!r} does not exist (check the path in the study config).")
+    with open(path) as handle:
+        return yaml.safe_load(handle) or {}
+
+
+def _cli(overrides: dict[str, Any]) -> list[str]:
+    args = []
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        if isinstance(value, (list, tuple)):
+            args += [f"--{key}", *[str(v) for v in value]]
+        else:
+            args += [f"--{key}", str(value)]
+    return args
+
+
+def run_logged(cmd: list[str], log_path: Path) -> None:
+    """Run ``cmd`` streaming its output to the console and to ``log_path``; raise with the log's tail on failure."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    logger.info("$ %s", " ".join(cmd))
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            sys.stdout.write(line)
+            log.write(line)
+        code = proc.wait()
+    if code != 0:
+        last = [line for line in log_path.read_text().splitlines() if line.strip()][-1:] or [""]
+        raise StageFailedError(
+            f"Command failed with exit code {code}: {' '.join(cmd)}\n  last line: {last[0]}\n  full log: {log_path}"
+        )
+
+
+class Study:
+    """Runs the stages of the study in order, skipping those already recorded in ``state.json``."""
+
+    def __init__(self, args: SelfImproveArguments, python: str = sys.executable, recipes_dir: Path | None = None):
+        self.args = args
+        self.python = python
+        self.recipes = Path(recipes_dir or REPO_ROOT / "recipes")
+        self.out = Path(args.output_dir)
+        config = asdict(args)
+        for key in ("backtrack_data_config", "optimal_data_config", "init_model_config", "backtrack_sft_config",
+                    "optimal_sft_config", "eval_config", "round_sft_config"):  # fmt: skip
+            if config[key]:
+                config[f"{key}_content"] = read_yaml(config[key])
+        # Asking for more rounds, or pushing, continues a study rather than invalidating it.
+        self.state = StudyState.open(
+            self.out,
+            config,
+            ignore_keys=("rounds", "overwrite", "push_to_hub", "hub_dataset_id", "accelerate_config"),
+            overwrite=args.overwrite,
+        )
+        self.t0 = time.time()
+
+    # -- paths ---------------------------------------------------------------------------------------------------
+    def data_dir(self, kind: str) -> Path:
+        return self.out / "data" / kind
+
+    def model_dir(self, name: str) -> Path:
+        return self.out / "models" / name
+
+    def round_dir(self, k: int) -> Path:
+        return self.out / "rounds" / f"round_{k}"
+
+    def round_model(self, k: int) -> Path:
+        return self.model_dir("backtrack-sft") if k == 0 else self.round_dir(k) / "model"
+
+    # -- stage plumbing --------------------------------------------------------------------------------------------
+    def stage(self, name: str, fn, outputs: list[Path]) -> None:
+        if self.state.is_done(name) and all(p.exists() for p in outputs):
+            logger.info("[%s] already done, skipping", name)
+            return
+        for path in outputs:  # an interrupted stage starts again from scratch
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.exists():
+                path.unlink()
+        elapsed = time.time() - self.t0
+        print(f"\n=== [{time.strftime('%H:%M:%S')}] stage {name} (study time so far {elapsed:.0f}s) ===", flush=True)
+        start = time.time()
+        fn()
+        missing = [str(p) for p in outputs if not p.exists()]
+        if missing:
+            raise RuntimeError(f"Stage {name} finished without writing {missing}.")
+        self.state.mark_done(name, time.time() - start)
+        if os.environ.get("BACKTRACK_TRL_STOP_AFTER") == name:  # test hook: simulate a kill after a stage
+            raise SystemExit(f"stopping after {name} (BACKTRACK_TRL_STOP_AFTER)")
+
+    def recipe(self, script: str, config: str, overrides: dict[str, Any], log: str, launch: bool = False) -> None:
+        cmd = [self.python]
+        if launch:
+            cmd += ["-m", "accelerate.commands.launch", "--config_file", self.args.accelerate_config]
+        cmd += [str(self.recipes / script), "--config", config, *_cli(overrides)]
+        run_logged(cmd, self.out / "logs" / f"{log}.log")
+
+    # -- stages ----------------------------------------------------------------------------------------------------
+    def build_data(self) -> None:
+        for kind, cfg in (("backtrack", self.args.backtrack_data_config), ("optimal", self.args.optimal_data_config)):
+            if cfg:
+                out = self.data_dir(kind)
+                self.stage(
+                    f"data_{kind}",
+                    lambda cfg=cfg, out=out, kind=kind: self.recipe(
+                        "build_dataset.py", cfg, {"output_dir": out, "overwrite": True}, f"data_{kind}"
+                    ),
+                    [out],
+                )
+
+    def init_model(self) -> None:
+        if self.args.init_model_config:
+            out = self.model_dir("init")
+            self.stage(
+                "init_model",
+                lambda: self.recipe("init_model.py", self.args.init_model_config, {"output_dir": out}, "init_model"),
+                [out],
+            )
+
+    def _base_model(self, sft_config: str) -> str:
+        if self.args.init_model_config:
+            return str(self.model_dir("init"))
+        return read_yaml(sft_config)["model_name_or_path"]
+
+    def train(self) -> None:
+        for kind, cfg in (("optimal", self.args.optimal_sft_config), ("backtrack", self.args.backtrack_sft_config)):
+            if not cfg or (kind == "optimal" and not self.args.optimal_data_config):
+                continue
+            out = self.model_dir(f"{kind}-sft")
+            overrides = {
+                "model_name_or_path": self._base_model(cfg),
+                "dataset_name": self.data_dir(kind),
+                "output_dir": out,
+                "seed": self.args.seed,
+            }
+            self.stage(
+                f"sft_{kind}",
+                lambda cfg=cfg, overrides=overrides, kind=kind: self.recipe(
+                    "sft.py", cfg, overrides, f"sft_{kind}", launch=True
+                ),
+                [out],
+            )
+
+    def evaluate(self, model: Path, data: Path, out: Path, name: str, decoders: list[str] | None = None) -> None:
+        overrides = {"model_name_or_path": model, "dataset_name": data, "output_dir": out, "seed": self.args.seed}
+        if decoders:
+            overrides["decoders"] = decoders
+        self.stage(
+            name,
+            lambda: self.recipe("evaluate_decoders.py", self.args.eval_config, overrides, name, launch=True),
+            [out],
+        )
+
+    def evaluate_round0(self) -> None:
+        for kind in ("optimal", "backtrack"):
+            model = self.model_dir(f"{kind}-sft")
+            if kind == "optimal" and not (self.args.optimal_sft_config and self.args.optimal_data_config):
+                continue
+            decoders = None
+            if kind == "optimal":  # a model that never saw <backtrack> gets the baselines only
+                specs = read_yaml(self.args.eval_config).get("decoders") or []
+                decoders = [s for s in specs if s.split(":")[0].strip() not in ("self_backtracking", "released")]
+            self.evaluate(model, self.data_dir("backtrack"), self.out / "eval" / kind, f"eval_{kind}", decoders)
+
+    def pool_problems(self, k: int) -> list[dict[str, Any]]:
+        """Round k's pool: the k-th slice of a seeded shuffle of the distinct TRAIN questions (never test ones)."""
+        from datasets import load_dataset
+
+        train = load_dataset(str(self.data_dir("backtrack")), split="train")
+        seen, questions = set(), []
+        for numbers, target in zip(train["numbers"], train["target"]):
+            key = (tuple(numbers), int(target))
+            if key not in seen:
+                seen.add(key)
+                questions.append(key)
+        random.Random(self.args.seed).shuffle(questions)
+        size = self.args.pool_size
+        start = ((k - 1) * size) % max(1, len(questions))
+        picked = (questions[start:] + questions[:start])[: min(size, len(questions))]
+        return [{"numbers": list(n), "target": t} for n, t in picked]
+
+    def round_datasets(self) -> Path:
+        return self.out / "round_datasets"
+
+    def harvest(self, k: int) -> None:
+        from .harvest import harvest, test_problem_keys
+
+        search = {
+            "n": self.args.search_n,
+            "b": self.args.search_b,
+            "temperature": self.args.search_temperature,
+            "batch_size": self.args.search_batch_size,
+        }
+        stats = harvest(
+            self.round_model(k - 1),
+            problems=self.pool_problems(k),
+            output_folder=self.round_datasets(),
+            config_name=f"round_{k}",
+            search_options=search,
+            keep=self.args.keep,
+            seed=self.args.seed + 1000 * k,
+            forbidden_keys=test_problem_keys(self.data_dir("backtrack")),
+        )
+        if self.args.push_to_hub:
+            from .hub_dataset import push_hub_dataset
+
+            push_hub_dataset(self.round_datasets(), self.args.hub_dataset_id, config_name=f"round_{k}")
+        atomic_write_json(self.round_dir(k) / "harvest.json", stats)
+
+    def run_round(self, k: int) -> None:
+        rdir = self.round_dir(k)
+        self.stage(f"round_{k}_search", lambda: self.harvest(k), [rdir / "harvest.json"])
+        overrides = {
+            "model_name_or_path": self.round_model(k - 1),
+            "dataset_name": self.round_datasets(),
+            "dataset_config": f"round_{k}",
+            "output_dir": rdir / "model",
+            "seed": self.args.seed,
+        }
+        self.stage(
+            f"round_{k}_sft",
+            lambda: self.recipe("sft.py", self.args.round_sft_config, overrides, f"round_{k}_sft", launch=True),
+            [rdir / "model"],
+        )
+        self.evaluate(
+            rdir / "model", self.data_dir("backtrack"), rdir / "eval", f"round_{k}_eval", self.args.round_eval_decoders
+        )
+
+    def control_data(self) -> None:
+        from datasets import Dataset, DatasetDict, load_dataset
+
+        from .data import optimal_row
+        from .hub_dataset import write_hub_dataset
+        from .solver import solve
+        from .task import Problem
+
+        kept = load_dataset(str(self.round_datasets()), "round_1", split="train")
+        rows = []
+        for numbers, target in zip(kept["numbers"], kept["target"]):
+            problem = Problem(tuple(numbers), target)
+            rows.append(optimal_row(problem, solve(problem.numbers, problem.target)))
+        card = {"source": "exact solver (control arm)", "problems": "those kept by round_1", "rows": len(rows)}
+        write_hub_dataset(
+            DatasetDict({"train": Dataset.from_list(rows)}), self.round_datasets(), card, True, config_name="control_1"
+        )
+        atomic_write_json(self.out / "rounds" / "control_1" / "harvest.json", {"kept": len(rows)})
+
+    def run_control(self) -> None:
+        cdir = self.out / "rounds" / "control_1"
+        self.stage("control_1_data", self.control_data, [cdir / "harvest.json"])
+        overrides = {
+            "model_name_or_path": self.round_model(0),
+            "dataset_name": self.round_datasets(),
+            "dataset_config": "control_1",
+            "output_dir": cdir / "model",
+            "seed": self.args.seed,
+        }
+        self.stage(
+            "control_1_sft",
+            lambda: self.recipe("sft.py", self.args.round_sft_config, overrides, "control_1_sft", launch=True),
+            [cdir / "model"],
+        )
+        self.evaluate(
+            cdir / "model", self.data_dir("backtrack"), cdir / "eval", "control_1_eval", self.args.round_eval_decoders
+        )
+
+    def report(self) -> Path:
+        from .report import write_report
+        from .study_results import collect_decoder_results, collect_round_rows
+
+        decoder_results = collect_decoder_results(self.out)
+        searches = [spec for spec in self.args.round_eval_decoders if spec != "greedy"]
+        round_rows = collect_round_rows(self.out, self.args.rounds, searches[0] if searches else "greedy")
+        seconds = {name: info["seconds"] for name, info in self.state.stages.items() if name != "report"}
+        settings = "Settings: " + ", ".join(
+            f"{k}={v}" for k, v in (("rounds", self.args.rounds), ("pool_size", self.args.pool_size),
+                                    ("search", f"b={self.args.search_b}, N={self.args.search_n}"),
+                                    ("keep", self.args.keep))
+        )  # fmt: skip
+        return write_report(self.out / "report", decoder_results, round_rows, seconds, settings)
+
+    def run(self) -> Path:
+        self.build_data()
+        self.init_model()
+        self.train()
+        self.evaluate_round0()
+        for k in range(1, self.args.rounds + 1):
+            self.run_round(k)
+            if k == 1 and self.args.control:
+                self.run_control()
+        start = time.time()
+        report = self.report()
+        self.state.mark_done("report", time.time() - start)
+        total = sum(info["seconds"] for info in self.state.stages.values())
+        atomic_write_json(self.out / "timings.json", {n: i["seconds"] for n, i in self.state.stages.items()})
+        print(f"\nStudy finished: {report} (stage time in total {total:.0f}s)", flush=True)
+        print(report.read_text(), flush=True)
+        return report
+
+
+def main(args: SelfImproveArguments) -> Path:
+    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
+    try:
+        return Study(args).run()
+    except (StageFailedError, EmptyHarvestError, ValueError, FileNotFoundError) as error:
+        # One readable message instead of a traceback: the failing recipe's own traceback was streamed above.
+        print(f"\nerror: {error}", file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
+
+
+def dump_args(args: SelfImproveArguments) -> str:
+    return json.dumps(asdict(args), indent=2)
