@@ -22,6 +22,7 @@ metrics = train(script_args, training_args, model_args)  # {"train_loss": ..., "
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -32,6 +33,7 @@ from typing import Any
 import datasets
 import torch
 import transformers
+import yaml
 from accelerate import PartialState
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.integrations import is_deepspeed_zero3_enabled
@@ -561,8 +563,31 @@ def make_parser() -> TrlParser:
     return TrlParser((SFTScriptArguments, SFTConfig, ModelConfig))
 
 
+def _check_recipe_keys(argv: list[str]) -> None:
+    """Name unknown keys of the ``--config`` YAML before any dataclass is built (their own errors would come first)."""
+    if "--config" not in argv or argv.index("--config") + 1 >= len(argv):
+        return
+    path = argv[argv.index("--config") + 1]
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"Recipe {path!r} (--config) does not exist.")
+    with open(path, encoding="utf-8") as f:
+        recipe = yaml.safe_load(f) or {}
+    if not isinstance(recipe, dict):
+        raise ValueError(f"Recipe {path!r} must be a YAML mapping of option: value.")
+    known = {f.name for cls in (SFTScriptArguments, SFTConfig, ModelConfig) for f in dataclasses.fields(cls)}
+    unknown = sorted(set(recipe) - known - {"env"})
+    if unknown:
+        raise ValueError(
+            f"Recipe {path!r} has unknown key(s) {unknown}. These are not options of recipes/sft.py "
+            "(SFTScriptArguments, trl.SFTConfig or trl.ModelConfig): check the spelling, or list every option with "
+            "`python recipes/sft.py --help`."
+        )
+
+
 def parse_args(argv: list[str] | None = None) -> tuple[SFTScriptArguments, SFTConfig, ModelConfig]:
-    """Parse ``--config recipe.yaml`` + CLI overrides; an unknown recipe key gives one clear error naming it."""
+    """Parse ``--config recipe.yaml`` + CLI overrides; an unknown recipe key or flag gives one clear error naming it."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    _check_recipe_keys(argv)
     parser = make_parser()
     try:
         return parser.parse_args_and_config(args=argv)
