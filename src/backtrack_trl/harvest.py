@@ -95,7 +95,10 @@ def harvest(
         raise ValueError(
             f"{len(leaked)} pool problems are test problems (e.g. {leaked[0]}): the pool must come from the train split."
         )
-    decoder = SelfBacktrackingDecoder.from_pretrained(str(model_dir), seed=seed, **search_options)
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else None  # the orchestrator process may own a GPU
+    decoder = SelfBacktrackingDecoder.from_pretrained(str(model_dir), device=device, seed=seed, **search_options)
     results = decoder.solve(pool, progress=progress)
 
     rows, chosen_correct, oracle = [], 0, 0

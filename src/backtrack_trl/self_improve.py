@@ -76,6 +76,13 @@ class SelfImproveArguments:
         default="recipes/countdown-tiny/sft/config_optimal.yaml",
         metadata={"help": "recipes/sft.py config of the optimal-only baseline (None: no baseline)."},
     )
+    backtrack_model: str | None = field(
+        default=None,
+        metadata={
+            "help": "An already trained backtrack model (folder or Hub id) to self-improve: skips init_model and the "
+            "SFT stages (round 0 = this model). It must have the <backtrack> token."
+        },
+    )
     eval_config: str = field(
         default="recipes/countdown-tiny/eval/config_default.yaml",
         metadata={"help": "recipes/evaluate_decoders.py config with the Table 1 decoders (round 0)."},
@@ -117,6 +124,10 @@ class SelfImproveArguments:
     accelerate_config: str = field(
         default="accelerate_configs/cpu.yaml",
         metadata={"help": "accelerate config used to launch training and evaluation."},
+    )
+    eval_accelerate_config: str | None = field(
+        default=None,
+        metadata={"help": "accelerate config of the evaluations (None: accelerate_config), e.g. ddp.yaml on GPUs."},
     )
     seed: int = field(default=42, metadata={"help": "Seed of the pools and the searches."})
     push_to_hub: bool = field(default=False, metadata={"help": "Push each round's dataset as config round_<k>."})
@@ -186,6 +197,8 @@ class Study:
         self.python = python
         self.recipes = Path(recipes_dir or REPO_ROOT / "recipes")
         self.out = Path(args.output_dir)
+        if args.backtrack_model:  # before anything is written
+            self.check_backtrack_model()
         config = asdict(args)
         for key in ("backtrack_data_config", "optimal_data_config", "init_model_config", "backtrack_sft_config",
                     "optimal_sft_config", "eval_config", "round_sft_config"):  # fmt: skip
@@ -195,7 +208,14 @@ class Study:
         self.state = StudyState.open(
             self.out,
             config,
-            ignore_keys=("rounds", "overwrite", "push_to_hub", "hub_dataset_id", "accelerate_config"),
+            ignore_keys=(
+                "rounds",
+                "overwrite",
+                "push_to_hub",
+                "hub_dataset_id",
+                "accelerate_config",
+                "eval_accelerate_config",
+            ),
             overwrite=args.overwrite,
         )
         self.t0 = time.time()
@@ -210,8 +230,10 @@ class Study:
     def round_dir(self, k: int) -> Path:
         return self.out / "rounds" / f"round_{k}"
 
-    def round_model(self, k: int) -> Path:
-        return self.model_dir("backtrack-sft") if k == 0 else self.round_dir(k) / "model"
+    def round_model(self, k: int) -> Path | str:
+        if k == 0:
+            return self.args.backtrack_model or self.model_dir("backtrack-sft")
+        return self.round_dir(k) / "model"
 
     # -- stage plumbing --------------------------------------------------------------------------------------------
     def stage(self, name: str, fn, outputs: list[Path]) -> None:
@@ -237,7 +259,10 @@ class Study:
     def recipe(self, script: str, config: str, overrides: dict[str, Any], log: str, launch: bool = False) -> None:
         cmd = [self.python]
         if launch:
-            cmd += ["-m", "accelerate.commands.launch", "--config_file", self.args.accelerate_config]
+            accelerate_config = self.args.accelerate_config
+            if script == "evaluate_decoders.py" and self.args.eval_accelerate_config:
+                accelerate_config = self.args.eval_accelerate_config
+            cmd += ["-m", "accelerate.commands.launch", "--config_file", accelerate_config]
         cmd += [str(self.recipes / script), "--config", config, *_cli(overrides)]
         run_logged(cmd, self.out / "logs" / f"{log}.log")
 
@@ -254,7 +279,21 @@ class Study:
                     [out],
                 )
 
+    def check_backtrack_model(self) -> None:
+        from transformers import AutoTokenizer
+
+        from .tokenization import require_backtrack_token
+
+        path = self.args.backtrack_model
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(path)
+        except OSError as error:
+            raise FileNotFoundError(f"--backtrack_model {path!r} is not a model folder or Hub id ({error}).") from None
+        require_backtrack_token(tokenizer)
+
     def init_model(self) -> None:
+        if self.args.backtrack_model:
+            return
         if self.args.init_model_config:
             out = self.model_dir("init")
             self.stage(
@@ -271,6 +310,8 @@ class Study:
     def train(self) -> None:
         for kind, cfg in (("optimal", self.args.optimal_sft_config), ("backtrack", self.args.backtrack_sft_config)):
             if not cfg or (kind == "optimal" and not self.args.optimal_data_config):
+                continue
+            if kind == "backtrack" and self.args.backtrack_model:
                 continue
             out = self.model_dir(f"{kind}-sft")
             overrides = {
@@ -299,7 +340,7 @@ class Study:
 
     def evaluate_round0(self) -> None:
         for kind in ("optimal", "backtrack"):
-            model = self.model_dir(f"{kind}-sft")
+            model = self.round_model(0) if kind == "backtrack" else self.model_dir("optimal-sft")
             if kind == "optimal" and not (self.args.optimal_sft_config and self.args.optimal_data_config):
                 continue
             decoders = None
