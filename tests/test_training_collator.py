@@ -314,3 +314,14 @@ def test_bad_options(char):
         BacktrackMaskingCollator(char, padding_side="middle")
     with pytest.raises(ValueError, match="on_untrained"):
         BacktrackMaskingCollator(char, on_untrained="ignore")
+
+
+def test_segment_memo_is_exact_and_bounded(bpe):
+    rows = sample_rows(12)
+    plain = BacktrackMaskingCollator(bpe, cache_size=0)
+    memo = BacktrackMaskingCollator(bpe, cache_size=10)
+    for _ in range(2):  # second pass: lookups hit the memo
+        for batch in (rows[:8], rows[8:]):
+            expected_batch, got = plain(batch), memo(batch)
+            assert all(torch.equal(expected_batch[key], got[key]) for key in expected_batch)
+    assert len(memo._encoder.cache) == 10 and not plain._encoder.cache

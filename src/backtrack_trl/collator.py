@@ -137,12 +137,47 @@ def _check_row(row: Mapping[str, Any]) -> str:
     return ""
 
 
+class SegmentEncoder:
+    """Encode text segments without special tokens, fast: the backend tokenizer's ``encode_batch_fast`` in one call,
+    plus an optional memo of segments already seen.
+
+    Per-segment tokenization makes memoising exact (a segment's ids never depend on its neighbours), and Countdown
+    segments repeat a lot (the prompt of a question appears in its optimal and backtrack rows, step lines recur),
+    so after the first batches most lookups skip the tokenizer. ``max_entries`` bounds the memory (0 disables it).
+    """
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, max_entries: int = 200_000):
+        self.tokenizer = tokenizer
+        self.max_entries = max_entries
+        self.cache: dict[str, list[int]] = {}
+        backend = getattr(tokenizer, "backend_tokenizer", None) if getattr(tokenizer, "is_fast", False) else None
+        self._backend = backend if backend is not None and hasattr(backend, "encode_batch_fast") else None
+
+    def _encode(self, texts: list[str]) -> list[list[int]]:
+        if self._backend is not None:
+            return [encoding.ids for encoding in self._backend.encode_batch_fast(texts, add_special_tokens=False)]
+        encoded = self.tokenizer(texts, add_special_tokens=False, return_attention_mask=False)
+        return [list(ids) for ids in encoded["input_ids"]]
+
+    def __call__(self, texts: list[str]) -> list[list[int]]:
+        if not self.max_entries:
+            return self._encode(texts)
+        cache = self.cache
+        missing = list(dict.fromkeys(text for text in texts if text not in cache))
+        fresh = dict(zip(missing, self._encode(missing))) if missing else {}
+        room = self.max_entries - len(cache)
+        if room > 0:
+            cache.update(fresh if len(fresh) <= room else dict(list(fresh.items())[:room]))
+        return [cache[text] if text in cache else fresh[text] for text in texts]
+
+
 def build_examples(
     rows: Sequence[Mapping[str, Any]],
     tokenizer: PreTrainedTokenizerBase,
     max_length: int | None = None,
     mask_wrong_step: bool = True,
     layout: tuple[list[int], list[int]] | None = None,
+    encoder: SegmentEncoder | None = None,
 ) -> list[dict[str, list[int]]]:
     """Tokenize contract rows into ``{"input_ids", "labels"}`` lists (unpadded; -100 = no loss).
 
@@ -150,7 +185,7 @@ def build_examples(
     backtrack rows and empty for optimal ones; specials the tokenizer appends after a text (if any) are dropped since
     EOS closes the sequence.
 
-    Why per-segment tokenization: each of prompt / prefix / wrong_step / tail is encoded on its own and the ids are
+    Why per-segment tokenization: each of prompt / prefix / wrong_step is encoded on its own and the ids are
     concatenated. A tokenizer whose merges cross a segment edge (a BPE merging "6\\n" with the next digit) can then
     never produce a token that is half prompt or half wrong step, so every label is exactly right by construction
     (no offset arithmetic, no re-tokenized string prefixes). It also matches inference: the decoder encodes the
@@ -159,7 +194,7 @@ def build_examples(
     from ``tokenizer(prompt + completion)`` at the edges, which is the point.
 
     ``max_length`` truncates from the end (ids and labels together). All segments of the batch are encoded in one
-    call of the (fast) tokenizer.
+    call of the fast tokenizer (``encoder``: a :class:`SegmentEncoder`, which may memoise segments).
     """
     if not rows:
         return []
@@ -167,22 +202,19 @@ def build_examples(
     tails = [_check_row(row) for row in rows]
     backtrack_id = check_tokenizer(tokenizer, needs_backtrack=any(tails))
     prefix_specials, _ = layout if layout is not None else special_token_layout(tokenizer)
+    encoder = encoder if encoder is not None else SegmentEncoder(tokenizer, max_entries=0)
     n = len(rows)
-    texts = (
-        [row["prompt"] for row in rows]
-        + [row["prefix"] for row in rows]
-        + [row["wrong_step"] for row in rows]
-        + [row["completion"][len(row["prefix"]) + len(row["wrong_step"]) :] for row in rows]
+    # The tail is "<backtrack>" or "" (checked by _check_row) and check_tokenizer verified "<backtrack>" encodes to
+    # exactly [backtrack_id], so only the three text segments go through the tokenizer.
+    ids = encoder(
+        [row["prompt"] for row in rows] + [row["prefix"] for row in rows] + [row["wrong_step"] for row in rows]
     )
-    encoded = tokenizer(texts, add_special_tokens=False, return_attention_mask=False, return_token_type_ids=False)
-    ids = encoded["input_ids"]
     eos = [tokenizer.eos_token_id]
     examples = []
     for i in range(n):
-        prompt_ids = prefix_specials + list(ids[i])
-        prefix_ids, wrong_ids, tail_ids = list(ids[n + i]), list(ids[2 * n + i]), list(ids[3 * n + i])
-        if tails[i] and tail_ids != [backtrack_id]:
-            raise ValueError(f"{BACKTRACK_TOKEN} was encoded as {tail_ids}, expected [{backtrack_id}].")
+        prompt_ids = prefix_specials + ids[i]
+        prefix_ids, wrong_ids = ids[n + i], ids[2 * n + i]
+        tail_ids = [backtrack_id] if tails[i] else []
         wrong_labels = [IGNORE_INDEX] * len(wrong_ids) if mask_wrong_step else wrong_ids
         input_ids = prompt_ids + prefix_ids + wrong_ids + tail_ids + eos
         labels = [IGNORE_INDEX] * len(prompt_ids) + prefix_ids + wrong_labels + tail_ids + eos
@@ -215,6 +247,7 @@ class BacktrackMaskingCollator:
             carries ``position_ids`` counting from the first real token, so both sides give the same loss.
         on_untrained: what to do with an example left with no trained token (e.g. truncated inside the prompt):
             "warn" (counted in ``num_untrained`` and logged) or "raise".
+        cache_size: how many distinct text segments to memoise (see :class:`SegmentEncoder`; 0 disables it).
 
     The counters ``num_examples``, ``num_truncated`` and ``num_untrained`` accumulate over calls (per process).
     """
@@ -225,6 +258,7 @@ class BacktrackMaskingCollator:
     pad_to_multiple_of: int | None = None
     padding_side: str | None = None
     on_untrained: str = "warn"
+    cache_size: int = 200_000
     num_examples: int = field(default=0, init=False)
     num_truncated: int = field(default=0, init=False)
     num_untrained: int = field(default=0, init=False)
@@ -240,9 +274,12 @@ class BacktrackMaskingCollator:
             raise ValueError(f"max_length={self.max_length} must be a positive number of tokens (or None).")
         check_tokenizer(self.tokenizer, needs_backtrack=False)
         self._layout = special_token_layout(self.tokenizer)
+        self._encoder = SegmentEncoder(self.tokenizer, max_entries=self.cache_size)
 
     def __call__(self, rows: list[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
-        full = build_examples(rows, self.tokenizer, mask_wrong_step=self.mask_wrong_step, layout=self._layout)
+        full = build_examples(
+            rows, self.tokenizer, mask_wrong_step=self.mask_wrong_step, layout=self._layout, encoder=self._encoder
+        )
         examples = []
         for example in full:
             if self.max_length is not None and len(example["input_ids"]) > self.max_length:
@@ -258,7 +295,7 @@ class BacktrackMaskingCollator:
             examples.append(example)
         self.num_examples += len(examples)
 
-        untrained = sum(all(label == IGNORE_INDEX for label in ex["labels"]) for ex in examples)
+        untrained = sum(ex["labels"].count(IGNORE_INDEX) == len(ex["labels"]) for ex in examples)
         if untrained:
             self.num_untrained += untrained
             message = (
@@ -277,17 +314,25 @@ class BacktrackMaskingCollator:
         width = max(lengths)
         if self.pad_to_multiple_of:
             width = -(-width // self.pad_to_multiple_of) * self.pad_to_multiple_of
-        batch = len(examples)
-        input_ids = torch.full((batch, width), self.tokenizer.pad_token_id, dtype=torch.long)
-        labels = torch.full((batch, width), IGNORE_INDEX, dtype=torch.long)
-        attention_mask = torch.zeros((batch, width), dtype=torch.long)
-        left = self.padding_side == "left"
-        for i, (example, length) in enumerate(zip(examples, lengths)):
-            span = slice(width - length, width) if left else slice(0, length)
-            input_ids[i, span] = torch.tensor(example["input_ids"], dtype=torch.long)
-            labels[i, span] = torch.tensor(example["labels"], dtype=torch.long)
-            attention_mask[i, span] = 1
-        out = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+        pad_id, left = self.tokenizer.pad_token_id, self.padding_side == "left"
+        # Pad as Python lists and build each tensor in one call (much cheaper than one tensor per row).
+        ids, labels, mask = [], [], []
+        for example, length in zip(examples, lengths):
+            fill = width - length
+            if left:
+                ids.append([pad_id] * fill + example["input_ids"])
+                labels.append([IGNORE_INDEX] * fill + example["labels"])
+                mask.append([0] * fill + [1] * length)
+            else:
+                ids.append(example["input_ids"] + [pad_id] * fill)
+                labels.append(example["labels"] + [IGNORE_INDEX] * fill)
+                mask.append([1] * length + [0] * fill)
+        attention_mask = torch.tensor(mask, dtype=torch.long)
+        out = {
+            "input_ids": torch.tensor(ids, dtype=torch.long),
+            "attention_mask": attention_mask,
+            "labels": torch.tensor(labels, dtype=torch.long),
+        }
         if left:
             # Positions count from each row's first real token, as with right padding (matters for models with
             # absolute positions; with RoPE it keeps the numerics identical).
