@@ -65,7 +65,8 @@ def test_every_sft_recipe_parses(path):
         assert str(training_args.lr_scheduler_type.value) == "cosine" and training_args.warmup_steps == 1
         assert training_args.per_device_train_batch_size == 16 and training_args.num_train_epochs == 3
         assert training_args.bf16 == ("3B" in path)
-        assert model_args.model_name_or_path == f"meta-llama/{path.split(os.sep)[-3]}"
+        if kind in ("backtrack", "optimal"):  # round configs start from the previous model
+            assert model_args.model_name_or_path == f"meta-llama/{path.split(os.sep)[-3]}"
 
 
 def test_unknown_recipe_key_is_named(tmp_path):
