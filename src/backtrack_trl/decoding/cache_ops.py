@@ -24,6 +24,101 @@ from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
 
+class BufferedLayer(DynamicLayer):
+    """A full-attention cache layer that appends into a preallocated buffer.
+
+    ``DynamicLayer.update`` concatenates, copying the whole cache at every step (quadratic in the length; the
+    largest single cost of the search loop on CPU). This layer writes the new keys/values into spare capacity
+    (doubling when full), so a step costs only its own tokens. ``keys``/``values`` stay views of the live slots,
+    so everything that reads a ``DynamicLayer`` (masks, ``get_seq_length``, attention) works unchanged.
+    """
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self._buffers = None  # (keys, values), each (batch, heads, capacity, dim)
+        self._start = 0
+        self._length = 0
+
+    def _refresh(self) -> None:
+        keys, values = self._buffers
+        self.keys = keys[:, :, self._start : self._start + self._length]
+        self.values = values[:, :, self._start : self._start + self._length]
+
+    def _rebuild(self, keys: torch.Tensor, values: torch.Tensor, capacity: int) -> None:
+        """Put ``keys``/``values`` (the live slots) at the start of fresh buffers of ``capacity`` slots."""
+        batch, heads, length, key_dim = keys.shape
+        new_keys = keys.new_empty(batch, heads, capacity, key_dim)
+        new_values = values.new_empty(batch, heads, capacity, values.shape[-1])
+        new_keys[:, :, :length] = keys
+        new_values[:, :, :length] = values
+        self._buffers, self._start, self._length = (new_keys, new_values), 0, length
+        self._refresh()
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        extra = key_states.shape[-2]
+        if self._buffers is None:
+            self._rebuild(key_states, value_states, max(2 * extra, extra + 16))
+            return self.keys, self.values
+        end = self._start + self._length
+        if end + extra > self._buffers[0].shape[2] or key_states.shape[0] != self._buffers[0].shape[0]:
+            self._rebuild(self.keys, self.values, 2 * (self._length + extra) + 16)
+            end = self._length
+        self._buffers[0][:, :, end : end + extra] = key_states
+        self._buffers[1][:, :, end : end + extra] = value_states
+        self._length += extra
+        self._refresh()
+        return self.keys, self.values
+
+    def get_seq_length(self) -> int:
+        return self._length if self._buffers is not None else 0
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        if self._buffers is not None:
+            headroom = self._buffers[0].shape[2] - self._start - self._length
+            self._rebuild(self.keys[indices], self.values[indices], self._length + max(headroom, 16))
+
+    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+        self.batch_select_indices(beam_idx)
+
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        if self._buffers is not None:
+            headroom = self._buffers[0].shape[2] - self._start - self._length
+            keys = self.keys.repeat_interleave(repeats, dim=0)
+            values = self.values.repeat_interleave(repeats, dim=0)
+            self._rebuild(keys, values, self._length + max(headroom, 16))
+
+    def crop(self, tokens_to_remove: int) -> None:
+        if tokens_to_remove > 0:
+            raise ValueError("crop takes a negative number of tokens to remove.")
+        if self._buffers is not None and tokens_to_remove:
+            self._length = max(0, self._length + tokens_to_remove)
+            self._refresh()
+
+    def trim_left(self, columns: int) -> None:
+        """Drop the first ``columns`` slots of every row (a view change, no copy)."""
+        if self._buffers is not None and columns > 0:
+            columns = min(columns, self._length)
+            self._start += columns
+            self._length -= columns
+            self._refresh()
+
+    def reset(self) -> None:
+        self._buffers, self._start, self._length = None, 0, 0
+        super().reset()
+
+
+def new_cache(config=None) -> DynamicCache:
+    """A ``DynamicCache`` whose full-attention layers are :class:`BufferedLayer` s (others are kept as they are)."""
+    cache = DynamicCache(config=config)
+    if config is None:
+        cache.layer_class_to_replicate = BufferedLayer
+    else:
+        cache.layers = [BufferedLayer() if type(layer) is DynamicLayer else layer for layer in cache.layers]
+    return cache
+
+
 @dataclass
 class KVSlice:
     """The cached keys/values of one row's first ``length`` real slots: one ``(keys, values)`` per layer, each
@@ -34,8 +129,10 @@ class KVSlice:
 
 
 def supports_surgery(cache) -> bool:
-    """True when every layer is a plain ``DynamicLayer`` (full attention), whose slots we can gather and pad."""
-    return isinstance(cache, DynamicCache) and all(type(layer) is DynamicLayer for layer in cache.layers)
+    """True when every layer is a plain full-attention layer, whose slots we can gather and pad."""
+    return isinstance(cache, DynamicCache) and all(
+        type(layer) in (DynamicLayer, BufferedLayer) for layer in cache.layers
+    )
 
 
 def select_rows(cache: DynamicCache, index: torch.Tensor) -> None:
@@ -48,7 +145,9 @@ def trim_left(cache: DynamicCache, columns: int) -> None:
     if columns <= 0:
         return
     for layer in cache.layers:
-        if layer.is_initialized and layer.keys.numel():
+        if isinstance(layer, BufferedLayer):
+            layer.trim_left(columns)
+        elif layer.is_initialized and layer.keys.numel():
             layer.keys = layer.keys[..., columns:, :]
             layer.values = layer.values[..., columns:, :]
 
@@ -73,7 +172,7 @@ def stack_slices(slices: list[KVSlice], config=None) -> tuple[DynamicCache, torc
     for row, piece in enumerate(slices):
         mask[row, width - piece.length :] = 1
     if width == 0:
-        return DynamicCache(config=config), mask
+        return new_cache(config), mask
     num_layers = len(slices[0].layers)
     reference = next(piece for piece in slices if piece.length)
     data = []
@@ -92,5 +191,8 @@ def stack_slices(slices: list[KVSlice], config=None) -> tuple[DynamicCache, torc
                 keys[row, :, width - piece.length :] = piece_keys
                 values[row, :, width - piece.length :] = piece_values
         data.append((keys, values))
-    cache = DynamicCache(ddp_cache_data=data, config=config)
+    cache = new_cache(config)
+    for layer_index, (keys, values) in enumerate(data):
+        if keys is not None:
+            cache.update(keys, values, layer_index)
     return cache, mask.to(reference.layers[0][0].device if reference.layers[0][0] is not None else "cpu")

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers import DynamicCache
 
-from .cache_ops import KVSlice, extract_slots, select_rows, stack_slices, supports_surgery, trim_left
+from .cache_ops import KVSlice, extract_slots, new_cache, select_rows, stack_slices, supports_surgery, trim_left
 from .processors import ban_backtrack, tabu_bans
 from .sampling import row_keys_hash, sample_tokens, step_uniforms, warp_scores
 from .tokens import TaskTokens
@@ -128,7 +128,7 @@ class SamplingEngine:
         tabu_tokens: int = 0,
         logits_processor=None,
         do_sample: bool | None = None,
-        compact_fraction: float = 0.25,
+        compact_fraction: float = 0.5,
     ):
         self.model = model
         self.tokens = tokens
@@ -158,7 +158,7 @@ class SamplingEngine:
         device = self.device
         lengths = [len(context) - 1 for context in contexts]
         width = max(lengths)
-        cache = DynamicCache(config=self.model.config)
+        cache = new_cache(self.model.config)
         mask = torch.zeros(len(contexts), width, dtype=torch.long, device=device)
         if width == 0:
             return cache, mask, 0
@@ -269,7 +269,8 @@ class SamplingEngine:
             no_backtrack = log1mexp(logp[:, tokens.backtrack_id], logits, tokens.backtrack_id)
 
             scores = logits  # logp is computed: the bans below may modify the logits in place
-            ban_backtrack(scores, tokens.backtrack_id, ban)
+            if self.max_backtracks is not None:
+                ban_backtrack(scores, tokens.backtrack_id, ban)
             if tabu is not None and step < self.tabu_tokens:
                 for row, token in tabu_bans(out_tokens[:, :step], tabu, self.tabu_tokens):
                     scores[row, token] = -float("inf")
