@@ -59,8 +59,10 @@ init-model: install
 sft: install
 	$(ACCELERATE) launch --config_file $(ACCELERATE_CONFIG) recipes/sft.py --config $(CONFIG)
 
+# Decoder evaluation (greedy, beam, best-of-N, self-backtracking) of the backtrack model on both test splits.
+EVAL_CONFIG ?= recipes/$(SCALE)/eval/config_default.yaml
 evaluate: install
-	$(ACCELERATE) launch --config_file $(ACCELERATE_CONFIG) recipes/evaluate_decoders.py --config $(CONFIG)
+	$(ACCELERATE) launch --config_file $(ACCELERATE_CONFIG) recipes/evaluate_decoders.py --config $(EVAL_CONFIG)
 
 # The whole default CPU job: data, tiny model, baseline + backtrack SFT, evaluation, self-improvement, report.
 self-improve: install
