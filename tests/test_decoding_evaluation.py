@@ -78,6 +78,7 @@ def test_score_results_oracle_reasons_and_replayed_rules():
     assert metrics["reasons_strict"]["incorrect_result"] == 0.5
     assert metrics["reasons_strict"]["not_reached_target"] == 0.5
     assert metrics["selection_accuracy_strict"] == {"likelihood": 0.0, "backtrack_value": 0.5}
+    assert metrics["ranking_auc"] == {"likelihood": 0.0, "backtrack_value": 1.0}  # one (right, forged) pair
     assert metrics["tokens_per_problem"] == 20 and metrics["rollbacks_per_problem"] == 0.5
     assert [v["oracle_strict"] for v in verdicts] == [True, False]
 

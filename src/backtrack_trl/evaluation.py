@@ -173,6 +173,8 @@ def score_results(
     reasons = {mode: Counter() for mode in MODES}
     oracle = 0
     replay = dict.fromkeys(rules, 0)
+    # Within-problem ranking quality of each score: P(a correct answer outscores a wrong one of the same problem).
+    pairs = {"likelihood": [0.0, 0], "backtrack_value": [0.0, 0]}
     for problem, result in zip(problems, results):
         verdicts = {mode: check(problem, result.completion, mode) for mode in MODES}
         for mode, verdict in verdicts.items():
@@ -180,6 +182,15 @@ def score_results(
         correct_candidates = [check(problem, c.text, "strict").correct for c in result.candidates]
         any_correct = any(ok and c.reached_goal for ok, c in zip(correct_candidates, result.candidates))
         oracle += any_correct
+        if rules:
+            answers = [(c, ok) for c, ok in zip(result.candidates, correct_candidates) if c.reached_goal]
+            for name, attribute in (("likelihood", "mean_logprob"), ("backtrack_value", "backtrack_value")):
+                for right, ok in answers:
+                    for wrong, ok_wrong in answers:
+                        if ok and not ok_wrong:
+                            a, b = getattr(right, attribute), getattr(wrong, attribute)
+                            pairs[name][0] += 1.0 if a > b else 0.5 if a == b else 0.0
+                            pairs[name][1] += 1
         for rule in rules:
             scores = rescore(result.candidates, rule, duplicates, backtrack_weight)
             index = select_index(result.candidates, scores)
@@ -209,6 +220,7 @@ def score_results(
     }
     if rules:
         metrics["selection_accuracy_strict"] = {rule: replay[rule] / count for rule in rules}
+        metrics["ranking_auc"] = {name: (wins / total if total else None) for name, (wins, total) in pairs.items()}
     if metric is not None and problems:
         # The evaluate metric is the reference implementation of the reported accuracies.
         computed = metric.compute(
@@ -247,11 +259,20 @@ def markdown_tables(metrics: dict, model: str) -> str:
         if rescored:
             rules = list(next(iter(rescored.values()))["selection_accuracy_strict"])
             lines += ["", f"Selection rule replayed on the same candidates ({split}, strict %):", ""]
-            lines.append("| Decoder | " + " | ".join(rules) + " | Oracle |")
-            lines.append("|---|" + "---|" * (len(rules) + 1))
+            lines.append("| Decoder | " + " | ".join(rules) + " | Oracle | AUC likelihood | AUC backtrack value |")
+            lines.append("|---|" + "---|" * (len(rules) + 3))
             for label, m in rescored.items():
                 cells = " | ".join(f"{100 * m['selection_accuracy_strict'][rule]:.1f}" for rule in rules)
-                lines.append(f"| {label} | {cells} | {100 * m['oracle_strict']:.1f} |")
+                auc = m.get("ranking_auc", {})
+                aucs = " | ".join(
+                    "-" if auc.get(name) is None else f"{auc[name]:.2f}" for name in ("likelihood", "backtrack_value")
+                )
+                lines.append(f"| {label} | {cells} | {100 * m['oracle_strict']:.1f} | {aucs} |")
+            lines += [
+                "",
+                "AUC: over pairs (correct answer, wrong answer) of the same problem, how often the score ranks the "
+                "correct one higher (0.5 = no signal).",
+            ]
     return "\n".join(lines) + "\n"
 
 
