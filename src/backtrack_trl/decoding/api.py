@@ -112,13 +112,14 @@ def run_search_generate(
         input_ids = input_ids[None]
     mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
     decoder = build_decoder(method, model, tokenizer, validate_prompts=False, **options)
-    prompts = []
+    prompts, prompt_ids = [], []
     for row, row_mask in zip(input_ids.tolist(), mask.tolist()):
         ids = [token for token, keep in zip(row, row_mask) if keep]
-        if ids and ids[0] == tokenizer.bos_token_id:
-            ids = ids[1:]  # solve() re-adds the BOS through the tokenizer
-        prompts.append(tokenizer.decode(ids, skip_special_tokens=False))
-    results = decoder.solve(prompts)
+        prompt_ids.append(ids)
+        text_ids = ids[1:] if ids and ids[0] == tokenizer.bos_token_id else ids
+        prompts.append(tokenizer.decode(text_ids, skip_special_tokens=False))
+    # The ids are searched as given (no decode/re-encode round trip); the texts only label the results.
+    results = decoder.solve(prompts, token_ids=prompt_ids)
     eos = tokenizer.eos_token_id
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
     tails = []

@@ -90,8 +90,17 @@ class Decoder:
         )
 
     # -- solving ---------------------------------------------------------------------------------------------------
-    def solve(self, problems: Sequence, seeds: Sequence[int] | None = None, progress: bool = False) -> list:
-        """Decode every problem; returns one :class:`SearchResult` per problem, in order."""
+    def solve(
+        self,
+        problems: Sequence,
+        seeds: Sequence[int] | None = None,
+        progress: bool = False,
+        token_ids: Sequence[Sequence[int]] | None = None,
+    ) -> list:
+        """Decode every problem; returns one :class:`SearchResult` per problem, in order.
+
+        ``token_ids`` (optional) are the prompts already tokenized (BOS included), used as given instead of
+        re-tokenizing the prompt texts (e.g. by ``generate``, whose inputs are ids)."""
         problems = list(problems)
         prompts = [to_prompt(item, self.validate_prompts) for item in problems]
         if seeds is None:
@@ -106,7 +115,10 @@ class Decoder:
             batches = tqdm(batches, total=math.ceil(len(prompts) / self.batch_size), desc=self.method)
         for start in batches:
             chunk = prompts[start : start + self.batch_size]
-            ids = [self.encode_prompt(prompt) for prompt in chunk]
+            if token_ids is not None:
+                ids = [list(row) for row in token_ids[start : start + self.batch_size]]
+            else:
+                ids = [self.encode_prompt(prompt) for prompt in chunk]
             began = time.perf_counter()
             batch_results = self._solve_batch(chunk, ids, list(seeds[start : start + self.batch_size]))
             elapsed = time.perf_counter() - began
