@@ -192,8 +192,6 @@ def main(argv=None):
     model, tokenizer, model_name = load_model(args.model)
     problems, source = load_problems(max(args.problems, args.throughput_problems), args.data)
     lines = [
-        "## bench_decoding",
-        "",
         f"Model: {model_name}. Problems: {source}. CPU threads: {torch.get_num_threads()}. Strict checker. "
         f"{args.problems} problems; best of {args.repeats} runs for our decoders (the released-style decoder runs "
         "once); the same length budget for all (the released max_length, prompt included).",
