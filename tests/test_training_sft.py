@@ -29,6 +29,8 @@ from backtrack_trl.training import (
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SFT = os.path.join(ROOT, "recipes", "sft.py")
 ENV = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", PYTHONUNBUFFERED="1")
+# Tiny models gain nothing from more threads, and one thread per process keeps launches fast on a busy machine.
+ENV.setdefault("OMP_NUM_THREADS", "1")
 
 
 def run(cmd, timeout=300):
