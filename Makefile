@@ -12,7 +12,7 @@ export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export PYTHONUNBUFFERED := 1
 
-# Default CPU study (override on the command line, e.g. `make sft CONFIG=recipes/Llama-3.2-1B/sft/config_backtrack.yaml`).
+# Default CPU study (override on the command line, e.g. `make sft SFT_CONFIG=recipes/Llama-3.2-1B/sft/config_backtrack.yaml`).
 SCALE ?= countdown-tiny
 ACCELERATE_CONFIG ?= accelerate_configs/cpu.yaml
 CONFIG ?= recipes/$(SCALE)/self_improve/config_default.yaml
@@ -56,8 +56,9 @@ data: install
 init-model: install
 	$(PY) recipes/init_model.py --config recipes/$(SCALE)/init_model.yaml $(INIT_MODEL_ARGS)
 
+SFT_CONFIG ?= recipes/$(SCALE)/sft/config_backtrack.yaml
 sft: install
-	$(ACCELERATE) launch --config_file $(ACCELERATE_CONFIG) recipes/sft.py --config $(CONFIG)
+	$(ACCELERATE) launch --config_file $(ACCELERATE_CONFIG) recipes/sft.py --config $(SFT_CONFIG)
 
 # Decoder evaluation (greedy, beam, best-of-N, self-backtracking) of the backtrack model on both test splits.
 EVAL_CONFIG ?= recipes/$(SCALE)/eval/config_default.yaml
