@@ -113,7 +113,7 @@ def require_backtrack_token(tokenizer: PreTrainedTokenizerBase) -> int:
     return token_id
 
 
-def _mean_init_rows(weight: torch.Tensor, old_rows: int) -> None:
+def mean_init_rows(weight: torch.Tensor, old_rows: int) -> None:
     """Set rows ``old_rows:`` of an embedding / LM head matrix to the mean of the existing rows."""
     if weight.shape[0] > old_rows:
         with torch.no_grad():
@@ -148,12 +148,12 @@ def add_backtrack_token(tokenizer: PreTrainedTokenizerBase, model=None, pad_to_m
             output_embeddings = model.get_output_embeddings()
             tied = output_embeddings is not None and output_embeddings.weight is input_embeddings.weight
             model.resize_token_embeddings(len(tokenizer), pad_to_multiple_of=pad_to_multiple_of, mean_resizing=False)
-            _mean_init_rows(model.get_input_embeddings().weight, old_rows)
+            mean_init_rows(model.get_input_embeddings().weight, old_rows)
             if not tied and model.get_output_embeddings() is not None:
-                _mean_init_rows(model.get_output_embeddings().weight, old_rows)
+                mean_init_rows(model.get_output_embeddings().weight, old_rows)
                 bias = getattr(model.get_output_embeddings(), "bias", None)
                 if bias is not None:
-                    _mean_init_rows(bias.unsqueeze(-1), old_rows)
+                    mean_init_rows(bias.unsqueeze(-1), old_rows)
         if getattr(model.config, "pad_token_id", None) is None:
             model.config.pad_token_id = tokenizer.pad_token_id
         generation_config = getattr(model, "generation_config", None)

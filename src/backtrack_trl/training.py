@@ -43,7 +43,7 @@ from trl.trainer.utils import get_quantization_config
 
 from .collator import BacktrackMaskingCollator, check_columns
 from .task import BACKTRACK_TOKEN
-from .tokenization import add_backtrack_token
+from .tokenization import add_backtrack_token, mean_init_rows
 
 
 logger = logging.getLogger(__name__)
@@ -224,7 +224,7 @@ def ensure_backtrack_token(tokenizer: PreTrainedTokenizerBase, model: PreTrained
             params = [model.get_input_embeddings().weight] + ([] if tied else [output.weight])
             with deepspeed.zero.GatheredParameters(params, modifier_rank=0):
                 for param in params:
-                    _mean_init_rows(param, old_rows)
+                    mean_init_rows(param, old_rows)
         if getattr(model.config, "pad_token_id", None) is None:
             model.config.pad_token_id = tokenizer.pad_token_id
     if len(tokenizer) > old_rows:
@@ -245,13 +245,6 @@ def configure_generation(model: PreTrainedModel, tokenizer: PreTrainedTokenizerB
     generation_config.pad_token_id = tokenizer.pad_token_id
     if tokenizer.bos_token_id is not None:
         generation_config.bos_token_id = tokenizer.bos_token_id
-
-
-def _mean_init_rows(weight: torch.Tensor, old_rows: int) -> None:
-    """Rows ``old_rows:`` of an embedding / LM head matrix <- mean of the old rows (same rule as add_backtrack_token)."""
-    if weight.shape[0] > old_rows:
-        with torch.no_grad():
-            weight[old_rows:] = weight[:old_rows].mean(dim=0, keepdim=True).to(weight.dtype)
 
 
 def _module_name(model: torch.nn.Module, module: torch.nn.Module | None) -> str | None:
