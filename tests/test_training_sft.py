@@ -210,6 +210,8 @@ def test_end_to_end_sft_then_resume(assets):
     assert model.generation_config.pad_token_id == tokenizer.pad_token_id
     card = (out / "README.md").read_text()
     assert "SelfBacktrackingDecoder(model, tokenizer, n=32, b=1)" in card and "Final training loss" in card
+    # the folder ships the search for from_pretrained(..., trust_remote_code=True).generate
+    assert "def generate(" in (out / "custom_generate" / "generate.py").read_text()
     assert json.loads((out / "all_results.json").read_text())["eval_loss"] < losses[0]
 
     # The same command with more steps resumes from checkpoint-30 instead of starting over.

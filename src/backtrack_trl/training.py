@@ -42,6 +42,7 @@ from trl import ModelConfig, ScriptArguments, SFTConfig, SFTTrainer, TrlParser, 
 from trl.trainer.utils import get_quantization_config
 
 from .collator import BacktrackMaskingCollator, check_columns
+from .decoding.hub import write_custom_generate
 from .task import BACKTRACK_TOKEN
 from .tokenization import add_backtrack_token, mean_init_rows
 
@@ -517,6 +518,8 @@ def train(script_args: SFTScriptArguments, training_args: SFTConfig, model_args:
         model.generation_config.save_pretrained(training_args.output_dir)
         if trainer.is_world_process_zero() and not model_args.use_peft:
             trainer.model.config.save_pretrained(training_args.output_dir)
+            # custom_generate/ lets from_pretrained(..., trust_remote_code=True).generate run the search
+            write_custom_generate(training_args.output_dir)
         trainer.create_model_card()
     logger.info("Model saved to %s", training_args.output_dir)
 
