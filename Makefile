@@ -66,9 +66,10 @@ evaluate: install
 	$(ACCELERATE) launch --config_file $(ACCELERATE_CONFIG) recipes/evaluate_decoders.py --config $(EVAL_CONFIG)
 
 # The whole default CPU job: data, tiny model, baseline + backtrack SFT, evaluation, self-improvement, report.
+# Variables as in open-r1's `make evaluate`: CONFIG=, ROUNDS=, ACCELERATE_CONFIG= (else the study config's own).
 self-improve: install
 	$(PY) recipes/self_improve.py --config $(CONFIG) $(if $(ROUNDS),--rounds $(ROUNDS),) \
-		--accelerate_config $(ACCELERATE_CONFIG)
+		$(if $(filter command line environment,$(origin ACCELERATE_CONFIG)),--accelerate_config $(ACCELERATE_CONFIG),)
 
 bench: install
 	$(PY) bench/run_all.py
