@@ -111,3 +111,10 @@ def test_chosen_keeps_a_correct_choice_and_rejects_backtrack_text():
     assert pick_path(PROBLEM, _result(RIGHT + "\n<backtrack>", []), "chosen") is None
     with pytest.raises(ValueError, match="keep="):
         pick_path(PROBLEM, _result(RIGHT, []), "first")
+
+
+def test_parse_markdown_table_reads_only_the_first_table():
+    text = "intro\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\nmore text\n\n| x | y | z |\n|---|---|---|\n| 3 | 4 | 5 |\n"
+    assert parse_markdown_table(text) == [{"a": "1", "b": "2"}]
+    with pytest.raises(ValueError, match="no markdown table"):
+        parse_markdown_table("no table here")

@@ -140,7 +140,12 @@ def rounds_table(round_rows: list[dict[str, Any]]) -> str:
 
 def parse_markdown_table(text: str) -> list[dict[str, str]]:
     """Parse the first markdown table in ``text`` into rows keyed by header (used by tests and tooling)."""
-    rows = [line.strip() for line in text.splitlines() if line.strip().startswith("|")]
+    rows: list[str] = []
+    for line in text.splitlines():
+        if line.strip().startswith("|"):
+            rows.append(line.strip())
+        elif rows:  # the first table ended
+            break
     if len(rows) < 2:
         raise ValueError("no markdown table found")
     header = [c.strip() for c in rows[0].strip("|").split("|")]
