@@ -16,40 +16,13 @@ import datasets
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+from backtrack_trl.data import backtrack_row, optimal_row  # noqa: F401 (the row contract, re-exported to the tests)
 from backtrack_trl.task import Problem, Step, format_backtrack_response, format_prompt, format_response
 
 
 SPECIALS = ["<pad>", "<s>", "</s>", "<unk>", "<backtrack>"]
 PROBLEM = Problem((3, 5, 7), 22)
 STEPS = [Step(7, "*", 3, 21), Step(21, "+", 5, 26)]  # not a real solution; the collator does not care
-
-
-def optimal_row(problem: Problem, steps: list[Step]) -> dict:
-    completion = format_response(steps)
-    return {
-        "numbers": list(problem.numbers),
-        "target": problem.target,
-        "prompt": format_prompt(problem),
-        "completion": completion,
-        "kind": "optimal",
-        "error_type": "",
-        "prefix": completion,
-        "wrong_step": "",
-    }
-
-
-def backtrack_row(problem: Problem, prefix: list[Step], wrong: Step, error_type: str) -> dict:
-    prefix_text = "".join(f"{s}\n" for s in prefix)
-    return {
-        "numbers": list(problem.numbers),
-        "target": problem.target,
-        "prompt": format_prompt(problem),
-        "completion": format_backtrack_response(prefix, wrong),
-        "kind": "backtrack",
-        "error_type": error_type,
-        "prefix": prefix_text,
-        "wrong_step": f"{wrong}\n",
-    }
 
 
 def _wrap(backend: Tokenizer, bos: bool, **kwargs) -> PreTrainedTokenizerFast:
