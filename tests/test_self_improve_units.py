@@ -118,3 +118,23 @@ def test_parse_markdown_table_reads_only_the_first_table():
     assert parse_markdown_table(text) == [{"a": "1", "b": "2"}]
     with pytest.raises(ValueError, match="no markdown table"):
         parse_markdown_table("no table here")
+
+
+def test_harvest_that_keeps_nothing_stops_with_the_search_accuracy(tmp_path):
+    from backtrack_trl.harvest import EmptyHarvestError, harvest
+    from backtrack_trl.modeling import init_tiny_llama, save_model_and_tokenizer
+    from backtrack_trl.tokenization import build_countdown_tokenizer
+
+    tokenizer = build_countdown_tokenizer()
+    model = init_tiny_llama(
+        tokenizer, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2
+    )
+    save_model_and_tokenizer(model, tokenizer, tmp_path / "random")  # an untrained model solves nothing
+    problems = [{"numbers": [3, 5, 2], "target": 16}, {"numbers": [4, 6, 1], "target": 25}]
+    with pytest.raises(EmptyHarvestError, match=r"accepted no path .* on 2 pool problems \(search accuracy 0\.0%"):
+        harvest(tmp_path / "random", problems, tmp_path / "rounds", "round_1", {"n": 2, "b": 0, "max_new_tokens": 8},
+                progress=False)  # fmt: skip
+    assert not (tmp_path / "rounds").exists()  # nothing half-written
+    with pytest.raises(ValueError, match="pool problems are test problems"):
+        harvest(tmp_path / "random", problems, tmp_path / "rounds", "round_1", {"n": 2, "b": 0},
+                forbidden_keys={((2, 3, 5), 16)}, progress=False)  # fmt: skip
