@@ -25,16 +25,16 @@ PROBLEM = Problem((3, 5, 7), 22)
 STEPS = [Step(7, "*", 3, 21), Step(21, "+", 5, 26)]  # not a real solution; the collator does not care
 
 
-def _wrap(backend: Tokenizer, bos: bool, **kwargs) -> PreTrainedTokenizerFast:
+def _wrap(backend: Tokenizer, bos: bool, specials: list[str] = SPECIALS, **kwargs) -> PreTrainedTokenizerFast:
     backend.decoder = decoders.Fuse()
-    backend.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIALS])
+    backend.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in specials])
     return PreTrainedTokenizerFast(
         tokenizer_object=backend,
         bos_token="<s>" if bos else None,
         eos_token="</s>",
         pad_token="<pad>",
         unk_token="<unk>",
-        extra_special_tokens=["<backtrack>"],
+        extra_special_tokens=["<backtrack>"] if "<backtrack>" in specials else [],
         clean_up_tokenization_spaces=False,
         **kwargs,
     )
@@ -51,17 +51,7 @@ def char_tokenizer(bos: bool = False, eos_suffix: bool = False, backtrack: bool 
     backend.post_processor = processors.TemplateProcessing(
         single=template, special_tokens=[("<s>", vocab["<s>"]), ("</s>", vocab["</s>"])]
     )
-    backend.decoder = decoders.Fuse()
-    backend.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in specials])
-    return PreTrainedTokenizerFast(
-        tokenizer_object=backend,
-        bos_token="<s>" if bos else None,
-        eos_token="</s>",
-        pad_token="<pad>",
-        unk_token="<unk>",
-        extra_special_tokens=["<backtrack>"] if backtrack else [],
-        clean_up_tokenization_spaces=False,
-    )
+    return _wrap(backend, bos, specials)
 
 
 def countdown_corpus(n: int = 300, seed: int = 0) -> list[str]:
