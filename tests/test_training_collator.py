@@ -94,6 +94,36 @@ def test_char_no_mask_option_trains_wrong_step(char):
     )
 
 
+def test_per_type_masking_trains_only_the_listed_error_types(char):
+    examples = build_examples(
+        [OPTIMAL, EXPLORATION, COMPUTATIONAL, RULE_VIOLATION], char, trained_error_types=["exploration"]
+    )
+    assert as_pairs(char, examples[0]) == as_pairs(char, build_example(OPTIMAL, char))
+    # exploration: a legal step with right arithmetic (21-5=16 misses 22): trained, then <backtrack>
+    assert as_pairs(char, examples[1]) == expected(
+        [(PROMPT, False), ("7*3=21\n21-5=16\n", True), (["<backtrack>", "</s>"], True)]
+    )
+    # computational and rule violation stay masked: the model must not learn wrong arithmetic or ghost operands
+    assert as_pairs(char, examples[2]) == expected(
+        [(PROMPT, False), ("7*3=21\n", True), ("21+5=27\n", False), (["<backtrack>", "</s>"], True)]
+    )
+    assert as_pairs(char, examples[3]) == expected(
+        [(PROMPT, False), ("7+9=16\n", False), (["<backtrack>", "</s>"], True)]
+    )
+    # mask_wrong_step=False still trains every wrong step
+    unmasked = build_examples([COMPUTATIONAL], char, mask_wrong_step=False, trained_error_types=["exploration"])
+    assert all(label != -100 for label in unmasked[0]["labels"][len(PROMPT) :])
+
+
+def test_per_type_masking_errors(char):
+    with pytest.raises(ValueError, match=r"unknown error type\(s\) \['typo'\]"):
+        BacktrackMaskingCollator(char, trained_error_types=["typo"])
+    row = {key: value for key, value in EXPLORATION.items() if key != "error_type"}
+    with pytest.raises(ValueError, match="needs the `error_type` column"):
+        BacktrackMaskingCollator(char, trained_error_types=["exploration"])([row])
+    assert BacktrackMaskingCollator(char)([row])["labels"].ne(-100).any()  # not needed without the option
+
+
 def test_bos_added_when_the_tokenizer_adds_it_and_post_processor_eos_dropped():
     tokenizer = char_tokenizer(bos=True, eos_suffix=True)
     assert special_token_layout(tokenizer) == ([tokenizer.bos_token_id], [tokenizer.eos_token_id])

@@ -6,7 +6,8 @@ never trained. Rows follow the dataset contract (``prompt``, ``completion``, ``k
 
     prompt      "###Question: numbers [2, 39, 45, 10]->target 62\\n###Response:\\n"      -> masked (-100)
     prefix      "45-39=6\\n"                                                            -> trained
-    wrong_step  "39+6=45\\n"                  -> masked (trained with mask_wrong_step=False)
+    wrong_step  "39+6=45\\n"                  -> masked (trained with mask_wrong_step=False, or for the error
+                                                 types listed in trained_error_types, e.g. ["exploration"])
     <backtrack> </s>                                                                  -> trained
 
 Usage:
@@ -43,6 +44,7 @@ from typing import Any
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from .error_steps import ERROR_TYPES
 from .task import BACKTRACK_TOKEN
 
 
@@ -105,6 +107,32 @@ def special_token_layout(tokenizer: PreTrainedTokenizerBase) -> tuple[list[int],
         if full[start : start + len(plain)] == plain:
             return full[:start], full[start + len(plain) :]
     raise ValueError(f"Cannot locate the text ids {plain} inside the special-token encoding {full} of {probe!r}.")
+
+
+def check_trained_error_types(trained_error_types: Iterable[str]) -> frozenset[str]:
+    """Validate the error types whose wrong step is trained despite ``mask_wrong_step``; return them as a set."""
+    types = frozenset(trained_error_types or ())
+    unknown = sorted(types - set(ERROR_TYPES))
+    if unknown:
+        raise ValueError(
+            f"trained_error_types has unknown error type(s) {unknown}; use a subset of {list(ERROR_TYPES)}, e.g. "
+            "[exploration] (a legal step with right arithmetic: training it teaches honest steps that miss)."
+        )
+    return types
+
+
+def wrong_step_is_masked(row: Mapping[str, Any], mask_wrong_step: bool, trained_error_types: frozenset[str]) -> bool:
+    """Whether the wrong step of a backtrack ``row`` is kept out of the loss (per error type when asked)."""
+    if not mask_wrong_step:
+        return False
+    if not trained_error_types:
+        return True
+    if "error_type" not in row:
+        raise ValueError(
+            f"trained_error_types={sorted(trained_error_types)} needs the `error_type` column, which the row with "
+            f"prompt {row['prompt']!r} lacks; rebuild the data with recipes/build_dataset.py or drop the option."
+        )
+    return row["error_type"] not in trained_error_types
 
 
 def _check_row(row: Mapping[str, Any]) -> str:
@@ -178,6 +206,7 @@ def build_examples(
     mask_wrong_step: bool = True,
     layout: tuple[list[int], list[int]] | None = None,
     encoder: SegmentEncoder | None = None,
+    trained_error_types: Iterable[str] = (),
 ) -> list[dict[str, list[int]]]:
     """Tokenize contract rows into ``{"input_ids", "labels"}`` lists (unpadded; -100 = no loss).
 
@@ -193,6 +222,9 @@ def build_examples(
     line at a line boundary, which is where the wrong step segment starts. The price is that the ids can differ
     from ``tokenizer(prompt + completion)`` at the edges, which is the point.
 
+    ``trained_error_types`` (e.g. ``["exploration"]``) trains the wrong step of those error types even when
+    ``mask_wrong_step`` is on; the others stay masked.
+
     ``max_length`` truncates from the end (ids and labels together). All segments of the batch are encoded in one
     call of the fast tokenizer (``encoder``: a :class:`SegmentEncoder`, which may memoise segments).
     """
@@ -200,6 +232,10 @@ def build_examples(
         return []
     check_columns(rows[0].keys(), where="batch")
     tails = [_check_row(row) for row in rows]
+    trained_types = check_trained_error_types(trained_error_types)
+    masked = [
+        bool(tail) and wrong_step_is_masked(row, mask_wrong_step, trained_types) for row, tail in zip(rows, tails)
+    ]
     backtrack_id = check_tokenizer(tokenizer, needs_backtrack=any(tails))
     prefix_specials, _ = layout if layout is not None else special_token_layout(tokenizer)
     encoder = encoder if encoder is not None else SegmentEncoder(tokenizer, max_entries=0)
@@ -215,7 +251,7 @@ def build_examples(
         prompt_ids = prefix_specials + ids[i]
         prefix_ids, wrong_ids = ids[n + i], ids[2 * n + i]
         tail_ids = [backtrack_id] if tails[i] else []
-        wrong_labels = [IGNORE_INDEX] * len(wrong_ids) if mask_wrong_step else wrong_ids
+        wrong_labels = [IGNORE_INDEX] * len(wrong_ids) if masked[i] else wrong_ids
         input_ids = prompt_ids + prefix_ids + wrong_ids + tail_ids + eos
         labels = [IGNORE_INDEX] * len(prompt_ids) + prefix_ids + wrong_labels + tail_ids + eos
         if max_length is not None:
@@ -229,9 +265,16 @@ def build_example(
     tokenizer: PreTrainedTokenizerBase,
     max_length: int | None = None,
     mask_wrong_step: bool = True,
+    trained_error_types: Iterable[str] = (),
 ) -> dict[str, list[int]]:
     """Tokenize one contract row into ``{"input_ids", "labels"}`` (see :func:`build_examples`)."""
-    return build_examples([row], tokenizer, max_length=max_length, mask_wrong_step=mask_wrong_step)[0]
+    return build_examples(
+        [row],
+        tokenizer,
+        max_length=max_length,
+        mask_wrong_step=mask_wrong_step,
+        trained_error_types=trained_error_types,
+    )[0]
 
 
 @dataclass
@@ -242,6 +285,8 @@ class BacktrackMaskingCollator:
         tokenizer: a (fast) tokenizer with EOS, pad and, when the data has backtrack rows, ``<backtrack>``.
         max_length: truncate each example to this many tokens (ids and labels together); None keeps everything.
         mask_wrong_step: mask the wrong step of backtrack rows (the paper's loss). False trains it too.
+        trained_error_types: error types whose wrong step is trained anyway (e.g. ``("exploration",)``); the rows
+            then need the ``error_type`` column.
         pad_to_multiple_of: round the padded length up to a multiple of this.
         padding_side: "right" or "left"; None takes ``tokenizer.padding_side``. With left padding the batch also
             carries ``position_ids`` counting from the first real token, so both sides give the same loss.
@@ -255,6 +300,7 @@ class BacktrackMaskingCollator:
     tokenizer: PreTrainedTokenizerBase
     max_length: int | None = None
     mask_wrong_step: bool = True
+    trained_error_types: Sequence[str] = ()
     pad_to_multiple_of: int | None = None
     padding_side: str | None = None
     on_untrained: str = "warn"
@@ -273,12 +319,18 @@ class BacktrackMaskingCollator:
         if self.max_length is not None and self.max_length < 1:
             raise ValueError(f"max_length={self.max_length} must be a positive number of tokens (or None).")
         check_tokenizer(self.tokenizer, needs_backtrack=False)
+        self.trained_error_types = tuple(sorted(check_trained_error_types(self.trained_error_types)))
         self._layout = special_token_layout(self.tokenizer)
         self._encoder = SegmentEncoder(self.tokenizer, max_entries=self.cache_size)
 
     def __call__(self, rows: list[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
         full = build_examples(
-            rows, self.tokenizer, mask_wrong_step=self.mask_wrong_step, layout=self._layout, encoder=self._encoder
+            rows,
+            self.tokenizer,
+            mask_wrong_step=self.mask_wrong_step,
+            layout=self._layout,
+            encoder=self._encoder,
+            trained_error_types=self.trained_error_types,
         )
         examples = []
         for example in full:

@@ -34,6 +34,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .arithmetic import answer_arithmetic, limiting_factor, run_fact_probe
 from .checkers import MODES, REASONS, check
 from .decoding.results import SearchResult
 from .decoding.selection import SELECTION_RULES, fallback_index, rescore, select_index
@@ -82,6 +83,23 @@ class EvaluationArguments:
     )
     backtrack_weight: float = field(default=1.0, metadata={"help": "Weight of the backtrack value in 'combined'."})
     device: str | None = field(default=None, metadata={"help": "cpu / cuda; default: accelerate's device."})
+    probe_facts: bool = field(
+        default=False,
+        metadata={
+            "help": "Also probe the model's greedy answers to single facts a<op>b= (inside vs held out from the "
+            "train split's steps); see backtrack_trl.arithmetic."
+        },
+    )
+    probe_min_operand: int = field(default=1, metadata={"help": "Smallest operand of the fact probe."})
+    probe_max_operand: int = field(default=20, metadata={"help": "Largest operand of the fact probe."})
+    probe_max_facts: int = field(default=1000, metadata={"help": "Facts asked per group (inside / held out)."})
+    probe_context: str = field(
+        default="prompt",
+        metadata={
+            "help": "'prompt': the fact as the first step of a Countdown answer; 'bare': the fact line alone.",
+            "choices": ["prompt", "bare"],
+        },
+    )
     progress: bool = field(default=True, metadata={"help": "Show tqdm progress bars (main process)."})
 
     def __post_init__(self):
@@ -217,6 +235,7 @@ def score_results(
         "forward_passes_per_problem": sum(r.forward_passes for r in results) / count,
         "rollbacks_per_problem": sum(r.rollbacks for r in results) / count,
         "seconds_per_problem": sum(r.wall_time for r in results) / count,
+        "arithmetic": answer_arithmetic(problems, [r.completion for r in results]),
     }
     if rules:
         metrics["selection_accuracy_strict"] = {rule: replay[rule] / count for rule in rules}
@@ -232,29 +251,74 @@ def score_results(
     return metrics, per_problem
 
 
-def markdown_tables(metrics: dict, model: str) -> str:
-    """Markdown: one accuracy table per split, then the selection-rule table where available."""
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}"
+
+
+def best_decoder(by_decoder: dict) -> str | None:
+    """The label of the decoder with the highest strict accuracy (first one on ties)."""
+    return max(by_decoder, key=lambda label: by_decoder[label]["accuracy_strict"], default=None)
+
+
+def limit_line(by_decoder: dict) -> str:
+    """``What limits <best decoder>: ...`` for one split (see :func:`backtrack_trl.arithmetic.limiting_factor`)."""
+    label = best_decoder(by_decoder)
+    if label is None:
+        return ""
+    m = by_decoder[label]
+    arithmetic = m.get("arithmetic", {})
+    return f"What limits `{label}` (best here): " + limiting_factor(
+        arithmetic.get("last_step_right"), m["accuracy_strict"], m.get("oracle_strict")
+    )
+
+
+def probe_table(probe: dict) -> list[str]:
+    """Markdown lines of the single-fact probe."""
+    lines = [
+        "",
+        f"## Single-step facts a<op>b= (greedy, operands {probe['min_operand']}..{probe['max_operand']}, "
+        f"context `{probe['context']}`)",
+        "",
+        "| Facts | Asked (of) | Right % | + | - | * | / |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, title in (("inside", "in the training steps"), ("held_out", "held out")):
+        group = probe[name]
+        ops = " | ".join(_pct(group["by_op"][op]) for op in ("+", "-", "*", "/"))
+        lines.append(f"| {title} | {group['facts']} ({group['of']}) | {_pct(group['accuracy'])} | {ops} |")
+    return lines
+
+
+def markdown_tables(metrics: dict, model: str, probe: dict | None = None) -> str:
+    """Markdown: one accuracy table per split (with the arithmetic of the chosen answers and what limits the best
+    decoder), then the selection-rule table where available, then the fact probe if it ran."""
     lines = [f"# Decoder evaluation: `{model}`", ""]
     lines.append(
         "Accuracy in % (strict checker / official-compatible checker); oracle = some candidate is strictly correct. "
-        "Failure columns: share of problems per strict-checker reason. Time is wall-clock per problem."
+        "Failure columns: share of problems per strict-checker reason. Time is wall-clock per problem. Arithmetic of "
+        "the chosen answers: share of written steps whose result is the true result (all / first / last step), and "
+        "share of answers whose last step copies the target with wrong arithmetic."
     )
     for split, by_decoder in metrics.items():
         lines += ["", f"## {split}", ""]
         lines.append(
             "| Decoder | Strict % | Official % | Oracle % | not reached | wrong arithmetic | unknown numbers | "
-            "bad format | Tokens / problem | Rollbacks / problem | ms / problem |"
+            "bad format | Right steps % | Right first % | Right last % | Copies target % | Tokens / problem | "
+            "Rollbacks / problem | ms / problem |"
         )
-        lines.append("|---|---|---|---|---|---|---|---|---|---|---|")
+        lines.append("|---|" + "---|" * 14)
         for label, m in by_decoder.items():
-            r = m["reasons_strict"]
+            r, a = m["reasons_strict"], m.get("arithmetic", {})
             lines.append(
                 f"| {label} | {100 * m['accuracy_strict']:.1f} | {100 * m['accuracy_official']:.1f} | "
                 f"{100 * m['oracle_strict']:.1f} | {100 * r['not_reached_target']:.1f} | "
                 f"{100 * r['incorrect_result']:.1f} | {100 * r['unknown_numbers']:.1f} | "
-                f"{100 * r['invalid_format']:.1f} | {m['tokens_per_problem']:.0f} | "
+                f"{100 * r['invalid_format']:.1f} | {_pct(a.get('step_right'))} | {_pct(a.get('first_step_right'))} | "
+                f"{_pct(a.get('last_step_right'))} | {_pct(a.get('target_copy'))} | {m['tokens_per_problem']:.0f} | "
                 f"{m['rollbacks_per_problem']:.2f} | {1000 * m['seconds_per_problem']:.1f} |"
             )
+        if by_decoder:
+            lines += ["", limit_line(by_decoder)]
         rescored = {label: m for label, m in by_decoder.items() if "selection_accuracy_strict" in m}
         if rescored:
             rules = list(next(iter(rescored.values()))["selection_accuracy_strict"])
@@ -273,6 +337,8 @@ def markdown_tables(metrics: dict, model: str) -> str:
                 "AUC: over pairs (correct answer, wrong answer) of the same problem, how often the score ranks the "
                 "correct one higher (0.5 = no signal).",
             ]
+    if probe:
+        lines += probe_table(probe)
     return "\n".join(lines) + "\n"
 
 
@@ -338,9 +404,33 @@ def evaluate_decoders(args: EvaluationArguments) -> dict:
                 )
             safe = label.replace("/", "_").replace(":", "_").replace(",", "_").replace("=", "")
             _write_generations(output_dir / "generations" / split / safe, generations, args.output_format)
+    probe = None
+    if args.probe_facts and state.is_main_process:
+        if "train" not in dataset:
+            raise ValueError(
+                f"probe_facts needs the train split of {args.dataset_name} (its steps are the facts the model saw); "
+                f"it has {sorted(dataset)}. Point dataset_name at the training data or set probe_facts: false."
+            )
+        train = dataset["train"]
+        num_numbers = len(train[0]["numbers"]) if len(train) else 3
+        # The facts a model was trained to write: the steps of the solutions (wrong steps may be masked).
+        kinds = train["kind"] if "kind" in train.column_names else ["optimal"] * len(train)
+        solutions = [completion for completion, kind in zip(train["completion"], kinds) if kind == "optimal"]
+        probe = run_fact_probe(
+            model,
+            tokenizer,
+            solutions,
+            min_operand=args.probe_min_operand,
+            max_operand=args.probe_max_operand,
+            max_facts=args.probe_max_facts,
+            context=args.probe_context,
+            num_numbers=num_numbers,
+            seed=args.seed,
+        )
+        _atomic_write_text(output_dir / "fact_probe.json", json.dumps(probe, indent=2) + "\n")
     if state.is_main_process:
         _atomic_write_text(output_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-        _atomic_write_text(output_dir / "results.md", markdown_tables(metrics, args.model_name_or_path))
+        _atomic_write_text(output_dir / "results.md", markdown_tables(metrics, args.model_name_or_path, probe))
         _atomic_write_text(output_dir / "config.json", json.dumps(asdict(args), indent=2) + "\n")
     state.wait_for_everyone()
     return metrics

@@ -24,6 +24,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from .arithmetic import limiting_factor
+from .intervals import format_with_interval, wilson_interval
 from .study_state import atomic_write_text
 
 
@@ -99,24 +101,75 @@ def _sort_key(key: tuple[str, str]) -> tuple:
     return (model != "optimal", rank, decoder)
 
 
+def _with_ci(result: dict[str, Any], column: str) -> str:
+    """A percentage with its 95% Wilson interval when the result knows its number of problems."""
+    value = result.get(column)
+    return format_with_interval(value, result.get("n")) if value is not None else "-"
+
+
 def table1_markdown(decoder_results: dict[tuple[str, str], dict[str, dict[str, float]]]) -> str:
-    """Table 1 in the paper's shape: one row per method, strict and official accuracy on both test splits."""
+    """Table 1 in the paper's shape: one row per method, strict (with 95% intervals) and official accuracy on both
+    test splits, the oracle, and the tokens sampled per problem (the search's cost)."""
     header = (
         "| Method | Seen strict | New strict | Seen official | New official | Seen oracle | New oracle "
-        "| Paper 1B seen / new (official) |\n|---|---|---|---|---|---|---|---|\n"
+        "| Tokens / problem | Paper 1B seen / new (official) |\n|---|---|---|---|---|---|---|---|---|\n"
     )
-    order = sorted(decoder_results, key=_sort_key)
     lines = []
-    for key in order:
-        if key not in decoder_results:
-            continue
+    for key in sorted(decoder_results, key=_sort_key):
         res = decoder_results[key]
-        cells = [_fmt(res.get(s, {}).get(c)) for c in ("strict", "official") for s in SPLITS]
-        oracle = [_fmt(res.get(s, {}).get("oracle")) for s in SPLITS]
+        cells = [_with_ci(res.get(s, {}), "strict") for s in SPLITS]
+        cells += [_fmt(res.get(s, {}).get(c)) for c in ("official", "oracle") for s in SPLITS]
+        tokens = [res.get(s, {}).get("tokens") for s in SPLITS]
+        tokens = [t for t in tokens if t is not None]
+        cells.append(_fmt(float(sum(tokens) / len(tokens)), 0) if tokens else "-")
         paper = PAPER_1B.get(key)
         paper_cell = f"{paper[0]:.2f} / {paper[1]:.2f}" if paper else "-"
-        lines.append(f"| {_label(key)} | " + " | ".join(cells + oracle) + f" | {paper_cell} |")
+        lines.append(f"| {_label(key)} | " + " | ".join(cells) + f" | {paper_cell} |")
     return header + "\n".join(lines) + "\n"
+
+
+def arithmetic_markdown(
+    decoder_results: dict[tuple[str, str], dict[str, dict[str, float]]], probes: dict[str, dict] | None = None
+) -> str:
+    """What limits the models: arithmetic of the chosen answers per method (seen / new), one line per split naming
+    the limit of the best decoder, and the single-fact probe of each model."""
+    header = (
+        "| Method | Right steps % | Right first step % | Right last step % | Last step copies the target % "
+        "| Wrong arithmetic (checker) % |\n|---|---|---|---|---|---|\n"
+    )
+    lines = []
+    for key in sorted(decoder_results, key=_sort_key):
+        res = decoder_results[key]
+        cells = []
+        for column in ("step_right", "first_step_right", "last_step_right", "target_copy", "wrong_arithmetic"):
+            cells.append(" / ".join(_fmt(res.get(s, {}).get(column)) for s in SPLITS))
+        lines.append(f"| {_label(key)} | " + " | ".join(cells) + " |")
+    text = "Each cell: seen / new targets, over the chosen answers.\n\n" + header + "\n".join(lines) + "\n"
+    for split in SPLITS:
+        ranked = [(res[split]["strict"], key) for key, res in decoder_results.items() if split in res]
+        if not ranked:
+            continue
+        _, best = max(ranked, key=lambda item: (item[0], -_sort_key(item[1])[0]))
+        res = decoder_results[best][split]
+        last = res.get("last_step_right")
+        oracle = res.get("oracle")
+        verdict = limiting_factor(
+            None if last is None else last / 100, res["strict"] / 100, None if oracle is None else oracle / 100
+        )
+        text += f"\n- {split}, best method {_label(best)} ({res['strict']:.1f}%): {verdict}."
+    if probes:
+        text += (
+            "\n\nSingle-step facts `a<op>b=` asked greedily (`recipes/evaluate_decoders.py --probe_facts true`), "
+            "inside vs held out from the facts of the training solutions:\n\n"
+            "| Model | Operands | Inside: right % (asked) | Held out: right % (asked) |\n|---|---|---|---|\n"
+        )
+        for model, probe in probes.items():
+            cells = []
+            for group in ("inside", "held_out"):
+                accuracy = probe[group]["accuracy"]
+                cells.append(f"{_fmt(None if accuracy is None else 100 * accuracy)} ({probe[group]['facts']})")
+            text += f"| {model} | {probe['min_operand']}..{probe['max_operand']} | " + " | ".join(cells) + " |\n"
+    return text + "\n"
 
 
 def rounds_table(round_rows: list[dict[str, Any]]) -> str:
@@ -132,8 +185,12 @@ def rounds_table(round_rows: list[dict[str, Any]]) -> str:
         paper = f"{PAPER_ROUNDS_1B['seen'][k]:.1f} / {PAPER_ROUNDS_1B['new'][k]:.1f}" if has_paper else "-"
         lines.append(
             f"| {k} | {row.get('model', '-')} | {_fmt(row.get('pool_problems'))} | {_fmt(row.get('kept'))} "
-            f"| {_fmt(row.get('pool_search_accuracy'))} | {_fmt(row.get('greedy_seen'))} | {_fmt(row.get('greedy_new'))} "
-            f"| {_fmt(row.get('search_seen'))} | {_fmt(row.get('search_new'))} | {paper} |"
+            f"| {_fmt(row.get('pool_search_accuracy'))} | "
+            + " | ".join(
+                format_with_interval(row.get(key), row.get(f"{key}_n"))
+                for key in ("greedy_seen", "greedy_new", "search_seen", "search_new")
+            )
+            + f" | {paper} |"
         )
     return header + "\n".join(lines) + "\n"
 
@@ -158,6 +215,31 @@ def parse_markdown_table(text: str) -> list[dict[str, str]]:
     return out
 
 
+def _error_bar(percent: float | None, n: int | None) -> tuple[float, float]:
+    """(below, above) distances of the 95% Wilson interval from ``percent``; zero when n is unknown."""
+    if percent is None or not n:
+        return 0.0, 0.0
+    low, high = wilson_interval(round(percent * n / 100), n)
+    return max(0.0, percent - 100 * low), max(0.0, 100 * high - percent)
+
+
+def _errorbar(ax, xs, results: list[dict], style: str, label: str, **kwargs) -> None:
+    values = [r.get("strict") if r else None for r in results]
+    keep = [i for i, v in enumerate(values) if v is not None]
+    if not keep:
+        return
+    bars = [_error_bar(values[i], results[i].get("n")) for i in keep]
+    ax.errorbar(
+        [xs[i] for i in keep],
+        [values[i] for i in keep],
+        yerr=[[b[0] for b in bars], [b[1] for b in bars]],
+        fmt=style,
+        capsize=3,
+        label=label,
+        **kwargs,
+    )
+
+
 def plot_accuracy_vs_n(decoder_results: dict[tuple[str, str], dict[str, dict[str, float]]], path: str | Path) -> None:
     """Accuracy (strict) against the number of samples N for b=0, b=1, best-of-N and greedy, one panel per split."""
     import matplotlib
@@ -174,21 +256,24 @@ def plot_accuracy_vs_n(decoder_results: dict[tuple[str, str], dict[str, dict[str
         }
         for label, (model, prefix) in series.items():
             points = sorted(
-                (int(dec[len(prefix) :]), res[split]["strict"])
+                (int(dec[len(prefix) :]), res[split])
                 for (m, dec), res in decoder_results.items()
                 if m == model and dec.startswith(prefix) and dec[len(prefix) :].isdigit() and split in res
             )
             if points:
-                ax.plot(*zip(*points), marker="o", label=label)
+                _errorbar(ax, [n for n, _ in points], [r for _, r in points], "-o", label)
         for model, style in (("optimal", "--"), ("backtrack", ":")):
             res = decoder_results.get((model, "greedy"), {}).get(split)
             if res:
                 ax.axhline(res["strict"], linestyle=style, color="gray", label=f"{model} SFT greedy")
+                below, above = _error_bar(res["strict"], res.get("n"))
+                if below or above:
+                    ax.axhspan(res["strict"] - below, res["strict"] + above, color="gray", alpha=0.12)
         ax.set_xscale("log", base=2)
         ax.set_xlabel("N (samples per expansion)")
         ax.set_title(f"{split} (strict checker)")
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel("accuracy %")
+    axes[0].set_ylabel("accuracy % (95% intervals)")
     axes[1].legend(fontsize=8)
     fig.tight_layout()
     _save_figure(fig, path)
@@ -210,9 +295,8 @@ def plot_rounds(round_rows: list[dict[str, Any]], path: str | Path) -> None:
         ("search_seen", "search, seen targets", "--o"),
         ("search_new", "search, new targets", "--s"),
     ):
-        values = [r.get(key) for r in main]
-        if any(v is not None for v in values):
-            ax.plot(rounds, values, style, label=label)
+        results = [{"strict": r.get(key), "n": r.get(f"{key}_n")} for r in main]
+        _errorbar(ax, rounds, results, style, label)
     for row in round_rows:  # the control arm: same SFT budget on solver paths instead of the search's own
         if row.get("control"):
             for key, marker in (("greedy_seen", "x"), ("greedy_new", "+")):
@@ -220,7 +304,7 @@ def plot_rounds(round_rows: list[dict[str, Any]], path: str | Path) -> None:
                     ax.scatter([row["round"]], [row[key]], marker=marker, color="black", s=60,
                                label=f"control (solver paths), greedy {key.split('_')[1]}")  # fmt: skip
     ax.set_xlabel("self-improvement round")
-    ax.set_ylabel("accuracy % (strict)")
+    ax.set_ylabel("accuracy % (strict, 95% intervals)")
     ax.set_xticks(rounds)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -245,8 +329,12 @@ def write_report(
     round_rows: list[dict[str, Any]],
     stage_seconds: dict[str, float],
     settings_md: str = "",
+    probes: dict[str, dict] | None = None,
 ) -> Path:
-    """Write ``report.md`` (tables + timings) and the two PNG plots into ``folder``; returns the report path."""
+    """Write ``report.md`` (tables + timings) and the two PNG plots into ``folder``; returns the report path.
+
+    ``probes``: the single-fact probe of each model (``{model: run_fact_probe(...)}``), shown with the arithmetic of
+    the answers."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     plot_accuracy_vs_n(decoder_results, folder / "accuracy_vs_n.png")
@@ -261,9 +349,13 @@ def write_report(
         "# Self-backtracking study report\n\n"
         + (settings_md + "\n\n" if settings_md else "")
         + "## Table 1 (accuracy %, strict and official checkers)\n\n"
-        + "Paper column: Llama-3.2-1B, official checker, 5,000 problems per split, a different scale.\n\n"
+        + "Strict cells: accuracy [95% Wilson interval]. Paper column: Llama-3.2-1B, official checker, 5,000 "
+        "problems per split, a different scale.\n\n"
         + table1_markdown(decoder_results)
         + "\n![accuracy vs N](accuracy_vs_n.png)\n\n"
+        + "## What limits the models: arithmetic or search\n\n"
+        + arithmetic_markdown(decoder_results, probes)
+        + "\n"
         + "## Self-improvement rounds (accuracy %, strict checker)\n\n"
         + (rounds_table(round_rows) if round_rows else "No rounds run.\n")
         + ("\n![rounds](rounds.png)\n" if round_rows else "")

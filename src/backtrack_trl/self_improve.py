@@ -146,6 +146,14 @@ class SelfImproveArguments:
             raise ValueError("--push_to_hub needs --hub_dataset_id NAME.")
 
 
+def thread_setting() -> str:
+    """The CPU threads of the study's jobs: training results depend on it (report it with every figure)."""
+    import torch
+
+    omp = os.environ.get("OMP_NUM_THREADS")
+    return f"OMP_NUM_THREADS={omp}" if omp else f"{torch.get_num_threads()} (torch default, OMP_NUM_THREADS unset)"
+
+
 class StageFailedError(RuntimeError):
     """A sub-recipe exited with an error (its output was streamed above and saved in the stage log)."""
 
@@ -453,7 +461,7 @@ class Study:
 
     def report(self) -> Path:
         from .report import write_report
-        from .study_results import collect_decoder_results, collect_round_rows
+        from .study_results import collect_decoder_results, collect_round_rows, read_fact_probes
 
         decoder_results = collect_decoder_results(self.out)
         searches = [spec for spec in self.args.round_eval_decoders if spec != "greedy"]
@@ -462,9 +470,12 @@ class Study:
         settings = "Settings: " + ", ".join(
             f"{k}={v}" for k, v in (("rounds", self.args.rounds), ("pool_size", self.args.pool_size),
                                     ("search", f"b={self.args.search_b}, N={self.args.search_n}"),
-                                    ("keep", self.args.keep))
+                                    ("keep", self.args.keep), ("seed", self.args.seed),
+                                    ("threads", thread_setting()))
         )  # fmt: skip
-        return write_report(self.out / "report", decoder_results, round_rows, seconds, settings)
+        return write_report(
+            self.out / "report", decoder_results, round_rows, seconds, settings, read_fact_probes(self.out)
+        )
 
     def run(self) -> Path:
         self.build_data()

@@ -37,12 +37,23 @@ def decoder_key(entry: dict[str, Any], label: str) -> str:
 
 
 def _percent(entry: dict[str, Any]) -> dict[str, float]:
+    arithmetic = entry.get("arithmetic") or {}
+
+    def pct(value):
+        return None if value is None else 100.0 * value
+
     return {
         "strict": 100.0 * entry["accuracy_strict"],
         "official": 100.0 * entry["accuracy_official"],
         "oracle": 100.0 * entry["oracle_strict"],
+        "n": entry.get("num_problems"),
         "tokens": entry.get("tokens_per_problem"),
         "seconds": entry.get("seconds_per_problem"),
+        "wrong_arithmetic": pct((entry.get("reasons_strict") or {}).get("incorrect_result")),
+        "step_right": pct(arithmetic.get("step_right")),
+        "first_step_right": pct(arithmetic.get("first_step_right")),
+        "last_step_right": pct(arithmetic.get("last_step_right")),
+        "target_copy": pct(arithmetic.get("target_copy")),
     }
 
 
@@ -59,6 +70,16 @@ def read_metrics(eval_dir: str | Path) -> dict[str, dict[str, dict[str, float]]]
     return out
 
 
+def read_fact_probes(study_dir: str | Path) -> dict[str, dict]:
+    """``{model: fact probe}`` for the round-0 models whose evaluation ran the single-fact probe."""
+    probes = {}
+    for model in ("optimal", "backtrack"):
+        path = Path(study_dir) / "eval" / model / "fact_probe.json"
+        if path.is_file():
+            probes[model] = json.loads(path.read_text())
+    return probes
+
+
 def collect_decoder_results(study_dir: str | Path) -> dict[tuple[str, str], dict[str, dict[str, float]]]:
     """Round-0 results of the optimal-only and backtrack models, keyed by (model, decoder key)."""
     results = {}
@@ -72,9 +93,10 @@ def _round_row(k: int, model: str, metrics: dict, search_key: str, harvest: dict
     row: dict[str, Any] = {"round": k, "model": model}
     for prefix, key in (("greedy", "greedy"), ("search", search_key)):
         for split, short in (("test_seen", "seen"), ("test_new", "new")):
-            value = metrics.get(key, {}).get(split, {}).get("strict")
-            if value is not None:
-                row[f"{prefix}_{short}"] = value
+            result = metrics.get(key, {}).get(split, {})
+            if result.get("strict") is not None:
+                row[f"{prefix}_{short}"] = result["strict"]
+                row[f"{prefix}_{short}_n"] = result.get("n")
     if harvest:
         row["pool_problems"] = harvest.get("pool_problems")
         row["kept"] = harvest.get("kept")

@@ -69,6 +69,14 @@ class SFTScriptArguments(ScriptArguments):
             "too (the 'Physics of Language Models 2.2' choice)."
         },
     )
+    trained_error_types: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "Error types whose wrong step is trained even with mask_wrong_step (a subset of exploration, "
+            "computational, rule_violation). [exploration] trains legal steps with right arithmetic that miss the "
+            "target, then <backtrack>: the model practises honest last steps instead of copying the target."
+        },
+    )
     on_untrained_example: str = field(
         default="warn",
         metadata={
@@ -97,6 +105,15 @@ _CONTRADICTIONS = {
     "truncation_mode": (lambda v: v != "keep_start", "the collator truncates from the end, keeping the prompt",
                         "truncation_mode: keep_start"),
 }  # fmt: skip
+
+
+def _mask_rule(script_args: SFTScriptArguments) -> str:
+    """The model card's words for what happens to the wrong step."""
+    if not script_args.mask_wrong_step:
+        return "is trained too (`mask_wrong_step: false`)"
+    if script_args.trained_error_types:
+        return f"is masked, except for the error types {script_args.trained_error_types} (trained)"
+    return "is masked"
 
 
 def configure_training_args(training_args: SFTConfig) -> SFTConfig:
@@ -402,7 +419,7 @@ class BacktrackSFTTrainer(SFTTrainer):
             dataset_name=dataset,
             train_split=script_args.dataset_train_split,
             rows=rows,
-            mask_rule="is masked" if script_args.mask_wrong_step else "is trained too (`mask_wrong_step: false`)",
+            mask_rule=_mask_rule(script_args),
             lr=args.learning_rate,
             scheduler=str(getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type)),
             warmup=args.warmup_steps,
@@ -476,6 +493,7 @@ def train(script_args: SFTScriptArguments, training_args: SFTConfig, model_args:
         tokenizer,
         max_length=training_args.max_length,
         mask_wrong_step=script_args.mask_wrong_step,
+        trained_error_types=script_args.trained_error_types,
         pad_to_multiple_of=training_args.pad_to_multiple_of,
         on_untrained=script_args.on_untrained_example,
     )

@@ -1,0 +1,257 @@
+"""What limits a Countdown model: its step arithmetic, measured on its answers and on single-step facts.
+
+Two measurements:
+
+- :func:`answer_arithmetic` reads answers (a decoder's chosen completions): the share of written steps whose result
+  is the true result, split by position (first step, last step of the answer), and the share of answers whose last
+  step *copies the target* with wrong arithmetic (``75-20=60`` for target 60), the forgery that likelihood selection
+  cannot tell from a right answer.
+- :func:`probe_facts` asks a model for single facts ``a<op>b=`` (greedy, one line) and scores the digits it writes;
+  :func:`fact_split` divides a fact range into facts that occur as steps in the training data and held-out ones, so
+  the probe tells memorised facts from computed ones.
+
+:func:`limiting_factor` turns the numbers into the one line a report prints.
+
+Usage:
+
+```python
+from backtrack_trl.arithmetic import answer_arithmetic, enumerate_facts
+from backtrack_trl.task import Problem
+
+problems = [Problem((15, 5, 20), 60), Problem((3, 5, 2), 16)]
+stats = answer_arithmetic(problems, ["15*5=75\\n75-20=60\\nGoal Reached!", "3*5=15\\n15+2=17\\nGoal Reached!"])
+print(stats["last_step_right"], stats["target_copy"])  # 0.5 0.5
+print(len(enumerate_facts(1, 9)))  # legal facts a<op>b with 1 <= b <= a <= 9
+```
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable, Sequence
+
+from .checkers import clean_response
+from .task import OPS, Problem, Step, apply_op, format_prompt, parse_step
+
+
+__all__ = [
+    "ARITHMETIC_LIMIT",
+    "answer_arithmetic",
+    "answer_steps",
+    "enumerate_facts",
+    "fact_split",
+    "limiting_factor",
+    "probe_facts",
+    "run_fact_probe",
+    "probe_prompt",
+    "training_facts",
+]
+
+# Below this share of arithmetically right last steps, a model's answers are limited by its arithmetic: it cannot
+# notice a wrong step it cannot compute (the issue's bar for the CPU default is 95%).
+ARITHMETIC_LIMIT = 0.95
+
+
+def answer_steps(completion: str) -> list[Step]:
+    """The step lines of an answer, in order, up to the first line that is not a step (markers included)."""
+    steps = []
+    for line in clean_response(completion).split("\n"):
+        step = parse_step(line.strip())
+        if step is None:
+            break
+        steps.append(step)
+    return steps
+
+
+def answer_arithmetic(problems: Sequence[Problem], completions: Sequence[str]) -> dict:
+    """Arithmetic of a list of answers: shares of right steps (all, first, last) and of target-copy forgeries.
+
+    A step is right when its written result equals the legal value of ``a<op>b`` (exact division, non-negative
+    difference). ``target_copy`` is over all answers: the last step writes the target but computes something else.
+    Shares are None when there is nothing to count (e.g. no answer has a step).
+    """
+    if len(problems) != len(completions):
+        raise ValueError(f"{len(problems)} problems but {len(completions)} completions; pass one answer per problem.")
+    steps = right = firsts = first_right = lasts = last_right = copies = 0
+    for problem, completion in zip(problems, completions):
+        written = answer_steps(completion)
+        if not written:
+            continue
+        oks = [step.is_correct_arithmetic for step in written]
+        steps += len(oks)
+        right += sum(oks)
+        firsts += 1
+        first_right += oks[0]
+        lasts += 1
+        last_right += oks[-1]
+        copies += (not oks[-1]) and written[-1].result == problem.target
+
+    def share(a: int, b: int) -> float | None:
+        return a / b if b else None
+
+    return {
+        "answers": len(problems),
+        "steps": steps,
+        "step_right": share(right, steps),
+        "first_step_right": share(first_right, firsts),
+        "last_step_right": share(last_right, lasts),
+        "target_copy": share(copies, len(problems)),
+    }
+
+
+def limiting_factor(last_step_right: float | None, accuracy: float, oracle: float | None) -> str:
+    """One line: does arithmetic or the search (finding / choosing the right path) limit this decoder?"""
+    if last_step_right is None:
+        return "no steps written: the model does not follow the answer format"
+    if last_step_right < ARITHMETIC_LIMIT:
+        return (
+            f"arithmetic limits the model: {100 * last_step_right:.1f}% of last steps are right "
+            f"(< {100 * ARITHMETIC_LIMIT:.0f}%), so a wrong step cannot be noticed"
+        )
+    if oracle is not None and oracle - accuracy >= 0.05:
+        return (
+            f"selection limits the search: arithmetic is reliable ({100 * last_step_right:.1f}% right last steps) and "
+            f"a right answer is among the candidates for {100 * oracle:.1f}% vs {100 * accuracy:.1f}% chosen"
+        )
+    return (
+        f"search limits the model: arithmetic is reliable ({100 * last_step_right:.1f}% right last steps); the right "
+        "path is not found"
+    )
+
+
+def enumerate_facts(min_operand: int, max_operand: int, ops: Iterable[str] = OPS) -> list[Step]:
+    """Every legal fact ``a<op>b=c`` with ``min_operand <= b <= a <= max_operand`` (larger operand first, as the
+    training data writes steps), in a fixed order."""
+    if min_operand < 0 or max_operand < min_operand:
+        raise ValueError(f"Operand range {min_operand}..{max_operand} is empty or negative; use e.g. 1..20.")
+    ops = tuple(ops)
+    unknown = [op for op in ops if op not in OPS]
+    if unknown:
+        raise ValueError(f"Unknown operator(s) {unknown}; use a subset of {list(OPS)}.")
+    facts = []
+    for a in range(min_operand, max_operand + 1):
+        for b in range(min_operand, a + 1):
+            for op in ops:
+                value = apply_op(a, op, b)
+                if value is not None:
+                    facts.append(Step(a, op, b, value))
+    return facts
+
+
+def training_facts(completions: Iterable[str]) -> set[tuple[int, str, int]]:
+    """``(a, op, b)`` of every arithmetically right step written in training completions (the facts a model saw)."""
+    seen = set()
+    for completion in completions:
+        for step in answer_steps(completion):
+            if step.is_correct_arithmetic:
+                seen.add((step.a, step.op, step.b))
+    return seen
+
+
+def fact_split(facts: Sequence[Step], seen: set[tuple[int, str, int]]) -> tuple[list[Step], list[Step]]:
+    """``(inside, held_out)``: the facts that occur in the training steps, and the others."""
+    inside = [fact for fact in facts if (fact.a, fact.op, fact.b) in seen]
+    held_out = [fact for fact in facts if (fact.a, fact.op, fact.b) not in seen]
+    return inside, held_out
+
+
+def probe_prompt(fact: Step, context: str = "prompt", num_numbers: int = 3, seed: int = 0) -> str:
+    """The text the model continues for a fact probe.
+
+    ``context="prompt"``: the fact as the first step of a Countdown answer, the way the model writes steps (a prompt
+    with the operands among its numbers, fillers from the operands' range, and a target that is not the fact's
+    result, so copying the target cannot pass); ``context="bare"``: the fact alone on a line (for models trained on
+    fact lines, e.g. an arithmetic warm-up).
+    """
+    head = f"{fact.a}{fact.op}{fact.b}="
+    if context == "bare":
+        return head
+    if context != "prompt":
+        raise ValueError(f"context={context!r}; use 'prompt' (inside a Countdown answer) or 'bare' (a fact line).")
+    if num_numbers < 2:
+        raise ValueError(f"num_numbers={num_numbers} must be >= 2 (the fact's two operands).")
+    rng = random.Random(((seed * 1_000_003 + fact.a) * 1_000_003 + fact.b) * 4 + OPS.index(fact.op))
+    high = max(fact.a, 2)
+    numbers = [fact.a, fact.b] + [rng.randint(1, high) for _ in range(num_numbers - 2)]
+    rng.shuffle(numbers)
+    target = rng.randint(1, 100)
+    while target == fact.result:
+        target = rng.randint(1, 100)
+    return format_prompt(Problem(tuple(numbers), target)) + head
+
+
+def probe_facts(
+    model,
+    tokenizer,
+    facts: Sequence[Step],
+    context: str = "prompt",
+    num_numbers: int = 3,
+    batch_size: int = 256,
+    seed: int = 0,
+) -> list[bool]:
+    """Greedy completion of each fact's ``a<op>b=``: True where the digits written before the line ends are the
+    fact's result. Left-padded batches; at most a few tokens per fact."""
+    import torch
+
+    if not facts:
+        return []
+    device = next(model.parameters()).device
+    max_new = len(str(max(fact.result for fact in facts))) + 2
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    right = []
+    try:
+        for start in range(0, len(facts), batch_size):
+            chunk = facts[start : start + batch_size]
+            texts = [probe_prompt(fact, context, num_numbers, seed) for fact in chunk]
+            batch = tokenizer(texts, return_tensors="pt", padding=True).to(device)
+            with torch.no_grad():
+                out = model.generate(
+                    **batch,
+                    max_new_tokens=max_new,
+                    do_sample=False,
+                    pad_token_id=tokenizer.pad_token_id,
+                    eos_token_id=tokenizer.eos_token_id,
+                )
+            new = tokenizer.batch_decode(out[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
+            for fact, text in zip(chunk, new):
+                digits = text.split("\n", 1)[0].strip()
+                right.append(digits == str(fact.result))
+    finally:
+        tokenizer.padding_side = side
+    return right
+
+
+def run_fact_probe(
+    model,
+    tokenizer,
+    train_completions: Iterable[str],
+    min_operand: int = 1,
+    max_operand: int = 20,
+    max_facts: int = 1000,
+    context: str = "prompt",
+    num_numbers: int = 3,
+    seed: int = 0,
+) -> dict:
+    """Greedy fact accuracy over ``min_operand..max_operand``, inside vs held out from the training steps.
+
+    At most ``max_facts`` facts of each group are asked (a seeded sample). Returns ``{"inside": ..., "held_out":
+    ...}`` with ``facts``, ``accuracy`` (None for an empty group) and ``by_op`` accuracies, plus the settings.
+    """
+    inside, held_out = fact_split(enumerate_facts(min_operand, max_operand), training_facts(train_completions))
+    rng = random.Random(seed)
+    report = {"min_operand": min_operand, "max_operand": max_operand, "context": context}
+    for name, group in (("inside", inside), ("held_out", held_out)):
+        sample = group if len(group) <= max_facts else rng.sample(group, max_facts)
+        right = probe_facts(model, tokenizer, sample, context=context, num_numbers=num_numbers, seed=seed)
+        by_op = {}
+        for op in OPS:
+            oks = [ok for fact, ok in zip(sample, right) if fact.op == op]
+            by_op[op] = sum(oks) / len(oks) if oks else None
+        report[name] = {
+            "facts": len(sample),
+            "of": len(group),
+            "accuracy": sum(right) / len(right) if right else None,
+            "by_op": by_op,
+        }
+    return report
