@@ -1,4 +1,4 @@
-.PHONY: install style quality test test-slow test-all data init-model sft evaluate self-improve bench clean
+.PHONY: install style quality test test-slow test-all data init-model sft evaluate probe self-improve bench clean
 
 # Every target sets itself up: a virtual environment in $(VENV) with torch==2.13.0 installed first
 # (a plain `torch` pulls a multi-GB CUDA build), then this package with its dev extras.
@@ -64,6 +64,15 @@ sft: install
 EVAL_CONFIG ?= recipes/$(SCALE)/eval/config_default.yaml
 evaluate: install
 	$(ACCELERATE) launch --config_file $(ACCELERATE_CONFIG) recipes/evaluate_decoders.py --config $(EVAL_CONFIG)
+
+# What limits a model: the arithmetic of its greedy answers and its greedy answers to single facts a<op>b=
+# (inside vs held out from the training solutions' steps), e.g. `make probe MODEL=results/countdown-tiny/models/optimal-sft`.
+MODEL ?= results/$(SCALE)/models/backtrack-sft
+DATA ?= results/$(SCALE)/data/backtrack
+PROBE_ARGS ?=
+probe: install
+	$(PY) recipes/evaluate_decoders.py --config $(EVAL_CONFIG) --model_name_or_path $(MODEL) --dataset_name $(DATA) \
+		--decoders greedy --probe_facts true --output_dir results/$(SCALE)/probe/$(notdir $(MODEL)) $(PROBE_ARGS)
 
 # The whole default CPU job: data, tiny model, baseline + backtrack SFT, evaluation, self-improvement, report.
 # Variables as in open-r1's `make evaluate`: CONFIG=, ROUNDS=, ACCELERATE_CONFIG= (else the study config's own).

@@ -129,7 +129,8 @@ class InitModelArguments:
     tokenizer: str = field(
         default="countdown",
         metadata={
-            "help": "'countdown' builds the character-level task tokenizer; otherwise a local folder or Hub id of an "
+            "help": "'countdown' builds the character-level task tokenizer, 'countdown-numbers' the same with every "
+            "run of 1-3 digits as one token (Llama-3's number chunking); otherwise a local folder or Hub id of an "
             "existing tokenizer (e.g. meta-llama/Llama-3.2-1B) to which <backtrack> (and a pad token) is added."
         },
     )
@@ -184,8 +185,10 @@ def init_model(args: InitModelArguments) -> Path:
 
     from .tokenization import add_backtrack_token, build_countdown_tokenizer
 
-    if args.tokenizer == "countdown":
-        tokenizer = build_countdown_tokenizer(model_max_length=args.max_position_embeddings)
+    if args.tokenizer in ("countdown", "countdown-numbers"):
+        tokenizer = build_countdown_tokenizer(
+            model_max_length=args.max_position_embeddings, numbers=args.tokenizer == "countdown-numbers"
+        )
     else:
         tokenizer = load_tokenizer(args.tokenizer)
     if args.model_name_or_path:

@@ -52,22 +52,32 @@ CHARACTERS = tuple(dict.fromkeys(string.printable))
 RESERVED_PAD_TOKENS = ("<|finetune_right_pad_id|>",)
 
 
-def countdown_vocab() -> dict[str, int]:
-    """Token -> id of the task tokenizer: special tokens first (``<pad>`` = 0), then the phrases, then characters."""
-    tokens = list(SPECIAL_TOKENS) + list(TEMPLATE_PHRASES) + list(CHARACTERS)
+# With ``numbers=True`` every run of 1-3 digits is one token, as Llama-3's pre-tokenizer splits numbers
+# (``\\p{N}{1,3}``): "10".."999" join the single digits, so a step's operands and result are one token each.
+NUMBER_TOKENS = tuple(str(n) for n in range(10, 1000))
+
+
+def countdown_vocab(numbers: bool = False) -> dict[str, int]:
+    """Token -> id of the task tokenizer: special tokens first (``<pad>`` = 0), then the phrases, then characters
+    (then the number tokens "10".."999" with ``numbers=True``)."""
+    tokens = list(SPECIAL_TOKENS) + list(TEMPLATE_PHRASES) + list(CHARACTERS) + list(NUMBER_TOKENS if numbers else ())
     return {token: index for index, token in enumerate(tokens)}
 
 
-def build_countdown_tokenizer(model_max_length: int = 128) -> PreTrainedTokenizerFast:
+def build_countdown_tokenizer(model_max_length: int = 128, numbers: bool = False) -> PreTrainedTokenizerFast:
     """Build the Countdown task tokenizer (a ``PreTrainedTokenizerFast``; ``save_pretrained`` / ``AutoTokenizer``).
 
     ``model_max_length`` is only recorded in the tokenizer config (the paper trains with max length 128).
+    ``numbers=True``: numbers are split into runs of 1-3 digits, each one token (Llama-3's number chunking), instead
+    of one token per digit.
     """
-    vocab = countdown_vocab()
+    vocab = countdown_vocab(numbers)
     backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK_TOKEN))
-    # One regex: a template phrase if one starts here (listed first, so it wins), else any single character.
+    # One regex: a template phrase if one starts here (listed first, so it wins), else (a number chunk, or) any
+    # single character.
     phrases = "|".join(re.escape(phrase) for phrase in TEMPLATE_PHRASES)
-    backend.pre_tokenizer = pre_tokenizers.Split(Regex(f"{phrases}|[\\s\\S]"), behavior="isolated")
+    digits = "[0-9]{1,3}|" if numbers else ""
+    backend.pre_tokenizer = pre_tokenizers.Split(Regex(f"{phrases}|{digits}[\\s\\S]"), behavior="isolated")
     # Tokens are literal text pieces: decoding is plain concatenation (no spaces inserted between tokens).
     backend.decoder = decoders.Fuse()
     backend.post_processor = processors.TemplateProcessing(
