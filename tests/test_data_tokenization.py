@@ -46,6 +46,19 @@ def test_lossless_round_trip(tokenizer, text):
     assert tokenizer.unk_token_id not in ids
 
 
+@pytest.mark.parametrize("text", TEXTS)
+def test_number_tokenizer_round_trips_and_chunks_numbers_like_llama3(text):
+    numbers = build_countdown_tokenizer(numbers=True)
+    ids = numbers(text, add_special_tokens=False)["input_ids"]
+    assert numbers.decode(ids) == text and numbers.unk_token_id not in ids
+    # Runs of digits become chunks of at most 3 digits from the left, as Llama-3's \p{N}{1,3} splits them.
+    tokens = numbers.convert_ids_to_tokens(
+        numbers("45-39=6\n1234+5=1239<backtrack>", add_special_tokens=False)["input_ids"]
+    )
+    assert tokens == ["45", "-", "39", "=", "6", "\n", "123", "4", "+", "5", "=", "123", "9", "<backtrack>"]
+    assert len(numbers) == len(build_countdown_tokenizer()) + 1100  # "00".."99" and "000".."999"
+
+
 def test_prompt_tokens_bos_and_template_phrases(tokenizer):
     prompt = format_prompt(PROBLEM)
     ids = tokenizer(prompt)["input_ids"]

@@ -53,13 +53,14 @@ RESERVED_PAD_TOKENS = ("<|finetune_right_pad_id|>",)
 
 
 # With ``numbers=True`` every run of 1-3 digits is one token, as Llama-3's pre-tokenizer splits numbers
-# (``\\p{N}{1,3}``): "10".."999" join the single digits, so a step's operands and result are one token each.
-NUMBER_TOKENS = tuple(str(n) for n in range(10, 1000))
+# (``\\p{N}{1,3}``): every 2- and 3-digit string ("00".."999", leading zeros included so any text round-trips)
+# joins the single digits, so a step's operands and result are one token each.
+NUMBER_TOKENS = tuple(f"{n:0{width}d}" for width in (2, 3) for n in range(10**width))
 
 
 def countdown_vocab(numbers: bool = False) -> dict[str, int]:
     """Token -> id of the task tokenizer: special tokens first (``<pad>`` = 0), then the phrases, then characters
-    (then the number tokens "10".."999" with ``numbers=True``)."""
+    (then the number tokens "00".."999" with ``numbers=True``)."""
     tokens = list(SPECIAL_TOKENS) + list(TEMPLATE_PHRASES) + list(CHARACTERS) + list(NUMBER_TOKENS if numbers else ())
     return {token: index for index, token in enumerate(tokens)}
 
