@@ -38,7 +38,8 @@ SFT = {"use_cpu": True, "bf16": False, "activation_checkpointing": False, "learn
        "lr_scheduler_type": "constant", "max_steps": 120, "per_device_train_batch_size": 32, "max_length": 64,
        "eval_strategy": "no", "logging_steps": 20, "save_strategy": "no", "report_to": "none", "seed": 0}  # fmt: skip
 EVAL = {"splits": ["test_seen", "test_new"], "max_problems": 4, "max_new_tokens": 24, "seed": 0,
-        "decoders": ["greedy", "best_of_n:n=4", "self_backtracking:n=4,b=0", "self_backtracking:n=4,b=1"]}  # fmt: skip
+        "decoders": ["greedy", "best_of_n:n=4", "self_backtracking:n=4,b=0", "self_backtracking:n=4,b=1"],
+        "probe_facts": True, "probe_max_operand": 9}  # fmt: skip
 
 
 def _write(path: Path, data: dict) -> str:
@@ -136,6 +137,12 @@ def test_report_files_and_tables_parse(full_study):
     methods = [row["Method"] for row in table1]
     assert methods[0] == "SFT on optimal paths + greedy" and "Self-backtracking b=1, N=4" in methods
     assert all(row["Seen strict"] != "" for row in table1)
+    assert all("[" in row["Seen strict"] for row in table1)  # every accuracy carries its 95% interval
+    limits = report.split("## What limits the models")[1]
+    arithmetic = parse_markdown_table(limits)
+    assert [row["Method"] for row in arithmetic] == methods and " / " in arithmetic[0]["Right last step %"]
+    assert "test_seen, best method" in limits and "Single-step facts" in limits
+    assert "threads=" in report and "seed=0" in report
     rounds = parse_markdown_table(report.split("## Self-improvement rounds")[1])
     assert [row["Round"] for row in rounds] == ["0", "1", "2", "1"]  # last: the control arm
     assert rounds[3]["Model"].startswith("control")
