@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 
 
-__all__ = ["Z_95", "format_with_interval", "wilson_interval"]
+__all__ = ["Z_95", "format_with_interval", "percent_interval", "wilson_interval"]
 
 Z_95 = 1.959963984540054
 
@@ -36,11 +36,17 @@ def wilson_interval(successes: float, n: int, z: float = Z_95) -> tuple[float, f
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+def percent_interval(percent: float, n: int) -> tuple[float, float]:
+    """The 95% Wilson interval, in percent, of an accuracy given in percent over ``n`` problems."""
+    low, high = wilson_interval(round(percent * n / 100), n)
+    return 100 * low, 100 * high
+
+
 def format_with_interval(percent: float | None, n: int | None, digits: int = 1) -> str:
     """``"47.0 [42.7, 51.4]"`` for an accuracy in percent over ``n`` problems; the bare value when n is unknown."""
     if percent is None or (isinstance(percent, float) and math.isnan(percent)):
         return "-"
     if not n:
         return f"{percent:.{digits}f}"
-    low, high = wilson_interval(round(percent * n / 100), n)
-    return f"{percent:.{digits}f} [{100 * low:.{digits}f}, {100 * high:.{digits}f}]"
+    low, high = percent_interval(percent, n)
+    return f"{percent:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from .arithmetic import limiting_factor
-from .intervals import format_with_interval, wilson_interval
+from .intervals import format_with_interval, percent_interval
 from .study_state import atomic_write_text
 
 
@@ -103,8 +103,7 @@ def _sort_key(key: tuple[str, str]) -> tuple:
 
 def _with_ci(result: dict[str, Any], column: str) -> str:
     """A percentage with its 95% Wilson interval when the result knows its number of problems."""
-    value = result.get(column)
-    return format_with_interval(value, result.get("n")) if value is not None else "-"
+    return format_with_interval(result.get(column), result.get("n"))
 
 
 def table1_markdown(decoder_results: dict[tuple[str, str], dict[str, dict[str, float]]]) -> str:
@@ -219,8 +218,8 @@ def _error_bar(percent: float | None, n: int | None) -> tuple[float, float]:
     """(below, above) distances of the 95% Wilson interval from ``percent``; zero when n is unknown."""
     if percent is None or not n:
         return 0.0, 0.0
-    low, high = wilson_interval(round(percent * n / 100), n)
-    return max(0.0, percent - 100 * low), max(0.0, 100 * high - percent)
+    low, high = percent_interval(percent, n)
+    return max(0.0, percent - low), max(0.0, high - percent)
 
 
 def _errorbar(ax, xs, results: list[dict], style: str, label: str, **kwargs) -> None:
