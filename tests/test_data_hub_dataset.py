@@ -161,3 +161,57 @@ def test_push_to_unreachable_hub_fails_clearly(tmp_path, monkeypatch):
     write_hub_dataset(_splits(), folder)
     with pytest.raises(HubPushError, match=f"Dataset saved at {folder}; .*unreachable.*hf upload someone/countdown"):
         push_hub_dataset(folder, "someone/countdown", token="hf_not_a_real_token")
+
+
+def _rows(folder, config):
+    return load_dataset(str(folder), config)["train"]["x"]
+
+
+@pytest.mark.parametrize("replace", [False, True], ids=["add round_2", "replace round_1"])
+def test_a_kill_at_any_step_of_a_config_write_keeps_every_config(tmp_path, monkeypatch, replace):
+    # A kill -9 leaves the disk exactly as it is at that instant: snapshot the folder at every step of the write,
+    # then recover and load each snapshot as the next run would.
+    folder = tmp_path / "round_datasets"
+    write_hub_dataset(DatasetDict({"train": Dataset.from_dict({"x": [1, 2]})}), folder, config_name="round_1")
+    write_hub_dataset(DatasetDict({"train": Dataset.from_dict({"x": [3]})}), folder, config_name="control_1")
+    snapshots = []
+
+    def snapshot(step):
+        target = tmp_path / f"snap{len(snapshots)}" / "round_datasets"
+        hub_dataset.shutil.copytree(folder, target)
+        snapshots.append((step, target))
+
+    monkeypatch.setattr(hub_dataset, "_crash_point", snapshot)
+    name = "round_1" if replace else "round_2"
+    write_hub_dataset(
+        DatasetDict({"train": Dataset.from_dict({"x": [7, 8, 9]})}), folder, overwrite=True, config_name=name
+    )
+    monkeypatch.setattr(hub_dataset, "_crash_point", lambda step: None)
+    steps = [step for step, _ in snapshots]
+    expected = ["shards staged", "card staged", "card committed", "new shards in place", "done"]
+    if replace:
+        expected.insert(3, "old shards moved aside")
+    assert steps == expected
+    committed = steps.index("card committed")
+    for index, (step, snap) in enumerate(snapshots):
+        hub_dataset.recover_hub_dataset(snap)
+        assert not [p.name for p in snap.iterdir() if p.name.startswith(".")], step  # no leftovers
+        new = _rows(snap, name) if name in dataset_configs(snap) else None
+        assert new == ([7, 8, 9] if index >= committed else ([1, 2] if replace else None)), step
+        if not replace:
+            assert _rows(snap, "round_1") == [1, 2], step
+        assert _rows(snap, "control_1") == [3], step
+        # the rerun writes the config again and keeps the others
+        write_hub_dataset(
+            DatasetDict({"train": Dataset.from_dict({"x": [5]})}), snap, overwrite=True, config_name=name
+        )
+        assert _rows(snap, name) == [5] and _rows(snap, "control_1") == [3], step
+
+
+def test_recovery_restores_a_folder_left_aside_by_a_whole_folder_swap(tmp_path):
+    folder = tmp_path / "round_datasets"
+    write_hub_dataset(DatasetDict({"train": Dataset.from_dict({"x": [1]})}), folder, config_name="round_1")
+    folder.rename(tmp_path / ".round_datasets.old-abc123")  # what a kill between the two renames of v0.1 left
+    write_hub_dataset(DatasetDict({"train": Dataset.from_dict({"x": [2]})}), folder, config_name="round_2")
+    assert dataset_configs(folder) == ["round_1", "round_2"]
+    assert _rows(folder, "round_1") == [1] and _rows(folder, "round_2") == [2]

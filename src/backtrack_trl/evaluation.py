@@ -35,6 +35,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .arithmetic import answer_arithmetic, limiting_factor, run_fact_probe
+from .atomic_io import atomic_write_text
 from .checkers import MODES, REASONS, check
 from .decoding.results import SearchResult
 from .decoding.selection import SELECTION_RULES, fallback_index, rescore, select_index
@@ -144,18 +145,10 @@ def parse_decoder_spec(spec: str) -> tuple[str, str, dict]:
     return label, method, options
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(handle, "w") as stream:
-        stream.write(text)
-    os.replace(temporary, path)
-
-
 def _write_generations(path: Path, rows: list[dict], output_format: str) -> Path:
     path = path.with_suffix(f".{output_format}")
     if output_format == "jsonl":
-        _atomic_write_text(path, "".join(json.dumps(row) + "\n" for row in rows))
+        atomic_write_text(path, "".join(json.dumps(row) + "\n" for row in rows))
     else:
         import pandas as pd
 
@@ -427,10 +420,10 @@ def evaluate_decoders(args: EvaluationArguments) -> dict:
             num_numbers=num_numbers,
             seed=args.seed,
         )
-        _atomic_write_text(output_dir / "fact_probe.json", json.dumps(probe, indent=2) + "\n")
+        atomic_write_text(output_dir / "fact_probe.json", json.dumps(probe, indent=2) + "\n")
     if state.is_main_process:
-        _atomic_write_text(output_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-        _atomic_write_text(output_dir / "results.md", markdown_tables(metrics, args.model_name_or_path, probe))
-        _atomic_write_text(output_dir / "config.json", json.dumps(asdict(args), indent=2) + "\n")
+        atomic_write_text(output_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+        atomic_write_text(output_dir / "results.md", markdown_tables(metrics, args.model_name_or_path, probe))
+        atomic_write_text(output_dir / "config.json", json.dumps(asdict(args), indent=2) + "\n")
     state.wait_for_everyone()
     return metrics

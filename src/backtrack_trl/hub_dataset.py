@@ -8,7 +8,8 @@ Layout (the default config; a named config ``round_1`` uses ``round_1/`` instead
 
 ``datasets.load_dataset(folder)`` (or ``load_dataset(folder, "round_1")``) loads it offline, and
 ``push_hub_dataset(folder, repo_id)`` or ``hf upload <repo_id> <folder> --repo-type dataset`` publishes the same
-files. Every write is atomic: the new folder is assembled in a temporary sibling, then renamed into place.
+files. Every write is crash-safe: a kill at any moment leaves each config either as it was or complete, and the
+next write (or :func:`recover_hub_dataset`) tidies up what the kill left.
 
 Usage:
 
@@ -30,10 +31,13 @@ assert load_dataset(folder, "round_1")["train"]["x"] == [5]
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
 import os
 import re
 import shutil
+import tempfile
 from pathlib import Path
 
 import yaml
@@ -47,7 +51,10 @@ from huggingface_hub import DatasetCard, DatasetCardData
 from .atomic_io import atomic_directory
 
 
+logger = logging.getLogger(__name__)
+
 CARD_FILENAME = "README.md"
+_FINGERPRINT_PREFIX = "backtrack-trl content fingerprint "
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
 _SECTION_RE = r"<!-- config:{name} -->\n.*?<!-- /config:{name} -->\n"
 
@@ -135,8 +142,9 @@ def write_hub_dataset(
     - A new folder is created with this one config. An existing dataset folder gets the config added (other configs
       are kept: e.g. ``round_1``, ``round_2`` of a self-improvement loop); a config that is already there, or an
       existing folder that is not a dataset folder, is replaced only with ``overwrite=True``.
-    - The whole folder is rebuilt in a temporary sibling and renamed into place, so readers never see a partial
-      write and an exception leaves the previous state.
+    - Crash-safe: a new folder is assembled in a temporary sibling and renamed into place; a config added to an
+      existing folder is staged beside the others, committed by an atomic replace of README.md, then swapped in,
+      never moving the other configs (see :func:`recover_hub_dataset`). An exception leaves the previous state.
     """
     if not isinstance(dataset_dict, DatasetDict) or len(dataset_dict) == 0:
         raise ValueError(f"write_hub_dataset needs a non-empty DatasetDict, got {type(dataset_dict).__name__}.")
@@ -146,6 +154,8 @@ def write_hub_dataset(
         if not re.match(r"^\w+$", split):
             raise ValueError(f"Invalid split name {split!r}: use letters, digits and '_' (a Hub split name).")
     folder = Path(folder)
+    for action in recover_hub_dataset(folder):
+        logger.warning("Recovered an interrupted write in %s: %s", folder, action)
     existing_configs = dataset_configs(folder) if folder.is_dir() else []
     merge = bool(existing_configs)
     if folder.exists() and not merge and not overwrite:
@@ -158,44 +168,172 @@ def write_hub_dataset(
             f"The dataset folder {str(folder)!r} already holds the config {config_name!r}. Pass --overwrite "
             f"(overwrite=True) to replace it, or choose another output_dir / config_name."
         )
-    data_dir_name = config_data_dir(config_name)
+    if merge:
+        _add_config(dataset_dict, folder, card, convert_file_size_to_int(max_shard_size), config_name)
+        return folder
     with atomic_directory(folder, overwrite=True, what="dataset folder") as tmp:
-        old_card = None
-        if merge:
-            old_card = read_card(folder)
-            # Keep every other config's files; this config's shard folder is rewritten from scratch.
-            for entry in folder.iterdir():
-                if entry.name in (CARD_FILENAME, data_dir_name):
-                    continue
-                copy = shutil.copytree if entry.is_dir() else shutil.copy2
-                copy(entry, tmp / entry.name)
-        splits_info = _write_shards(dataset_dict, tmp / data_dir_name, convert_file_size_to_int(max_shard_size))
-
-        card_data = DatasetCardData(**old_card.data.to_dict()) if old_card is not None else DatasetCardData()
-        features = next(iter(dataset_dict.values())).features
-        info = DatasetInfo(config_name=config_name, features=features, splits=SplitDict())
-        info.dataset_size = 0
-        for split_info in splits_info:
-            info.splits.add(split_info)
-            info.dataset_size += split_info.num_bytes
-        DatasetInfosDict({config_name: info}).to_dataset_card_data(card_data)
-        data_files = [{"split": split, "path": f"{data_dir_name}/{split}-*"} for split in dataset_dict]
-        # datasets 5.2 caches a local folder under its base name and a hash of the card's YAML only (not the file
-        # contents or path): two folders with the same name and equal sizes, or a folder rewritten with same-sized
-        # data, would load the stale cached copy. A content fingerprint in the config's `description` (a standard
-        # BuilderConfig field, hashed into the cache key) makes every distinct content a distinct cache entry.
-        description = f"backtrack-trl content fingerprint {content_fingerprint(tmp / data_dir_name)}"
-        MetadataConfigs({config_name: {"data_files": data_files, "description": description}}).to_dataset_card_data(
-            card_data
+        splits_info = _write_shards(
+            dataset_dict, tmp / config_data_dir(config_name), convert_file_size_to_int(max_shard_size)
         )
-        body = _merge_body(
-            old_card.text if old_card is not None else "",
-            config_name,
-            render_card_body(config_name, card, dataset_dict),
+        (tmp / CARD_FILENAME).write_text(
+            _card_text(None, dataset_dict, card, config_name, splits_info, tmp / config_data_dir(config_name)),
+            encoding="utf-8",
         )
-        front_matter = yaml.safe_dump(card_data.to_dict(), sort_keys=False, allow_unicode=True)
-        (tmp / CARD_FILENAME).write_text(f"---\n{front_matter}---\n\n{body.lstrip()}", encoding="utf-8")
     return folder
+
+
+def _card_text(
+    old_card: DatasetCard | None,
+    dataset_dict: DatasetDict,
+    card: str | dict | None,
+    config_name: str,
+    splits_info: list[SplitInfo],
+    data_dir: Path,
+) -> str:
+    """The whole README.md with ``config_name`` added to (or replaced in) ``old_card``'s configs and body."""
+    card_data = DatasetCardData(**old_card.data.to_dict()) if old_card is not None else DatasetCardData()
+    features = next(iter(dataset_dict.values())).features
+    info = DatasetInfo(config_name=config_name, features=features, splits=SplitDict())
+    info.dataset_size = 0
+    for split_info in splits_info:
+        info.splits.add(split_info)
+        info.dataset_size += split_info.num_bytes
+    DatasetInfosDict({config_name: info}).to_dataset_card_data(card_data)
+    data_files = [{"split": split, "path": f"{config_data_dir(config_name)}/{split}-*"} for split in dataset_dict]
+    # datasets 5.2 caches a local folder under its base name and a hash of the card's YAML only (not the file
+    # contents or path): two folders with the same name and equal sizes, or a folder rewritten with same-sized
+    # data, would load the stale cached copy. A content fingerprint in the config's `description` (a standard
+    # BuilderConfig field, hashed into the cache key) makes every distinct content a distinct cache entry. It is
+    # also what crash recovery compares a config's shard folder against.
+    description = f"{_FINGERPRINT_PREFIX}{content_fingerprint(data_dir)}"
+    MetadataConfigs({config_name: {"data_files": data_files, "description": description}}).to_dataset_card_data(
+        card_data
+    )
+    body = _merge_body(
+        old_card.text if old_card is not None else "", config_name, render_card_body(config_name, card, dataset_dict)
+    )
+    front_matter = yaml.safe_dump(card_data.to_dict(), sort_keys=False, allow_unicode=True)
+    return f"---\n{front_matter}---\n\n{body.lstrip()}"
+
+
+def _crash_point(step: str) -> None:
+    """Called between the steps of a config write; tests replace it to snapshot the folder as a kill would leave it."""
+
+
+def _staged(folder: Path, data_dir_name: str, kind: str) -> Path:
+    return Path(tempfile.mkdtemp(prefix=f".{data_dir_name}.{kind}-", dir=folder))
+
+
+def _add_config(
+    dataset_dict: DatasetDict, folder: Path, card: str | dict | None, max_shard_size: int, config_name: str
+) -> None:
+    """Add or replace one config of an existing dataset folder without ever moving the other configs.
+
+    The card is the commit point: the new shards are staged in a hidden sibling, README.md is replaced atomically
+    (listing the new shards' fingerprint), and only then is the shard folder swapped in, the old one kept aside
+    until the swap is done. A kill at any step leaves either the previous or the new config, and
+    :func:`recover_hub_dataset` (run before every write and when a study starts) finishes or undoes the swap.
+    """
+    data_dir_name = config_data_dir(config_name)
+    staged = _staged(folder, data_dir_name, "new")
+    try:
+        splits_info = _write_shards(dataset_dict, staged / "shards", max_shard_size)
+        _crash_point("shards staged")
+        text = _card_text(read_card(folder), dataset_dict, card, config_name, splits_info, staged / "shards")
+        _atomic_card(folder, text)
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
+    _crash_point("card committed")
+    _swap_in(folder, data_dir_name, staged / "shards")
+    shutil.rmtree(staged, ignore_errors=True)
+    _crash_point("done")
+
+
+def _atomic_card(folder: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{CARD_FILENAME}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        _crash_point("card staged")
+        os.replace(tmp, folder / CARD_FILENAME)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+        raise
+
+
+def _swap_in(folder: Path, data_dir_name: str, shards: Path) -> None:
+    """Put ``shards`` at ``folder/data_dir_name``; an existing folder there is moved aside first, then deleted."""
+    target = folder / data_dir_name
+    old = None
+    if target.exists():
+        old = _staged(folder, data_dir_name, "old")
+        os.rmdir(old)
+        os.rename(target, old)
+        _crash_point("old shards moved aside")
+    os.rename(shards, target)
+    _crash_point("new shards in place")
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _committed_fingerprints(card: DatasetCard | None) -> dict[str, str | None]:
+    """Config name -> the content fingerprint README.md records for it (None for folders written before it)."""
+    if card is None:
+        return {}
+    found = {}
+    for name, config in MetadataConfigs.from_dataset_card_data(card.data).items():
+        description = str(config.get("description") or "")
+        found[name] = description[len(_FINGERPRINT_PREFIX) :] if description.startswith(_FINGERPRINT_PREFIX) else None
+    return found
+
+
+def recover_hub_dataset(folder: str | os.PathLike) -> list[str]:
+    """Finish or undo a write of :func:`write_hub_dataset` that a kill interrupted; return what was done.
+
+    README.md decides: every config it lists gets the shard folder whose content fingerprint it records (put back
+    from a staged or moved-aside copy if the kill came mid-swap); staged copies of writes that never reached
+    README.md are deleted. A folder that a kill left as ``.<name>.old-*`` beside a missing ``<name>`` (the whole-folder
+    swap of earlier versions) is renamed back.
+    """
+    folder = Path(folder)
+    actions: list[str] = []
+    if not folder.exists():
+        leftovers = sorted(folder.parent.glob(f".{folder.name}.old-*")) if folder.parent.is_dir() else []
+        if leftovers and (leftovers[-1] / CARD_FILENAME).is_file():
+            os.rename(leftovers[-1], folder)
+            actions.append(f"restored {folder.name} from {leftovers[-1].name}")
+        else:
+            return actions
+    card = read_card(folder)
+    committed = _committed_fingerprints(card)
+    hidden = {entry.name: entry for entry in folder.iterdir() if entry.name.startswith(".")}
+    for name, fingerprint in committed.items():
+        data_dir_name = config_data_dir(name)
+        target = folder / data_dir_name
+        if target.is_dir() and (fingerprint is None or content_fingerprint(target) == fingerprint):
+            continue
+        candidates = [hidden[n] / "shards" for n in hidden if n.startswith(f".{data_dir_name}.new-")]
+        candidates += [hidden[n] for n in hidden if n.startswith(f".{data_dir_name}.old-")]
+        match = next(
+            (c for c in candidates if c.is_dir() and fingerprint and content_fingerprint(c) == fingerprint), None
+        )
+        if match is None:
+            actions.append(f"config {name!r}: no shard folder matches README.md; rewrite it with overwrite=True")
+            continue
+        if target.exists():
+            shutil.rmtree(target)
+        os.rename(match, target)
+        actions.append(f"config {name!r}: restored its shards from {match.relative_to(folder)}")
+    for entry_name, entry in hidden.items():
+        if re.match(r"^\.(.+)\.(new|old)-[^/]+$", entry_name) or re.match(
+            rf"^\.{re.escape(CARD_FILENAME)}\..*\.tmp$", entry_name
+        ):
+            if entry.exists():
+                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+                actions.append(f"removed the leftover {entry_name}")
+    return actions
 
 
 def push_hub_dataset(

@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from .arithmetic import limiting_factor
+from .atomic_io import atomic_write_text
 from .intervals import format_with_interval, percent_interval
-from .study_state import atomic_write_text
 
 
 # The paper's Table 1 (Llama-3.2-1B, official checker, 5,000 problems per split): (seen, new).

@@ -306,7 +306,12 @@ class Study:
             out = self.model_dir("init")
             self.stage(
                 "init_model",
-                lambda: self.recipe("init_model.py", self.args.init_model_config, {"output_dir": out}, "init_model"),
+                lambda: self.recipe(
+                    "init_model.py",
+                    self.args.init_model_config,
+                    {"output_dir": out, "seed": self.args.seed},
+                    "init_model",
+                ),
                 [out],
             )
 
@@ -404,6 +409,7 @@ class Study:
 
     def run_round(self, k: int) -> None:
         rdir = self.round_dir(k)
+        self._forget_if_config_missing(f"round_{k}_search", f"round_{k}")
         self.stage(f"round_{k}_search", lambda: self.harvest(k), [rdir / "harvest.json"])
         overrides = {
             "model_name_or_path": self.round_model(k - 1),
@@ -440,8 +446,18 @@ class Study:
         )
         atomic_write_json(self.out / "rounds" / "control_1" / "harvest.json", {"kept": len(rows)})
 
+    def _forget_if_config_missing(self, stage: str, config_name: str) -> None:
+        """Redo a finished stage whose round dataset config is gone (e.g. deleted by hand)."""
+        from .hub_dataset import dataset_configs
+
+        if self.state.is_done(stage) and config_name not in dataset_configs(self.round_datasets()):
+            logger.warning("%s: the config %s is missing from %s; running the stage again", stage, config_name,
+                           self.round_datasets())  # fmt: skip
+            self.state.forget(stage)
+
     def run_control(self) -> None:
         cdir = self.out / "rounds" / "control_1"
+        self._forget_if_config_missing("control_1_data", "control_1")
         self.stage("control_1_data", self.control_data, [cdir / "harvest.json"])
         overrides = {
             "model_name_or_path": self.round_model(0),
@@ -478,6 +494,11 @@ class Study:
         )
 
     def run(self) -> Path:
+        from .hub_dataset import recover_hub_dataset
+
+        for folder in (self.round_datasets(), self.data_dir("backtrack"), self.data_dir("optimal")):
+            for action in recover_hub_dataset(folder):  # a kill in the middle of a dataset write
+                logger.warning("Recovered an interrupted write in %s: %s", folder, action)
         self.build_data()
         self.init_model()
         self.train()
