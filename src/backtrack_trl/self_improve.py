@@ -29,6 +29,7 @@ import logging
 import os
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -39,6 +40,8 @@ from typing import Any
 import yaml
 
 from .harvest import EmptyHarvestError
+from .stage_guard import GRACE_SECONDS, guarded
+from .study_lock import StudyLockedError, study_lock
 from .study_state import StudyState, atomic_write_json
 
 
@@ -178,18 +181,32 @@ def _cli(overrides: dict[str, Any]) -> list[str]:
     return args
 
 
-def run_logged(cmd: list[str], log_path: Path) -> None:
-    """Run ``cmd`` streaming its output to the console and to ``log_path``; raise with the log's tail on failure."""
+def run_logged(cmd: list[str], log_path: Path, pass_fds: tuple[int, ...] = ()) -> None:
+    """Run ``cmd`` streaming its output to the console and to ``log_path``; raise with the log's tail on failure.
+
+    The command runs under :mod:`backtrack_trl.stage_guard`, in a process group of its own that is stopped when this
+    process exits, is signalled or is killed; ``pass_fds`` (the study lock) stay open in the guard until then.
+    """
     log_path.parent.mkdir(parents=True, exist_ok=True)
     logger.info("$ %s", " ".join(cmd))
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     with open(log_path, "w") as log:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        proc = subprocess.Popen(
+            guarded(cmd), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, pass_fds=pass_fds
+        )
         assert proc.stdout is not None
-        for line in proc.stdout:
-            sys.stdout.write(line)
-            log.write(line)
-        code = proc.wait()
+        try:
+            for line in proc.stdout:
+                sys.stdout.write(line)
+                log.write(line)
+            code = proc.wait()
+        except BaseException:  # Ctrl-C or SIGTERM of the study: stop the stage before going
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=GRACE_SECONDS + 5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            raise
     if code != 0:
         last = [line for line in log_path.read_text().splitlines() if line.strip()][-1:] or [""]
         raise StageFailedError(
@@ -200,8 +217,15 @@ def run_logged(cmd: list[str], log_path: Path) -> None:
 class Study:
     """Runs the stages of the study in order, skipping those already recorded in ``state.json``."""
 
-    def __init__(self, args: SelfImproveArguments, python: str = sys.executable, recipes_dir: Path | None = None):
+    def __init__(
+        self,
+        args: SelfImproveArguments,
+        python: str = sys.executable,
+        recipes_dir: Path | None = None,
+        lock_fd: int | None = None,
+    ):
         self.args = args
+        self.lock_fds = (lock_fd,) if lock_fd is not None and lock_fd >= 0 else ()
         self.python = python
         self.recipes = Path(recipes_dir or REPO_ROOT / "recipes")
         self.out = Path(args.output_dir)
@@ -272,7 +296,7 @@ class Study:
                 accelerate_config = self.args.eval_accelerate_config
             cmd += ["-m", "accelerate.commands.launch", "--config_file", accelerate_config]
         cmd += [str(self.recipes / script), "--config", config, *_cli(overrides)]
-        run_logged(cmd, self.out / "logs" / f"{log}.log")
+        run_logged(cmd, self.out / "logs" / f"{log}.log", self.lock_fds)
 
     # -- stages ----------------------------------------------------------------------------------------------------
     def build_data(self) -> None:
@@ -519,12 +543,22 @@ class Study:
 
 def main(args: SelfImproveArguments) -> Path:
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
+    # SIGTERM unwinds like Ctrl-C, so the running stage is stopped and the lock released on the way out.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
-        return Study(args).run()
-    except (StageFailedError, EmptyHarvestError, ValueError, FileNotFoundError) as error:
+        with study_lock(args.output_dir) as lock_fd:
+            return Study(args, lock_fd=lock_fd).run()
+    except (StageFailedError, EmptyHarvestError, ValueError, FileNotFoundError, StudyLockedError) as error:
         # One readable message instead of a traceback: the failing recipe's own traceback was streamed above.
         print(f"\nerror: {error}", file=sys.stderr, flush=True)
         raise SystemExit(1) from None
+    except KeyboardInterrupt:
+        print("\ninterrupted: rerun the same command to resume from the last finished stage.", file=sys.stderr)
+        raise SystemExit(130) from None
+
+
+def _exit_on_sigterm(signum, _frame):
+    raise SystemExit(128 + signum)
 
 
 def dump_args(args: SelfImproveArguments) -> str:

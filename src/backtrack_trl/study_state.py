@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from .atomic_io import atomic_write_json, atomic_write_text  # noqa: F401  (atomic_write_text: re-exported)
+from .study_lock import LOCK_FILE
 
 
 STATE_FILE = "state.json"
@@ -67,7 +68,9 @@ class StudyState:
         fp = fingerprint(config, ignore_keys)
         path = folder / STATE_FILE
         if overwrite and folder.exists():
-            shutil.rmtree(folder)
+            for entry in folder.iterdir():  # keep the run's own lock file (see study_lock)
+                if entry.name != LOCK_FILE:
+                    shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
         if path.exists():
             saved = json.loads(path.read_text())
             if saved.get("config_fingerprint") != fp:
@@ -81,7 +84,7 @@ class StudyState:
                     f"--output_dir, or pass --overwrite to delete it and start again."
                 )
             return cls(folder, config, fp, saved.get("stages", {}))
-        if folder.exists() and any(p.name != STATE_FILE for p in folder.iterdir()):
+        if folder.exists() and any(p.name not in (STATE_FILE, LOCK_FILE) for p in folder.iterdir()):
             raise ConfigMismatchError(
                 f"Output folder {folder} exists and was not created by this tool (no {STATE_FILE}). Use another "
                 f"--output_dir, or pass --overwrite to delete it."
