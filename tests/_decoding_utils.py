@@ -80,3 +80,51 @@ def tiny_llama(hidden_size: int = 32, layers: int = 2, biased: bool = False, see
             bias[tok.convert_tokens_to_ids(text)] = value
         model.logit_bias = bias
     return model.eval()
+
+
+# Llama-3's pre-tokenizer regex: numbers in chunks of 1-3 digits, punctuation runs that swallow the newlines after
+# them (`!\n`, ` =\n`, `:\n`), and newline runs (`\n\n`) as one piece.
+LLAMA3_PATTERN = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"
+    r"|\s+(?!\S)|\s+"
+)
+
+
+@functools.lru_cache(maxsize=1)
+def llama3_style_tokenizer():
+    """A byte-level BPE trained here with Llama-3's pre-tokenizer regex, so `\\n\\n`, `!\\n` and ` =\\n` are single
+    tokens (as in Llama-3.2's tokenizer), plus `<backtrack>` as a special token."""
+    import random
+
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from backtrack_trl.task import format_prompt
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(LLAMA3_PATTERN), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    bpe.decoder = decoders.ByteLevel()
+    rng = random.Random(0)
+    corpus = []
+    for _ in range(400):
+        numbers = [rng.randint(1, 20) for _ in range(3)]
+        a, b = numbers[0], numbers[1]
+        corpus.append(
+            format_prompt(Problem(tuple(numbers), rng.randint(1, 60)))
+            + f"{a}+{b}={a + b}\n{a}-{b} =\n{a}*{b}={a * b}\n\nGoal Reached!\nGoal Reached!\n\n"
+        )
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=["<s>", "</s>", "<pad>", BACKTRACK_TOKEN],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    bpe.train_from_iterator(corpus, trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=bpe, bos_token="<s>", eos_token="</s>", pad_token="<pad>", model_max_length=256
+    )

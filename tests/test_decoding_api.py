@@ -60,6 +60,35 @@ def test_model_folder_with_custom_generate_runs_the_search_with_trust_remote_cod
     assert greedy.shape[0] == 1
 
 
+@pytest.mark.parametrize(
+    "method, options",
+    [("self_backtracking", {"n": 4, "b": 1}), ("best_of_n", {"n": 4}), ("greedy", {}), ("beam", {"n": 3}),
+     ("released", {"n": 2, "b": 1})],
+)  # fmt: skip
+def test_every_search_method_runs_through_the_remote_code_path(tmp_path, method, options):
+    # The decoders call generate themselves (beam, released): with trust_remote_code the instance's generate is
+    # our custom one, and they must reach the stock generate, not re-enter the search.
+    tok = tokenizer()
+    model = tiny_llama(hidden_size=32, layers=1, biased=True)
+    folder = tmp_path / "model"
+    save_model_and_tokenizer(model, tok, folder)
+    write_custom_generate(folder)
+    remote = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True)
+    plain = AutoModelForCausalLM.from_pretrained(folder)
+    inputs = tok([PROMPT_8], return_tensors="pt")
+    out = remote.generate(
+        **inputs, tokenizer=tok, search_method=method, max_new_tokens=16, seed=3, return_dict_in_generate=True,
+        **options,
+    )  # fmt: skip
+    length = {} if method == "released" else {"max_new_tokens": 16}  # the released code counts max_length
+    expected = decode(plain, tok, [PROMPT_8], method=method, seed=3, **length, **options)[0]
+    assert out.results[0].method == expected.method and out.results[0].completion == expected.completion
+    width = inputs["input_ids"].shape[1]
+    assert tok.decode(out.sequences[0, width:], skip_special_tokens=True) == tok.decode(
+        tok(expected.completion, add_special_tokens=False)["input_ids"], skip_special_tokens=True
+    )
+
+
 def test_registry_and_from_pretrained(tmp_path):
     tok = tokenizer()
     folder = tmp_path / "model"

@@ -193,6 +193,8 @@ def probe_facts(
     fact's result. Left-padded batches; at most a few tokens per fact."""
     import torch
 
+    from .decoding.tokens import stock_generate
+
     if not facts:
         return []
     device = next(model.parameters()).device
@@ -206,7 +208,8 @@ def probe_facts(
             texts = [probe_prompt(fact, context, num_numbers, seed) for fact in chunk]
             batch = tokenizer(texts, return_tensors="pt", padding=True).to(device)
             with torch.no_grad():
-                out = model.generate(
+                out = stock_generate(
+                    model,
                     **batch,
                     max_new_tokens=max_new,
                     do_sample=False,

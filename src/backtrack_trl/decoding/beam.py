@@ -22,7 +22,7 @@ from .engine import EngineOutput, Expansion, Sample
 from .processors import BacktrackBudgetLogitsProcessor, TabuLogitsProcessor
 from .sampling import _mix32
 from .stopping import BacktrackStoppingCriteria
-from .tokens import TaskTokens
+from .tokens import TaskTokens, stock_generate
 
 
 class BeamEngine:
@@ -93,7 +93,7 @@ class BeamEngine:
             if self.tabu_tokens and any(s.tabu for s in states):
                 processors.append(TabuLogitsProcessor([list(s.tabu) for s in states], width, self.tabu_tokens))
             stopping = StoppingCriteriaList(
-                [BacktrackStoppingCriteria(tokens.backtrack_id, list(tokens.eos_ids), tokens.goal_ids)]
+                [BacktrackStoppingCriteria(tokens.backtrack_id, list(tokens.eos_ids), tokens.goal_ids, tokens=tokens)]
             )
             remaining = self.max_new_tokens - len(states[0].tokens)
             sampling_kwargs = {"do_sample": False}
@@ -102,7 +102,8 @@ class BeamEngine:
                 seed = _mix32(torch.tensor([first.seed * 1000003 + first.round * 7919 + first.state.index]))
                 torch.manual_seed(int(seed))
                 sampling_kwargs = {"do_sample": True, "temperature": self.temperature, "top_p": self.top_p}
-            output = self.model.generate(
+            output = stock_generate(
+                self.model,
                 input_ids=ids,
                 attention_mask=mask,
                 num_beams=n,
@@ -160,6 +161,8 @@ class BeamEngine:
             if token in self.tokens.eos_ids:
                 return new[: index + 1], "eos"
             if goal and index + 1 >= len(goal) and new[index + 1 - len(goal) : index + 1] == goal:
+                return new[: index + 1], "goal"
+            if token in self.tokens.goal_end_ids and self.tokens.ends_with_goal(new[: index + 1]):
                 return new[: index + 1], "goal"
         while new and new[-1] == self.tokens.pad_id:
             new = new[:-1]

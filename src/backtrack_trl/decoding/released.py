@@ -36,6 +36,7 @@ from .results import Candidate, SearchResult
 from .sampling import _mix32
 from .search import resolve_k
 from .selection import check_rule
+from .tokens import stock_generate
 
 
 def cut_at_marker(text: str) -> str:
@@ -113,7 +114,8 @@ class ReleasedSelfBacktrackingDecoder(Decoder):
             next_frontier = []
             for state in frontier:
                 try:
-                    output = self.model.generate(
+                    output = stock_generate(
+                        self.model,
                         input_ids=state,
                         attention_mask=torch.ones_like(state),
                         pad_token_id=eos,

@@ -55,12 +55,15 @@ def resolve_k(k: int | str, n: int, b: int) -> int:
     return k
 
 
-def rollback_cut(tokens, is_newline) -> int:
-    """Length of the state left after removing the last line of ``tokens`` (``<backtrack>`` already removed).
+def rollback_cut(tokens, is_newline, is_blank=None) -> int:
+    """Length of the state left after removing the last non-empty line of ``tokens`` (``<backtrack>`` removed).
 
-    The last line is the wrong step, whether it is complete (ends with a newline) or not; the state ends with the
-    newline before it (0 = the root: the response was a single line)."""
+    The last line is the wrong step, whether it is complete (ends with a newline) or not; empty lines after it
+    (``"\\n"`` tokens, or a merged ``"\\n\\n"``) belong to it. The state ends with the newline before it (0 = the
+    root: the response was a single line)."""
     end = len(tokens)
+    while is_blank is not None and end and is_blank(tokens[end - 1]):
+        end -= 1
     if end and is_newline(tokens[end - 1]):
         end -= 1
     for index in range(end - 1, -1, -1):
@@ -186,7 +189,7 @@ class SelfBacktrackingDecoder(Decoder):
                     return None
                 problem = expansions[sample.expansion].problem
                 body = sample.tokens[:-1]
-                cut = rollback_cut(body, is_newline)
+                cut = rollback_cut(body, is_newline, self.tokens.is_blank)
                 key = body[:cut]
                 if key in visited[problem]:
                     return None

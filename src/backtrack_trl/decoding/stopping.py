@@ -22,6 +22,7 @@ from collections.abc import Sequence
 import torch
 from transformers import StoppingCriteria
 
+from ..task import GOAL_MARKER
 from .tokens import TaskTokens
 
 
@@ -34,6 +35,8 @@ class BacktrackStoppingCriteria(StoppingCriteria):
         goal_token_ids: the tokens of ``"Goal Reached!"`` (as ``tokenizer(GOAL_MARKER, add_special_tokens=False)``
             gives them); empty to never stop on the marker.
         stop_on_backtrack: set False to let rows continue after ``<backtrack>`` (e.g. in-context backtracking).
+        tokens: the tokenizer's :class:`TaskTokens`; with it a row also stops when its text ends with the marker
+            through other tokens (a merged ``"!\\n"``, as Llama-3's tokenizer has). ``from_tokenizer`` passes it.
     """
 
     def __init__(
@@ -42,6 +45,7 @@ class BacktrackStoppingCriteria(StoppingCriteria):
         eos_token_id: int | Sequence[int],
         goal_token_ids: Sequence[int] = (),
         stop_on_backtrack: bool = True,
+        tokens: TaskTokens | None = None,
     ):
         eos = [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id)
         # The attribute name matters: generate pads finished rows only when a criterion has `eos_token_id`.
@@ -49,11 +53,12 @@ class BacktrackStoppingCriteria(StoppingCriteria):
         self.backtrack_token_id = int(backtrack_token_id)
         self.goal_token_ids = [int(i) for i in goal_token_ids]
         self.stop_on_backtrack = stop_on_backtrack
+        self.tokens = tokens
 
     @classmethod
     def from_tokenizer(cls, tokenizer, **kwargs) -> BacktrackStoppingCriteria:
         tokens = TaskTokens.from_tokenizer(tokenizer)
-        return cls(tokens.backtrack_id, list(tokens.eos_ids), tokens.goal_ids, **kwargs)
+        return cls(tokens.backtrack_id, list(tokens.eos_ids), tokens.goal_ids, tokens=tokens, **kwargs)
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor | None = None, **kwargs) -> torch.Tensor:
         last = input_ids[:, -1]
@@ -64,4 +69,8 @@ class BacktrackStoppingCriteria(StoppingCriteria):
         if width and input_ids.shape[1] >= width:
             goal = torch.tensor(self.goal_token_ids, device=input_ids.device)
             done |= (input_ids[:, -width:] == goal).all(dim=-1)
+        if self.tokens is not None:
+            for row in (~done).nonzero().flatten().tolist():
+                if int(last[row]) in self.tokens.goal_end_ids:
+                    done[row] = self.tokens.ends_with_goal(input_ids[row, -len(GOAL_MARKER) :].tolist())
         return done

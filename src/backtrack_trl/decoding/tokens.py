@@ -21,8 +21,8 @@ import torch
 from ..task import BACKTRACK_TOKEN, GOAL_MARKER
 
 
-# Newline masks are expensive for 128k-token vocabularies: compute them once per tokenizer object.
-_NEWLINE_MASKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+# Decoding every id is expensive for 128k-token vocabularies: do it once per tokenizer object.
+_TOKEN_TEXTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def require_backtrack_id(tokenizer) -> int:
@@ -43,22 +43,20 @@ def require_backtrack_id(tokenizer) -> int:
     return vocab[BACKTRACK_TOKEN]
 
 
-def _newline_mask(tokenizer) -> torch.Tensor:
-    """Bool tensor over the tokenizer's ids: True where the token's text ends with a newline (a line end)."""
+def token_texts(tokenizer) -> tuple[str, ...]:
+    """The text of every id of ``tokenizer`` (specials included), decoded one id at a time."""
     try:
-        cached = _NEWLINE_MASKS.get(tokenizer)
+        cached = _TOKEN_TEXTS.get(tokenizer)
     except TypeError:  # not weak-referenceable
         cached = None
     if cached is not None:
         return cached
-    size = len(tokenizer)
-    texts = tokenizer.batch_decode([[i] for i in range(size)], skip_special_tokens=False)
-    mask = torch.tensor([text.endswith("\n") for text in texts], dtype=torch.bool)
+    texts = tuple(tokenizer.batch_decode([[i] for i in range(len(tokenizer))], skip_special_tokens=False))
     try:
-        _NEWLINE_MASKS[tokenizer] = mask
+        _TOKEN_TEXTS[tokenizer] = texts
     except TypeError:
         pass
-    return mask
+    return texts
 
 
 @dataclass(frozen=True)
@@ -68,7 +66,12 @@ class TaskTokens:
     - ``backtrack_id``: ``<backtrack>``; ``eos_ids``: EOS (and any extra ids the model config lists as EOS);
     - ``goal_ids``: the tokens of ``"Goal Reached!"`` (a row whose response ends with them has finished);
     - ``newline_mask[id]``: the token's text ends with ``"\\n"``; a line (a step) ends after such a token;
+    - ``blank_ids``: tokens that are only whitespace (``"\\n"``, ``"\\n\\n"``, ``" "``): an empty line is not a step;
     - ``strip_ids``: bos/eos/pad, removed from outputs before decoding (``<backtrack>`` is kept).
+
+    Tokenizers that merge a newline into its neighbours (Llama-3's ``!\\n``, `` =\\n``, ``\\n\\n``) are handled by
+    text: a row has reached the goal when its text, trailing whitespace removed, ends with ``Goal Reached!``
+    (:meth:`ends_with_goal`), whether or not the marker's last token also carries a newline.
     """
 
     backtrack_id: int
@@ -80,6 +83,9 @@ class TaskTokens:
     newline_mask: torch.Tensor = field(repr=False, compare=False)
     strip_ids: frozenset = field(default_factory=frozenset)
     newline_ids: frozenset = field(default_factory=frozenset, repr=False, compare=False)
+    blank_ids: frozenset = field(default_factory=frozenset, repr=False, compare=False)
+    goal_end_ids: frozenset = field(default_factory=frozenset, repr=False, compare=False)
+    texts: tuple = field(default=(), repr=False, compare=False)
 
     @classmethod
     def from_tokenizer(cls, tokenizer, model=None) -> TaskTokens:
@@ -99,7 +105,10 @@ class TaskTokens:
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         goal_ids = tuple(tokenizer(GOAL_MARKER, add_special_tokens=False)["input_ids"])
         strip = {i for i in (tokenizer.bos_token_id, pad_id, *eos_ids) if i is not None}
-        newline_mask = _newline_mask(tokenizer)
+        texts = token_texts(tokenizer)
+        newline_mask = torch.tensor([text.endswith("\n") for text in texts], dtype=torch.bool)
+        # Ids that can end the marker: their text, trailing whitespace removed, ends with the marker's last character.
+        goal_end = {i for i, text in enumerate(texts) if text.rstrip() and text.rstrip()[-1] == GOAL_MARKER[-1]}
         return cls(
             backtrack_id=backtrack_id,
             eos_ids=tuple(eos_ids),
@@ -110,10 +119,29 @@ class TaskTokens:
             newline_mask=newline_mask,
             strip_ids=frozenset(strip),
             newline_ids=frozenset(newline_mask.nonzero().flatten().tolist()),
+            blank_ids=frozenset(i for i, text in enumerate(texts) if text and not text.strip()),
+            goal_end_ids=frozenset(goal_end),
+            texts=texts,
         )
 
     def is_newline(self, token_id: int) -> bool:
         return token_id in self.newline_ids
+
+    def is_blank(self, token_id: int) -> bool:
+        return token_id in self.blank_ids
+
+    def ends_with_goal(self, ids) -> bool:
+        """True if the text of ``ids`` ends with ``Goal Reached!`` (trailing whitespace, e.g. a merged ``!\\n``, ignored)."""
+        if not ids or int(ids[-1]) not in self.goal_end_ids:
+            return False
+        tail = "".join(self.texts[int(i)] for i in ids[-len(GOAL_MARKER) :])
+        return tail.rstrip().endswith(GOAL_MARKER)
+
+
+def stock_generate(model, **kwargs):
+    """``model.generate`` of the model's class: a folder loaded with ``trust_remote_code=True`` replaces the instance's
+    ``generate`` with our search (``custom_generate/``), which the decoders' own generate calls must not re-enter."""
+    return type(model).generate(model, **kwargs)
 
 
 def check_vocab(model, tokenizer) -> None:
