@@ -13,6 +13,7 @@ their questions and test splits.
 
 from trl import TrlParser
 
+from backtrack_trl.cli import run_recipe
 from backtrack_trl.data import BuildDatasetArguments, build_and_save
 
 
@@ -23,4 +24,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    run_recipe(main)

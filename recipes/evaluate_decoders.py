@@ -20,6 +20,7 @@ python recipes/evaluate_decoders.py --config recipes/countdown-tiny/eval/config_
 
 from trl import TrlParser
 
+from backtrack_trl.cli import run_recipe
 from backtrack_trl.evaluation import EvaluationArguments, evaluate_decoders
 
 
@@ -30,4 +31,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    run_recipe(main)

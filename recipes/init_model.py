@@ -10,6 +10,7 @@ Usage:
 
 from trl import TrlParser
 
+from backtrack_trl.cli import run_recipe
 from backtrack_trl.modeling import InitModelArguments, init_model
 
 
@@ -20,4 +21,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    run_recipe(main)

@@ -18,10 +18,14 @@ python recipes/self_improve.py --config recipes/Llama-3.2-1B/self_improve/config
 
 from trl import TrlParser
 
+from backtrack_trl.cli import run_recipe
 from backtrack_trl.self_improve import SelfImproveArguments, main
 
 
+def parse_and_run():
+    (args,) = TrlParser(SelfImproveArguments).parse_args_and_config()
+    return main(args)
+
+
 if __name__ == "__main__":
-    parser = TrlParser(SelfImproveArguments)
-    (args,) = parser.parse_args_and_config()
-    main(args)
+    run_recipe(parse_and_run)

@@ -25,6 +25,7 @@ accelerate launch --config_file accelerate_configs/cpu.yaml recipes/sft.py \
 `python recipes/sft.py --help` lists every option (SFTScriptArguments, trl.SFTConfig, trl.ModelConfig).
 """
 
+from backtrack_trl.cli import run_recipe
 from backtrack_trl.training import parse_args, shutdown_distributed, train
 
 
@@ -35,4 +36,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    run_recipe(main)

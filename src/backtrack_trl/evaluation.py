@@ -104,13 +104,24 @@ class EvaluationArguments:
     progress: bool = field(default=True, metadata={"help": "Show tqdm progress bars (main process)."})
 
     def __post_init__(self):
+        if self.max_problems is not None and (isinstance(self.max_problems, bool) or self.max_problems < 1):
+            raise ValueError(f"--max_problems must be a positive number of problems (or unset for all), got "
+                             f"{self.max_problems!r}.")  # fmt: skip
+        if self.max_new_tokens < 1:
+            raise ValueError(f"--max_new_tokens must be >= 1, got {self.max_new_tokens!r}.")
         if self.output_format not in ("jsonl", "parquet"):
             raise ValueError(f"output_format must be 'jsonl' or 'parquet', got {self.output_format!r}.")
         for rule in self.selection_rules:
             if rule not in SELECTION_RULES:
                 raise ValueError(f"selection_rules: {rule!r} is not one of {SELECTION_RULES}.")
+        from .decoding.api import check_decoder_options
+
         for spec in self.decoders:
-            parse_decoder_spec(spec)
+            _, method, options = parse_decoder_spec(spec)
+            try:
+                check_decoder_options(method, options)
+            except ValueError as error:
+                raise ValueError(f"Decoder spec {spec!r}: {error}") from None
 
 
 def _value(text: str):
@@ -335,9 +346,34 @@ def markdown_tables(metrics: dict, model: str, probe: dict | None = None) -> str
     return "\n".join(lines) + "\n"
 
 
+def load_eval_dataset(name: str, config: str | None, splits: list[str]):
+    """The dataset with one clear error for a missing folder, a missing split or a split without rows."""
+    import datasets
+
+    try:
+        dataset = datasets.load_dataset(name, config)
+    except Exception as error:
+        if "corresponds to no data" in str(error):  # datasets' words for a split whose files hold no rows
+            raise ValueError(
+                f"A split of {name!r} has no rows ({error}). Rebuild the dataset with num_test > 0, or leave that "
+                f"split out of --splits."
+            ) from None
+        if not Path(name).exists():
+            raise FileNotFoundError(
+                f"--dataset_name {name!r}: no such folder, and not a dataset on the Hub (HF_HUB_OFFLINE="
+                f"{os.environ.get('HF_HUB_OFFLINE', '0')}). Build it with recipes/build_dataset.py or fix the path."
+            ) from None
+        raise
+    for split in splits:
+        if split not in dataset:
+            raise ValueError(f"Split {split!r} is not in {name} (splits: {sorted(dataset)}).")
+        if len(dataset[split]) == 0:
+            raise ValueError(f"Split {split!r} of {name} has no rows: leave it out of --splits or rebuild the data.")
+    return dataset
+
+
 def evaluate_decoders(args: EvaluationArguments) -> dict:
     """Run every decoder on every split; write the files (main process) and return the metrics."""
-    import datasets
     import torch
     from accelerate import PartialState
     from accelerate.utils import gather_object
@@ -348,10 +384,7 @@ def evaluate_decoders(args: EvaluationArguments) -> dict:
     state = PartialState(cpu=args.device == "cpu" or (args.device is None and not torch.cuda.is_available()))
     device = args.device or state.device
     model, tokenizer = load_model_and_tokenizer(args.model_name_or_path, device=device)
-    dataset = datasets.load_dataset(args.dataset_name, args.dataset_config)
-    for split in args.splits:
-        if split not in dataset:
-            raise ValueError(f"Split {split!r} is not in {args.dataset_name} (splits: {sorted(dataset)}).")
+    dataset = load_eval_dataset(args.dataset_name, args.dataset_config, args.splits)
     metric = _metric() if state.is_main_process else None
     output_dir = Path(args.output_dir)
     metrics: dict = {}

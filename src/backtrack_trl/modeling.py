@@ -157,6 +157,21 @@ class InitModelArguments:
     seed: int = field(default=42, metadata={"help": "Seed of the random initialisation."})
     overwrite: bool = field(default=False, metadata={"help": "Replace output_dir if it already exists."})
 
+    def __post_init__(self):
+        for name in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+                     "max_position_embeddings", "num_key_value_heads"):  # fmt: skip
+            value = getattr(self, name)
+            if value is None and name == "num_key_value_heads":
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"--{name} must be a positive integer, got {value!r}.")
+        if not self.rope_theta > 0:
+            raise ValueError(f"--rope_theta must be > 0, got {self.rope_theta!r}.")
+        if not self.model_name_or_path:
+            _check_sizes(
+                self.hidden_size, self.num_attention_heads, self.num_key_value_heads or self.num_attention_heads
+            )
+
 
 def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
     """``AutoTokenizer.from_pretrained`` with one clear error when the folder is missing or the Hub is unreachable."""

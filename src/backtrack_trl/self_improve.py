@@ -147,6 +147,24 @@ class SelfImproveArguments:
             raise ValueError(f"keep={self.keep!r}: choose 'best_correct' or 'chosen'.")
         if self.push_to_hub and not self.hub_dataset_id:
             raise ValueError("--push_to_hub needs --hub_dataset_id NAME.")
+        if not self.search_temperature >= 0:
+            raise ValueError(f"search_temperature={self.search_temperature}: must be >= 0 (0 = greedy rows).")
+        if self.search_batch_size < 1:
+            raise ValueError(f"search_batch_size={self.search_batch_size}: must be >= 1.")
+        from .decoding.api import check_decoder_options
+        from .evaluation import parse_decoder_spec
+
+        for spec in self.round_eval_decoders:
+            _, method, options = parse_decoder_spec(spec)
+            try:
+                check_decoder_options(method, options)
+            except ValueError as error:
+                raise ValueError(f"round_eval_decoders: decoder spec {spec!r}: {error}") from None
+        search = {"n": self.search_n, "b": self.search_b, "temperature": self.search_temperature}
+        try:
+            check_decoder_options("self_backtracking", {**search, "batch_size": self.search_batch_size})
+        except ValueError as error:
+            raise ValueError(f"The harvesting search (search_n/search_b/search_temperature): {error}") from None
 
 
 def thread_setting() -> str:
@@ -231,6 +249,7 @@ class Study:
         self.out = Path(args.output_dir)
         if args.backtrack_model:  # before anything is written
             self.check_backtrack_model()
+        self.validate_sub_configs()
         config = asdict(args)
         for key in ("backtrack_data_config", "optimal_data_config", "init_model_config", "backtrack_sft_config",
                     "optimal_sft_config", "eval_config", "round_sft_config"):  # fmt: skip
@@ -287,6 +306,47 @@ class Study:
         self.state.mark_done(name, time.time() - start)
         if os.environ.get("BACKTRACK_TRL_STOP_AFTER") == name:  # test hook: simulate a kill after a stage
             raise SystemExit(f"stopping after {name} (BACKTRACK_TRL_STOP_AFTER)")
+
+    def validate_sub_configs(self) -> None:
+        """Parse every sub-recipe config with the overrides its stage will get, as the recipe itself does, so that a
+        bad value fails now with the file's name, not after the stages before it ran."""
+        from trl import TrlParser
+
+        from .data import BuildDatasetArguments
+        from .evaluation import EvaluationArguments
+        from .modeling import InitModelArguments
+        from .training import parse_args as parse_sft_args
+
+        def parse_with(dataclass_type):
+            def parse(argv):
+                (parsed,) = TrlParser((dataclass_type,)).parse_args_and_config(args=argv)
+                return parsed
+
+            return parse
+
+        a = self.args
+        placeholder = str(self.out / "models" / "init")
+        checks = [
+            ("backtrack_data_config", a.backtrack_data_config, parse_with(BuildDatasetArguments), {"output_dir": "x"}),
+            ("optimal_data_config", a.optimal_data_config, parse_with(BuildDatasetArguments), {"output_dir": "x"}),
+            ("init_model_config", a.init_model_config, parse_with(InitModelArguments), {"output_dir": "x"}),
+            ("eval_config", a.eval_config, parse_with(EvaluationArguments), {"output_dir": "x"}),
+        ]
+        for key in ("backtrack_sft_config", "optimal_sft_config", "round_sft_config"):
+            sft = {"model_name_or_path": placeholder, "dataset_name": "x", "output_dir": "x", "seed": a.seed}
+            checks.append((key, getattr(a, key), parse_sft_args, sft))
+        for key, path, parse, overrides in checks:
+            if not path or (key == "backtrack_sft_config" and a.backtrack_model):
+                continue
+            try:
+                parsed = parse(["--config", str(path), *_cli(overrides)])
+                validate = getattr(parsed[0] if isinstance(parsed, tuple) else parsed, "validate", None)
+                if callable(validate):
+                    validate()
+            except SystemExit as error:  # argparse: the message is on stderr already
+                raise ValueError(f"--{key} {path}: the config does not parse (see the message above).") from error
+            except ValueError as error:
+                raise ValueError(f"--{key} {path}: {error}") from None
 
     def recipe(self, script: str, config: str, overrides: dict[str, Any], log: str, launch: bool = False) -> None:
         cmd = [self.python]

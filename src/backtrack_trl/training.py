@@ -604,7 +604,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[SFTScriptArguments, SFTCo
     _check_recipe_keys(argv)
     parser = make_parser()
     try:
-        return parser.parse_args_and_config(args=argv)
+        parsed = parser.parse_args_and_config(args=argv)
     except ValueError as error:
         message = str(error)
         if "Unknown arguments from config file" in message or "not used by the HfArgumentParser" in message:
@@ -614,3 +614,21 @@ def parse_args(argv: list[str] | None = None) -> tuple[SFTScriptArguments, SFTCo
                 "`python recipes/sft.py --help`."
             ) from None
         raise
+    check_training_values(parsed[1])
+    return parsed
+
+
+def check_training_values(args: SFTConfig) -> None:
+    """The training values transformers accepts silently but that cannot train (e.g. a negative learning rate)."""
+    if not args.learning_rate > 0:
+        raise ValueError(f"--learning_rate must be > 0, got {args.learning_rate!r}.")
+    if not (args.max_steps and args.max_steps > 0) and not args.num_train_epochs > 0:
+        raise ValueError(f"--num_train_epochs must be > 0 (or set --max_steps), got {args.num_train_epochs!r}.")
+    for name in ("per_device_train_batch_size", "gradient_accumulation_steps"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)!r}.")
+    if args.max_length is not None and args.max_length < 1:
+        raise ValueError(f"--max_length must be >= 1 (or unset), got {args.max_length!r}.")
+    if args.weight_decay < 0 or args.warmup_steps < 0:
+        raise ValueError(f"--weight_decay and --warmup_steps must be >= 0, got {args.weight_decay!r} and "
+                         f"{args.warmup_steps!r}.")  # fmt: skip

@@ -22,8 +22,12 @@ sequences = model.generate(**inputs, custom_generate=self_backtracking_generate,
 
 from __future__ import annotations
 
+import functools
+import inspect
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from transformers.utils import ModelOutput
@@ -51,6 +55,60 @@ def build_decoder(method: str, model, tokenizer, **options) -> Decoder:
     return DECODERS[method](model, tokenizer, **options)
 
 
+@functools.lru_cache(maxsize=1)
+def _stand_in():
+    """A 1-layer, 8-wide Llama with the task tokenizer: enough to construct any decoder and run its option checks."""
+    from ..modeling import init_tiny_llama
+    from ..tokenization import build_countdown_tokenizer
+
+    tokenizer = build_countdown_tokenizer()
+    model = init_tiny_llama(
+        tokenizer, hidden_size=8, intermediate_size=8, num_hidden_layers=1, num_attention_heads=1, seed=0
+    )
+    return model, tokenizer
+
+
+def check_decoder_options(method: str, options: dict) -> None:
+    """Raise one ValueError naming a bad option of decoder ``method`` (unknown name or bad value), before any model
+    is loaded: the decoder is constructed against a tiny stand-in model, so exactly its own checks run."""
+    if method not in DECODERS:
+        raise ValueError(f"unknown method {method!r}; choose one of {sorted(DECODERS)}.")
+    cls = DECODERS[method]
+    known = sorted(_option_names(method))
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise ValueError(
+            f"unknown option(s) {', '.join(map(repr, unknown))} for {method!r}; its options are {', '.join(known)}."
+        )
+    model, tokenizer = _stand_in()
+    try:
+        cls(model, tokenizer, **options)
+    except TypeError as error:
+        raise ValueError(f"{error} ({method!r} takes the options {', '.join(known)}).") from None
+
+
+# Options a decoder sets itself when it calls its base class (greedy is the search with n=1, b=0, temperature 0).
+_FIXED_OPTIONS = {"greedy": {"n", "b", "temperature"}, "best_of_n": {"b"}}
+
+
+def _option_names(method: str) -> set[str]:
+    """Keyword options of decoder ``method``, following ``**kwargs`` up its base classes."""
+    names: set[str] = set()
+    for klass in DECODERS[method].__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        params = inspect.signature(init).parameters.values()
+        names |= {p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+        if not any(p.kind is p.VAR_KEYWORD for p in params):
+            break
+    return (
+        names
+        - {"self", "model", "tokenizer", "validate_prompts", "logits_processor"}
+        - _FIXED_OPTIONS.get(method, set())
+    )
+
+
 def decode(
     model,
     tokenizer,
@@ -69,7 +127,16 @@ def load_model_and_tokenizer(path: str, device: str | torch.device | None = None
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     kwargs = {"dtype": dtype} if dtype is not None else {}
-    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    except (OSError, ValueError) as error:  # the Hub's repo-id validation error is a ValueError
+        if Path(path).is_dir():
+            raise ValueError(f"The model folder {str(path)!r} holds no loadable model ({error}).") from None
+        offline = os.environ.get("HF_HUB_OFFLINE", "0")
+        raise FileNotFoundError(
+            f"Model {str(path)!r}: no such folder, and not a model on the Hub (HF_HUB_OFFLINE={offline}). Check the "
+            f"path (a folder written by recipes/sft.py or init_model.py), or pass a Hub id with network access."
+        ) from None
     if device is not None:
         model = model.to(device)
     return model.eval(), AutoTokenizer.from_pretrained(path)

@@ -1,0 +1,44 @@
+"""How the recipes end on a user error: one line ``error: <what is wrong and the fix>`` on stderr, exit code 1.
+
+Every check in this package raises ``ValueError`` / ``FileNotFoundError`` / ``FileExistsError`` with a message that
+names the option and the fix; a traceback in front of it only hides it. Other exceptions are bugs and keep their
+traceback, and ``BACKTRACK_TRL_TRACEBACK=1`` shows it for user errors too.
+
+Usage (a recipe's entry point):
+
+```python
+from backtrack_trl.cli import run_recipe
+
+
+def main():
+    ...
+
+
+if __name__ == "__main__":
+    run_recipe(main)
+```
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError)
+
+
+def run_recipe(main: Callable[[], Any]) -> Any:
+    """Call ``main()``; print a user error as one line and exit 1 (Ctrl-C: exit 130 with a short note)."""
+    try:
+        return main()
+    except USER_ERRORS as error:
+        if os.environ.get("BACKTRACK_TRL_TRACEBACK", "0") not in ("", "0"):
+            raise
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr, flush=True)
+        raise SystemExit(130) from None
