@@ -354,7 +354,8 @@ class Study:
             accelerate_config = self.args.accelerate_config
             if script == "evaluate_decoders.py" and self.args.eval_accelerate_config:
                 accelerate_config = self.args.eval_accelerate_config
-            cmd += ["-m", "accelerate.commands.launch", "--config_file", accelerate_config]
+            # --quiet: a failing recipe's own one-line error is the message, not accelerate's CalledProcessError.
+            cmd += ["-m", "accelerate.commands.launch", "--quiet", "--config_file", accelerate_config]
         cmd += [str(self.recipes / script), "--config", config, *_cli(overrides)]
         run_logged(cmd, self.out / "logs" / f"{log}.log", self.lock_fds)
 
