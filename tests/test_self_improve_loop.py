@@ -185,3 +185,51 @@ def test_model_without_backtrack_token_is_refused(tmp_path):
     assert proc.returncode == 1
     assert "<backtrack>" in proc.stderr and str(tmp_path / "plain") in proc.stderr
     assert not (tmp_path / "study").exists()  # refused before anything is written
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    pids = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = (cmdline.parent / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if text in args and state != "Z":
+            pids.append(int(cmdline.parent.name))
+    return pids
+
+
+@pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="needs /proc to list processes")
+def test_kill_9_mid_sft_leaves_no_stage_running_and_a_second_run_is_refused(tmp_path):
+    import time
+
+    from backtrack_trl.study_lock import study_lock
+
+    study = tmp_path / "study"
+    config = _configs(tmp_path / "configs", study, baseline=False)
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    first = subprocess.Popen(
+        [sys.executable, str(REPO / "recipes" / "self_improve.py"), "--config", str(config)],
+        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 300
+        training = []
+        while time.monotonic() < deadline and not training and first.poll() is None:
+            training = [p for p in _processes_mentioning(str(study)) if p != first.pid]
+            training = [p for p in training if "sft.py" in Path(f"/proc/{p}/cmdline").read_text(errors="replace")]
+            time.sleep(0.5)
+        assert training, "the SFT stage never started"
+        second = _run(config, tmp_path)
+        assert second.returncode == 1 and f"is in use by PID {first.pid}" in second.stderr, second.stderr[-2000:]
+        first.kill()  # kill -9: no handler runs in the orchestrator
+        first.wait()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and _processes_mentioning(str(study)):
+            time.sleep(0.2)
+        assert _processes_mentioning(str(study)) == [], "stage processes outlived the study"
+        with study_lock(study, wait=0):  # the dead run's lock is stale, not held
+            pass
+    finally:
+        first.kill()

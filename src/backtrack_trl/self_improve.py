@@ -240,10 +240,10 @@ class Study:
         args: SelfImproveArguments,
         python: str = sys.executable,
         recipes_dir: Path | None = None,
-        lock_fd: int | None = None,
     ):
         self.args = args
-        self.lock_fds = (lock_fd,) if lock_fd is not None and lock_fd >= 0 else ()
+        self.lock_fds: tuple[int, ...] = ()
+        self._lock = None
         self.python = python
         self.recipes = Path(recipes_dir or REPO_ROOT / "recipes")
         self.out = Path(args.output_dir)
@@ -255,8 +255,26 @@ class Study:
                     "optimal_sft_config", "eval_config", "round_sft_config"):  # fmt: skip
             if config[key]:
                 config[f"{key}_content"] = read_yaml(config[key])
+        # Checks done, nothing written yet: take the folder (one run at a time), then open its state.
+        self._lock = study_lock(self.out)
+        lock_fd = self._lock.__enter__()
+        self.lock_fds = (lock_fd,) if lock_fd >= 0 else ()
+        try:
+            self.state = self._open_state(config)
+        except BaseException:
+            self.close()
+            raise
+        self.t0 = time.time()
+
+    def close(self) -> None:
+        """Release the study folder's lock (the end of :meth:`run`, or an error before it)."""
+        if self._lock is not None:
+            lock, self._lock, self.lock_fds = self._lock, None, ()
+            lock.__exit__(None, None, None)
+
+    def _open_state(self, config: dict[str, Any]) -> StudyState:
         # Asking for more rounds, or pushing, continues a study rather than invalidating it.
-        self.state = StudyState.open(
+        return StudyState.open(
             self.out,
             config,
             ignore_keys=(
@@ -267,9 +285,8 @@ class Study:
                 "accelerate_config",
                 "eval_accelerate_config",
             ),
-            overwrite=args.overwrite,
+            overwrite=self.args.overwrite,
         )
-        self.t0 = time.time()
 
     # -- paths ---------------------------------------------------------------------------------------------------
     def data_dir(self, kind: str) -> Path:
@@ -607,8 +624,11 @@ def main(args: SelfImproveArguments) -> Path:
     # SIGTERM unwinds like Ctrl-C, so the running stage is stopped and the lock released on the way out.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
-        with study_lock(args.output_dir) as lock_fd:
-            return Study(args, lock_fd=lock_fd).run()
+        study = Study(args)
+        try:
+            return study.run()
+        finally:
+            study.close()
     except (StageFailedError, EmptyHarvestError, ValueError, FileNotFoundError, StudyLockedError) as error:
         # One readable message instead of a traceback: the failing recipe's own traceback was streamed above.
         print(f"\nerror: {error}", file=sys.stderr, flush=True)
