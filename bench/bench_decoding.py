@@ -27,13 +27,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from backtrack_trl.checkers import check  # noqa: E402
+from backtrack_trl.tasks.countdown.checkers import check  # noqa: E402
 from backtrack_trl.decoding import (  # noqa: E402
     ReleasedSelfBacktrackingDecoder,
     SelfBacktrackingDecoder,
     load_model_and_tokenizer,
 )
-from backtrack_trl.task import Problem, format_prompt, parse_prompt  # noqa: E402
+from backtrack_trl.tasks.countdown.format import Problem, format_prompt, parse_prompt  # noqa: E402
 
 
 DEFAULT_MODEL = ROOT / "models" / "countdown-tiny" / "backtrack-sft"
@@ -61,7 +61,7 @@ def load_problems(count: int, data: str | None) -> tuple[list[Problem], str]:
         rows = datasets.load_dataset(folder)["test_seen"]
         rows = rows.select(range(min(count, len(rows))))
         return [parse_prompt(prompt) for prompt in rows["prompt"]], f"{folder} (test_seen)"
-    from backtrack_trl.generator import CountdownConfig, generate_problems, split_targets
+    from backtrack_trl.tasks.countdown.generator import CountdownConfig, generate_problems, split_targets
 
     config = CountdownConfig(num_numbers=3, min_number=1, max_number=20, min_target=1, max_target=100)
     seen, _ = split_targets(config)

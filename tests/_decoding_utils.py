@@ -9,7 +9,7 @@ from transformers import LlamaForCausalLM
 
 from backtrack_trl.decoding.scripted import ScriptedLM
 from backtrack_trl.modeling import init_tiny_llama
-from backtrack_trl.task import BACKTRACK_TOKEN, GOAL_MARKER, Problem, format_prompt
+from backtrack_trl.tasks.countdown.format import BACKTRACK_TOKEN, GOAL_MARKER, Problem, format_prompt
 from backtrack_trl.tokenization import build_countdown_tokenizer
 
 
@@ -99,7 +99,7 @@ def llama3_style_tokenizer():
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    from backtrack_trl.task import format_prompt
+    from backtrack_trl.tasks.countdown.format import format_prompt
 
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.Sequence(

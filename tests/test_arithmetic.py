@@ -16,7 +16,7 @@ from backtrack_trl.arithmetic import (
 )
 from backtrack_trl.decoding.scripted import ScriptedLM
 from backtrack_trl.intervals import format_with_interval, wilson_interval
-from backtrack_trl.task import Problem, Step, parse_prompt
+from backtrack_trl.tasks.countdown.format import Problem, Step, parse_prompt
 
 
 def test_answer_arithmetic_counts_positions_and_target_copies():

@@ -5,7 +5,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from backtrack_trl.task import (
+from backtrack_trl.tasks.countdown.format import (
     BACKTRACK_TOKEN,
     GOAL_MARKER,
     Problem,

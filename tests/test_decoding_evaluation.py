@@ -15,7 +15,7 @@ from backtrack_trl.decoding import Candidate, SearchResult
 from backtrack_trl.evaluation import EvaluationArguments, evaluate_decoders, parse_decoder_spec, score_results
 from backtrack_trl.hub_dataset import write_hub_dataset
 from backtrack_trl.modeling import save_model_and_tokenizer
-from backtrack_trl.task import GOAL_MARKER, Problem, format_prompt
+from backtrack_trl.tasks.countdown.format import GOAL_MARKER, Problem, format_prompt
 
 
 ROOT = Path(__file__).resolve().parents[1]

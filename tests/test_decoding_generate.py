@@ -6,7 +6,7 @@ from transformers import LogitsProcessorList, StoppingCriteriaList
 
 from backtrack_trl.decoding import BacktrackBudgetLogitsProcessor, BacktrackStoppingCriteria, TabuLogitsProcessor
 from backtrack_trl.decoding.processors import tabu_bans
-from backtrack_trl.task import Problem, format_prompt
+from backtrack_trl.tasks.countdown.format import Problem, format_prompt
 
 
 def _generate(model, prompts, **kwargs):

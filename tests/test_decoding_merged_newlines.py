@@ -14,7 +14,7 @@ from backtrack_trl.decoding.engine import SamplingEngine
 from backtrack_trl.decoding.scripted import ScriptedLM
 from backtrack_trl.decoding.search import rollback_cut
 from backtrack_trl.decoding.tokens import TaskTokens
-from backtrack_trl.task import Problem, format_prompt
+from backtrack_trl.tasks.countdown.format import Problem, format_prompt
 
 
 PROMPT = format_prompt(Problem((10, 8, 5), 10))

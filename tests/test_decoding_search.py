@@ -11,7 +11,7 @@ from backtrack_trl.decoding.engine import SamplingEngine
 from backtrack_trl.decoding.sampling import row_uniforms, sample_from_scores
 from backtrack_trl.decoding.search import resolve_k, rollback_cut
 from backtrack_trl.decoding.selection import RawSample, aggregate_samples, select_index
-from backtrack_trl.task import Problem, format_prompt
+from backtrack_trl.tasks.countdown.format import Problem, format_prompt
 
 
 def _spy(monkeypatch):

@@ -4,10 +4,10 @@ import random
 
 import pytest
 
-from backtrack_trl.checkers import REASONS, Verdict, check, check_official, check_strict, clean_response
-from backtrack_trl.generator import CountdownConfig, generate_problems
-from backtrack_trl.solver import solve
-from backtrack_trl.task import Problem, format_response
+from backtrack_trl.tasks.countdown.checkers import REASONS, Verdict, check, check_official, check_strict, clean_response
+from backtrack_trl.tasks.countdown.generator import CountdownConfig, generate_problems
+from backtrack_trl.tasks.countdown.solver import solve
+from backtrack_trl.tasks.countdown.format import Problem, format_response
 
 
 P = Problem((2, 39, 45, 10), 62)

@@ -5,8 +5,8 @@ from collections import Counter
 
 import pytest
 
-from backtrack_trl.checkers import check_strict
-from backtrack_trl.error_steps import (
+from backtrack_trl.tasks.countdown.checkers import check_strict
+from backtrack_trl.tasks.countdown.error_steps import (
     DEFAULT_ERROR_MIX,
     ERROR_TYPES,
     make_backtrack_example,
@@ -16,9 +16,9 @@ from backtrack_trl.error_steps import (
     sample_error_type,
     state_after,
 )
-from backtrack_trl.generator import CountdownConfig, generate_problems
-from backtrack_trl.solver import is_solvable, solve
-from backtrack_trl.task import Problem, Step, format_backtrack_response, format_steps
+from backtrack_trl.tasks.countdown.generator import CountdownConfig, generate_problems
+from backtrack_trl.tasks.countdown.solver import is_solvable, solve
+from backtrack_trl.tasks.countdown.format import Problem, Step, format_backtrack_response, format_steps
 
 
 def cases(count=150, seed=0):

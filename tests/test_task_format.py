@@ -2,8 +2,8 @@
 
 import pytest
 
-from backtrack_trl.solver import solve
-from backtrack_trl.task import (
+from backtrack_trl.tasks.countdown.solver import solve
+from backtrack_trl.tasks.countdown.format import (
     BACKTRACK_TOKEN,
     GOAL_MARKER,
     Problem,

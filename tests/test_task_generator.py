@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from backtrack_trl.generator import (
+from backtrack_trl.tasks.countdown.generator import (
     CountdownConfig,
     generate_problems,
     generate_problems_shard,
@@ -14,7 +14,7 @@ from backtrack_trl.generator import (
     shard_seed,
     split_targets,
 )
-from backtrack_trl.solver import is_solvable
+from backtrack_trl.tasks.countdown.solver import is_solvable
 
 
 def test_paper_split_holds_out_9_of_91_targets_deterministically():

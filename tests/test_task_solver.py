@@ -4,9 +4,9 @@ import random
 
 import pytest
 
-from backtrack_trl.checkers import check_strict
-from backtrack_trl.solver import is_solvable, legal_steps, reachable_values, solve
-from backtrack_trl.task import Problem, Step, format_response
+from backtrack_trl.tasks.countdown.checkers import check_strict
+from backtrack_trl.tasks.countdown.solver import is_solvable, legal_steps, reachable_values, solve
+from backtrack_trl.tasks.countdown.format import Problem, Step, format_response
 
 
 def brute_force_values(numbers: list[int]) -> set[int]:

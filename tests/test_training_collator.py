@@ -21,7 +21,7 @@ from backtrack_trl.collator import (
     check_columns,
     special_token_layout,
 )
-from backtrack_trl.task import Problem, Step
+from backtrack_trl.tasks.countdown.format import Problem, Step
 
 
 M = "MASKED"  # marker in the expected sequences below: this position has label -100

@@ -15,8 +15,8 @@ assert result["accuracy"] == 1.0
 import datasets
 import evaluate
 
-from backtrack_trl.checkers import MODES, REASONS, check
-from backtrack_trl.task import Problem, parse_prompt
+from backtrack_trl.tasks.countdown.checkers import MODES, REASONS, check
+from backtrack_trl.tasks.countdown.format import Problem, parse_prompt
 
 
 _CITATION = """\

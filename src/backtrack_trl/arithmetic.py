@@ -16,7 +16,7 @@ Usage:
 
 ```python
 from backtrack_trl.arithmetic import answer_arithmetic, enumerate_facts
-from backtrack_trl.task import Problem
+from backtrack_trl.tasks.countdown.format import Problem
 
 problems = [Problem((15, 5, 20), 60), Problem((3, 5, 2), 16)]
 stats = answer_arithmetic(problems, ["15*5=75\\n75-20=60\\nGoal Reached!", "3*5=15\\n15+2=17\\nGoal Reached!"])
@@ -30,8 +30,8 @@ from __future__ import annotations
 import random
 from collections.abc import Iterable, Sequence
 
-from .checkers import clean_response
-from .task import OPS, Problem, Step, apply_op, format_prompt, parse_step
+from .tasks.countdown.checkers import clean_response
+from .tasks.countdown.format import OPS, Problem, Step, apply_op, format_prompt, parse_step
 
 
 __all__ = [

@@ -44,8 +44,8 @@ from typing import Any
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from .error_steps import ERROR_TYPES
-from .task import BACKTRACK_TOKEN
+from .tasks.base import BACKTRACK_TOKEN
+from .tasks.countdown.error_steps import ERROR_TYPES
 
 
 logger = logging.getLogger(__name__)

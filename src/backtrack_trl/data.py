@@ -4,7 +4,7 @@ Splits (see the dataset row contract in the README):
 
 - ``test_seen``: problems with *seen* targets, generated first; ``test_new``: problems with held-out targets.
 - ``train``: problems with seen targets, none of which is a test problem. Two problems are the same when their
-  numbers are the same multiset and their targets are equal (:func:`backtrack_trl.generator.problem_key`), so a
+  numbers are the same multiset and their targets are equal (:func:`backtrack_trl.tasks.countdown.generator.problem_key`), so a
   reordering of a test problem's numbers never appears in train. Train problems are distinct from each other too.
 - Every train question gets one ``optimal`` row and, in ``mode="backtrack"``, ``backtrack_ratio`` backtrack rows on
   average (``0.5``: half the questions get one; ``2``: every question gets two with different error draws).
@@ -48,10 +48,15 @@ from datasets import Dataset, DatasetDict, DatasetInfo, Features, List, Value
 from datasets.table import InMemoryTable
 from tqdm.auto import tqdm
 
-from .error_steps import ERROR_TYPES, make_backtrack_example, sample_error_type
-from .generator import CountdownConfig, generate_problems_shard, problem_key, shard_seed, split_targets
-from .solver import reachable_values, solve
-from .task import BACKTRACK_TOKEN, Problem, Step, format_backtrack_response, format_prompt, format_response
+from .tasks import get_task
+from .tasks.countdown.error_steps import ERROR_TYPES, make_backtrack_example, sample_error_type
+from .tasks.countdown.format import (
+    BACKTRACK_TOKEN,
+    Problem,
+    Step,
+)
+from .tasks.countdown.generator import CountdownConfig, generate_problems_shard, problem_key, shard_seed, split_targets
+from .tasks.countdown.solver import reachable_values, solve
 
 
 MODES = ("backtrack", "optimal")
@@ -247,31 +252,13 @@ def question_seed(seed: int, purpose: str, problem: Problem) -> int:
 
 
 def optimal_row(problem: Problem, solution: Sequence[Step]) -> dict:
-    completion = format_response(list(solution))
-    return {
-        "numbers": list(problem.numbers),
-        "target": problem.target,
-        "prompt": format_prompt(problem),
-        "completion": completion,
-        "kind": "optimal",
-        "error_type": "",
-        "prefix": completion,
-        "wrong_step": "",
-    }
+    """A Countdown solved row (:meth:`backtrack_trl.tasks.Task.optimal_row`)."""
+    return get_task("countdown").optimal_row(problem, solution)
 
 
 def backtrack_row(problem: Problem, prefix: Sequence[Step], wrong_step: Step, error_type: str) -> dict:
-    completion = format_backtrack_response(list(prefix), wrong_step)
-    row = {
-        "numbers": list(problem.numbers),
-        "target": problem.target,
-        "prompt": format_prompt(problem),
-        "completion": completion,
-        "kind": "backtrack",
-        "error_type": error_type,
-        "prefix": "".join(f"{step}\n" for step in prefix),
-        "wrong_step": f"{wrong_step}\n",
-    }
+    """A Countdown backtrack row (:meth:`backtrack_trl.tasks.Task.backtrack_row`)."""
+    row = get_task("countdown").backtrack_row(problem, prefix, wrong_step, error_type)
     assert row["completion"] == row["prefix"] + row["wrong_step"] + BACKTRACK_TOKEN
     return row
 

@@ -36,10 +36,9 @@ from pathlib import Path
 
 from .arithmetic import answer_arithmetic, limiting_factor, run_fact_probe
 from .atomic_io import atomic_write_text
-from .checkers import MODES, REASONS, check
 from .decoding.results import SearchResult
 from .decoding.selection import SELECTION_RULES, fallback_index, rescore, select_index
-from .task import Problem
+from .tasks import get_task
 
 
 DEFAULT_DECODERS = [
@@ -67,6 +66,7 @@ class EvaluationArguments:
         default="data/countdown-tiny/backtrack", metadata={"help": "Hub-layout dataset folder (or Hub id)."}
     )
     dataset_config: str | None = field(default=None, metadata={"help": "Dataset config name, if any."})
+    task: str = field(default="countdown", metadata={"help": "Registered task of the problems (backtrack_trl.tasks)."})
     splits: list[str] = field(default_factory=lambda: ["test_seen", "test_new"], metadata={"help": "Splits."})
     decoders: list[str] = field(
         default_factory=lambda: list(DEFAULT_DECODERS),
@@ -183,22 +183,25 @@ def _metric():
 
 
 def score_results(
-    problems: list[Problem],
+    problems: list,
     results: list[SearchResult],
     rules=(),
     backtrack_weight: float = 1.0,
     metric=None,
     duplicates: str = "mean",
+    task=None,
 ) -> tuple[dict, list[dict]]:
-    """Metrics of one decoder on one split, and the per-problem verdicts."""
+    """Metrics of one decoder on one split, and the per-problem verdicts (``task``: default Countdown)."""
+    task = get_task(task or "countdown")
+    modes, check = task.modes, task.check
     per_problem = []
-    reasons = {mode: Counter() for mode in MODES}
+    reasons = {mode: Counter() for mode in modes}
     oracle = 0
     replay = dict.fromkeys(rules, 0)
     # Within-problem ranking quality of each score: P(a correct answer outscores a wrong one of the same problem).
     pairs = {"likelihood": [0.0, 0], "backtrack_value": [0.0, 0]}
     for problem, result in zip(problems, results):
-        verdicts = {mode: check(problem, result.completion, mode) for mode in MODES}
+        verdicts = {mode: check(problem, result.completion, mode) for mode in modes}
         for mode, verdict in verdicts.items():
             reasons[mode][verdict.reason] += 1
         correct_candidates = [check(problem, c.text, "strict").correct for c in result.candidates]
@@ -218,29 +221,23 @@ def score_results(
             index = select_index(result.candidates, scores)
             index = fallback_index(result.candidates) if index is None else index
             replay[rule] += bool(index is not None and correct_candidates[index])
-        per_problem.append(
-            {
-                "correct_strict": verdicts["strict"].correct,
-                "reason_strict": verdicts["strict"].reason,
-                "correct_official": verdicts["official"].correct,
-                "reason_official": verdicts["official"].reason,
-                "oracle_strict": any_correct,
-            }
-        )
+        row = {}
+        for mode, verdict in verdicts.items():
+            row.update({f"correct_{mode}": verdict.correct, f"reason_{mode}": verdict.reason})
+        per_problem.append({**row, "oracle_strict": any_correct})
     count = max(len(problems), 1)
-    metrics = {
-        "num_problems": len(problems),
-        "accuracy_strict": reasons["strict"]["correct"] / count,
-        "accuracy_official": reasons["official"]["correct"] / count,
-        "oracle_strict": oracle / count,
-        "reasons_strict": {reason: reasons["strict"][reason] / count for reason in REASONS},
-        "reasons_official": {reason: reasons["official"][reason] / count for reason in REASONS},
-        "tokens_per_problem": sum(r.tokens_generated for r in results) / count,
-        "forward_passes_per_problem": sum(r.forward_passes for r in results) / count,
-        "rollbacks_per_problem": sum(r.rollbacks for r in results) / count,
-        "seconds_per_problem": sum(r.wall_time for r in results) / count,
-        "arithmetic": answer_arithmetic(problems, [r.completion for r in results]),
-    }
+    metrics = {"num_problems": len(problems)}
+    metrics.update({f"accuracy_{mode}": reasons[mode]["correct"] / count for mode in modes})
+    metrics["oracle_strict"] = oracle / count
+    metrics.update({f"reasons_{mode}": {r: reasons[mode][r] / count for r in task.reasons} for mode in modes})
+    metrics.update(
+        tokens_per_problem=sum(r.tokens_generated for r in results) / count,
+        forward_passes_per_problem=sum(r.forward_passes for r in results) / count,
+        rollbacks_per_problem=sum(r.rollbacks for r in results) / count,
+        seconds_per_problem=sum(r.wall_time for r in results) / count,
+    )
+    if task.name == "countdown":  # step arithmetic is Countdown's own diagnosis
+        metrics["arithmetic"] = answer_arithmetic(problems, [r.completion for r in results])
     if rules:
         metrics["selection_accuracy_strict"] = {rule: replay[rule] / count for rule in rules}
         metrics["ranking_auc"] = {name: (wins / total if total else None) for name, (wins, total) in pairs.items()}
@@ -385,14 +382,15 @@ def evaluate_decoders(args: EvaluationArguments) -> dict:
     device = args.device or state.device
     model, tokenizer = load_model_and_tokenizer(args.model_name_or_path, device=device)
     dataset = load_eval_dataset(args.dataset_name, args.dataset_config, args.splits)
-    metric = _metric() if state.is_main_process else None
+    task = get_task(args.task)
+    metric = _metric() if state.is_main_process and task.name == "countdown" else None
     output_dir = Path(args.output_dir)
     metrics: dict = {}
     for split in args.splits:
         rows = dataset[split]
         if args.max_problems is not None:
             rows = rows.select(range(min(args.max_problems, len(rows))))
-        problems = [Problem(tuple(n), t) for n, t in zip(rows["numbers"], rows["target"])]
+        problems = [task.problem_from_row(row) for row in rows.select_columns(list(task.problem_columns))]
         prompts = list(rows["prompt"])
         metrics[split] = {}
         for spec in args.decoders:
@@ -401,7 +399,7 @@ def evaluate_decoders(args: EvaluationArguments) -> dict:
                 options.setdefault("max_new_tokens", args.max_new_tokens)
             if args.batch_size is not None and method != "released":
                 options.setdefault("batch_size", args.batch_size)
-            decoder = build_decoder(method, model, tokenizer, **options)
+            decoder = build_decoder(method, model, tokenizer, task=task, **options)
             indices = list(range(len(prompts)))
             with state.split_between_processes(indices) as shard:
                 shard = list(shard)
@@ -418,20 +416,18 @@ def evaluate_decoders(args: EvaluationArguments) -> dict:
             results = [SearchResult.from_dict(data) for _, data in gathered]
             rules = args.selection_rules if method in RESCORABLE else ()
             decoder_metrics, verdicts = score_results(
-                problems, results, rules, args.backtrack_weight, metric, options.get("duplicates", "mean")
+                problems, results, rules, args.backtrack_weight, metric, options.get("duplicates", "mean"), task
             )
             decoder_metrics.update(method=method, options=options, spec=spec)
             metrics[split][label] = decoder_metrics
             generations = []
             for index, (problem, result, verdict) in enumerate(zip(problems, results, verdicts)):
                 data = result.to_dict()
-                generations.append(
-                    {"index": index, "numbers": list(problem.numbers), "target": problem.target, **verdict, **data}
-                )
+                generations.append({"index": index, **task.problem_to_row(problem), **verdict, **data})
             safe = label.replace("/", "_").replace(":", "_").replace(",", "_").replace("=", "")
             _write_generations(output_dir / "generations" / split / safe, generations, args.output_format)
     probe = None
-    if args.probe_facts and state.is_main_process:
+    if args.probe_facts and state.is_main_process and task.name == "countdown":
         if "train" not in dataset:
             raise ValueError(
                 f"probe_facts needs the train split of {args.dataset_name} (its steps are the facts the model saw); "

@@ -26,10 +26,7 @@ import logging
 from pathlib import Path
 from typing import Any, Iterable
 
-from .checkers import check
-from .data import optimal_row
-from .generator import problem_key
-from .task import BACKTRACK_TOKEN, Problem, parse_response
+from .tasks import BACKTRACK_TOKEN, get_task
 
 
 logger = logging.getLogger(__name__)
@@ -41,24 +38,28 @@ class EmptyHarvestError(RuntimeError):
     """The search solved none of the pool problems, so the round has nothing to train on."""
 
 
-def test_problem_keys(dataset_folder: str | Path, splits: Iterable[str] = ("test_seen", "test_new")) -> set:
-    """Keys (sorted numbers, target) of every problem in the test splits of a Hub-layout dataset folder."""
+def test_problem_keys(
+    dataset_folder: str | Path, splits: Iterable[str] = ("test_seen", "test_new"), task="countdown"
+) -> set:
+    """:meth:`Task.problem_key` of every problem in the test splits of a Hub-layout dataset folder."""
     from datasets import load_dataset
 
+    task = get_task(task)
     keys = set()
     dataset = load_dataset(str(dataset_folder))
     for split in splits:
         if split in dataset:
-            for numbers, target in zip(dataset[split]["numbers"], dataset[split]["target"]):
-                keys.add(problem_key(Problem(tuple(numbers), target)))
+            for row in dataset[split].select_columns(list(task.problem_columns)):
+                keys.add(task.problem_key(task.problem_from_row(row)))
     return keys
 
 
-def pick_path(problem: Problem, result, keep: str) -> str | None:
+def pick_path(problem, result, keep: str, task="countdown") -> str | None:
     """The one response kept for ``problem``: a strict-correct path without ``<backtrack>``, or None."""
+    task = get_task(task)
 
     def ok(text: str) -> bool:
-        return bool(text) and BACKTRACK_TOKEN not in text and check(problem, text, mode="strict").correct
+        return bool(text) and BACKTRACK_TOKEN not in text and task.check(problem, text, mode="strict").correct
 
     if keep == "chosen":
         return result.completion if ok(result.completion) else None
@@ -78,10 +79,11 @@ def harvest(
     seed: int = 0,
     forbidden_keys: set | None = None,
     progress: bool = True,
+    task="countdown",
 ) -> dict[str, Any]:
     """Search ``problems`` with the model in ``model_dir``, write the kept paths, return the counts.
 
-    ``forbidden_keys``: problem keys (see :func:`backtrack_trl.generator.problem_key`) that must never be written,
+    ``forbidden_keys``: problem keys (:meth:`Task.problem_key`) that must never be written,
     i.e. the test problems; a pool containing one is refused.
     """
     from datasets import Dataset, DatasetDict
@@ -89,8 +91,9 @@ def harvest(
     from .decoding import SelfBacktrackingDecoder
     from .hub_dataset import write_hub_dataset
 
-    pool = [Problem(tuple(p["numbers"]), p["target"]) for p in problems]
-    leaked = [p for p in pool if forbidden_keys and problem_key(p) in forbidden_keys]
+    task = get_task(task)
+    pool = [task.problem_from_row(p) for p in problems]
+    leaked = [p for p in pool if forbidden_keys and task.problem_key(p) in forbidden_keys]
     if leaked:
         raise ValueError(
             f"{len(leaked)} pool problems are test problems (e.g. {leaked[0]}): the pool must come from the train split."
@@ -98,16 +101,18 @@ def harvest(
     import torch
 
     device = "cuda" if torch.cuda.is_available() else None  # the orchestrator process may own a GPU
-    decoder = SelfBacktrackingDecoder.from_pretrained(str(model_dir), device=device, seed=seed, **search_options)
+    decoder = SelfBacktrackingDecoder.from_pretrained(
+        str(model_dir), device=device, seed=seed, task=task, **search_options
+    )
     results = decoder.solve(pool, progress=progress)
 
     rows, chosen_correct, oracle = [], 0, 0
     for problem, result in zip(pool, results):
-        chosen_correct += bool(result.completion) and check(problem, result.completion, mode="strict").correct
-        oracle += any(c.reached_goal and check(problem, c.text, mode="strict").correct for c in result.candidates)
-        path = pick_path(problem, result, keep)
+        chosen_correct += bool(result.completion) and task.check(problem, result.completion, mode="strict").correct
+        oracle += any(c.reached_goal and task.check(problem, c.text, mode="strict").correct for c in result.candidates)
+        path = pick_path(problem, result, keep, task)
         if path is not None:
-            rows.append(optimal_row(problem, parse_response(path).steps))
+            rows.append(task.optimal_row(problem, task.parse_steps(path)))
     stats = {
         "pool_problems": len(pool),
         "kept": len(rows),

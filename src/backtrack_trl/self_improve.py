@@ -43,6 +43,7 @@ from .harvest import EmptyHarvestError
 from .stage_guard import GRACE_SECONDS, guarded
 from .study_lock import StudyLockedError, study_lock
 from .study_state import StudyState, atomic_write_json
+from .tasks import get_task
 
 
 logger = logging.getLogger(__name__)
@@ -132,6 +133,7 @@ class SelfImproveArguments:
         default=None,
         metadata={"help": "accelerate config of the evaluations (None: accelerate_config), e.g. ddp.yaml on GPUs."},
     )
+    task: str = field(default="countdown", metadata={"help": "Registered task of the study (backtrack_trl.tasks)."})
     seed: int = field(default=42, metadata={"help": "Seed of the pools and the searches."})
     push_to_hub: bool = field(default=False, metadata={"help": "Push each round's dataset as config round_<k>."})
     hub_dataset_id: str | None = field(default=None, metadata={"help": "Hub dataset id for --push_to_hub."})
@@ -247,10 +249,13 @@ class Study:
         self.python = python
         self.recipes = Path(recipes_dir or REPO_ROOT / "recipes")
         self.out = Path(args.output_dir)
+        self.task = get_task(args.task)
         if args.backtrack_model:  # before anything is written
             self.check_backtrack_model()
         self.validate_sub_configs()
         config = asdict(args)
+        if config["task"] == "countdown":  # folders made before tasks were plug-ins stay resumable
+            del config["task"]
         for key in ("backtrack_data_config", "optimal_data_config", "init_model_config", "backtrack_sft_config",
                     "optimal_sft_config", "eval_config", "round_sft_config"):  # fmt: skip
             if config[key]:
@@ -468,10 +473,11 @@ class Study:
         """Round k's pool: the k-th slice of a seeded shuffle of the distinct TRAIN questions (never test ones)."""
         from datasets import load_dataset
 
-        train = load_dataset(str(self.data_dir("backtrack")), split="train")
+        columns = list(self.task.problem_columns)
+        train = load_dataset(str(self.data_dir("backtrack")), split="train").select_columns(columns)
         seen, questions = set(), []
-        for numbers, target in zip(train["numbers"], train["target"]):
-            key = (tuple(numbers), int(target))
+        for row in train:
+            key = tuple(tuple(row[c]) if isinstance(row[c], list) else row[c] for c in columns)
             if key not in seen:
                 seen.add(key)
                 questions.append(key)
@@ -479,7 +485,7 @@ class Study:
         size = self.args.pool_size
         start = ((k - 1) * size) % max(1, len(questions))
         picked = (questions[start:] + questions[:start])[: min(size, len(questions))]
-        return [{"numbers": list(n), "target": t} for n, t in picked]
+        return [dict(zip(columns, key)) for key in picked]
 
     def round_datasets(self) -> Path:
         return self.out / "round_datasets"
@@ -501,7 +507,8 @@ class Study:
             search_options=search,
             keep=self.args.keep,
             seed=self.args.seed + 1000 * k,
-            forbidden_keys=test_problem_keys(self.data_dir("backtrack")),
+            forbidden_keys=test_problem_keys(self.data_dir("backtrack"), task=self.task),
+            task=self.task,
         )
         if self.args.push_to_hub:
             from .hub_dataset import push_hub_dataset
@@ -532,16 +539,13 @@ class Study:
     def control_data(self) -> None:
         from datasets import Dataset, DatasetDict, load_dataset
 
-        from .data import optimal_row
         from .hub_dataset import write_hub_dataset
-        from .solver import solve
-        from .task import Problem
 
         kept = load_dataset(str(self.round_datasets()), "round_1", split="train")
         rows = []
-        for numbers, target in zip(kept["numbers"], kept["target"]):
-            problem = Problem(tuple(numbers), target)
-            rows.append(optimal_row(problem, solve(problem.numbers, problem.target)))
+        for row in kept.select_columns(list(self.task.problem_columns)):
+            problem = self.task.problem_from_row(row)
+            rows.append(self.task.optimal_row(problem, self.task.solve(problem)))
         card = {"source": "exact solver (control arm)", "problems": "those kept by round_1", "rows": len(rows)}
         write_hub_dataset(
             DatasetDict({"train": Dataset.from_list(rows)}), self.round_datasets(), card, True, config_name="control_1"

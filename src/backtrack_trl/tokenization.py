@@ -35,7 +35,7 @@ from tokenizers import AddedToken as RawAddedToken
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
-from .task import BACKTRACK_TOKEN, GOAL_MARKER
+from .tasks.base import BACKTRACK_TOKEN, GOAL_MARKER
 
 
 BOS_TOKEN = "<s>"
@@ -43,7 +43,7 @@ EOS_TOKEN = "</s>"
 PAD_TOKEN = "<pad>"
 UNK_TOKEN = "<unk>"
 SPECIAL_TOKENS = (PAD_TOKEN, BOS_TOKEN, EOS_TOKEN, UNK_TOKEN, BACKTRACK_TOKEN)
-# Template phrases of the Countdown format that get one token each (see backtrack_trl.task.format_prompt).
+# Template phrases of the Countdown format that get one token each (see backtrack_trl.tasks.countdown.format.format_prompt).
 TEMPLATE_PHRASES = ("###Question:", " numbers", "->target", "###Response:", GOAL_MARKER)
 # Every printable ASCII character (letters, digits, punctuation, space, \t \n \r \x0b \x0c) is a token, so any
 # ASCII text round-trips; anything else becomes <unk>.

@@ -43,7 +43,7 @@ from trl.trainer.utils import get_quantization_config
 
 from .collator import BacktrackMaskingCollator, check_columns
 from .decoding.hub import write_custom_generate
-from .task import BACKTRACK_TOKEN
+from .tasks.base import BACKTRACK_TOKEN
 from .tokenization import add_backtrack_token, mean_init_rows
 
 
@@ -317,7 +317,7 @@ answer), which is where this model gains over greedy decoding:
 ```python
 {imports}
 from backtrack_trl.decoding import SelfBacktrackingDecoder
-from backtrack_trl.task import Problem
+from backtrack_trl.tasks.countdown.format import Problem
 
 {load}
 decoder = SelfBacktrackingDecoder(model, tokenizer, n=32, b=1)

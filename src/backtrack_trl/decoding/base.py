@@ -16,27 +16,37 @@ from collections.abc import Iterable, Sequence
 
 import torch
 
-from ..task import Problem, format_prompt, parse_prompt
+from ..tasks import get_task
 from .results import SearchResult
 from .selection import RawSample, aggregate_samples, backtrack_value, fallback_index, mean_logprob, select_index
 from .tokens import TaskTokens
 
 
-def to_prompt(item, validate: bool = True) -> str:
-    """A prompt string from a :class:`Problem`, a ``{"numbers", "target"}`` / ``{"prompt"}`` mapping or a prompt."""
-    if isinstance(item, Problem):
-        return format_prompt(item)
+def to_prompt(item, validate: bool = True, task=None) -> str:
+    """A prompt string from a task problem, a mapping with ``prompt`` or the task's problem columns, or a prompt.
+
+    ``task`` is a :class:`~backtrack_trl.tasks.Task` or its name (default Countdown); with ``validate`` a prompt
+    string must parse as one of its problems.
+    """
+    task = get_task(task or "countdown")
     if isinstance(item, dict):
         if "prompt" in item and item["prompt"] is not None:
             item = item["prompt"]
-        elif "numbers" in item and "target" in item:
-            return format_prompt(Problem(tuple(item["numbers"]), item["target"]))
+        elif all(column in item for column in task.problem_columns):
+            return task.format_prompt(task.problem_from_row(item))
         else:
-            raise ValueError(f"A problem mapping needs 'prompt' or 'numbers' and 'target'; got keys {sorted(item)}.")
+            raise ValueError(
+                f"A problem mapping needs 'prompt' or {list(task.problem_columns)}; got keys {sorted(item)}."
+            )
     if not isinstance(item, str):
-        raise TypeError(f"Expected a Problem, a mapping or a prompt string, got {type(item).__name__}.")
+        try:
+            return task.format_prompt(item)
+        except (AttributeError, TypeError):
+            raise TypeError(
+                f"Expected a {task.name} problem, a mapping or a prompt string, got {type(item).__name__}."
+            ) from None
     if validate:
-        parse_prompt(item)  # ValueError naming the prompt and the expected format
+        task.parse_prompt(item)  # ValueError naming the prompt and the expected format
     return item
 
 
@@ -54,19 +64,29 @@ class Decoder:
         tokenizer: its tokenizer; must have ``<backtrack>`` and a vocabulary the model covers.
         batch_size: problems decoded together (None: the decoder's default).
         seed: base seed; problem ``i`` of a ``solve`` call gets ``seed + i`` unless ``seeds`` are passed.
-        validate_prompts: reject prompt strings that are not in the Countdown format.
+        validate_prompts: reject prompt strings that are not in the task's format.
+        task: the :class:`~backtrack_trl.tasks.Task` (or its registered name) the prompts belong to; default Countdown.
     """
 
     method = "base"
     default_batch_size = 16
 
-    def __init__(self, model, tokenizer, batch_size: int | None = None, seed: int = 0, validate_prompts: bool = True):
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        batch_size: int | None = None,
+        seed: int = 0,
+        validate_prompts: bool = True,
+        task="countdown",
+    ):
         self.model = model
         self.tokenizer = tokenizer
         self.tokens = TaskTokens.from_tokenizer(tokenizer, model)
         self.batch_size = check_int("batch_size", batch_size or self.default_batch_size, 1, 1 << 20)
         self.seed = int(seed)
         self.validate_prompts = validate_prompts
+        self.task = get_task(task)
         model.eval()
 
     # -- text <-> ids ----------------------------------------------------------------------------------------------
@@ -102,7 +122,7 @@ class Decoder:
         ``token_ids`` (optional) are the prompts already tokenized (BOS included), used as given instead of
         re-tokenizing the prompt texts (e.g. by ``generate``, whose inputs are ids)."""
         problems = list(problems)
-        prompts = [to_prompt(item, self.validate_prompts) for item in problems]
+        prompts = [to_prompt(item, self.validate_prompts, self.task) for item in problems]
         if seeds is None:
             seeds = [self.seed + i for i in range(len(prompts))]
         if len(seeds) != len(prompts):

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import torch
 
-from ..task import BACKTRACK_TOKEN, GOAL_MARKER, RESPONSE_HEADER
+from ..tasks.base import BACKTRACK_TOKEN, GOAL_MARKER, RESPONSE_HEADER
 from .base import Decoder, check_int
 from .results import Candidate, SearchResult
 from .sampling import _mix32
@@ -67,11 +67,12 @@ class ReleasedSelfBacktrackingDecoder(Decoder):
         duplicates: str = "sum",
         seed: int = 0,
         validate_prompts: bool = True,
+        task="countdown",
         batch_size: int | None = None,
     ):
         self.n = check_int("n (samples per state, N)", n, 1, 4096)
         self.b = check_int("b (backtracking rounds)", b, 0, 64)
-        super().__init__(model, tokenizer, batch_size=1, seed=seed, validate_prompts=validate_prompts)
+        super().__init__(model, tokenizer, batch_size=1, seed=seed, validate_prompts=validate_prompts, task=task)
         self.k = resolve_k(k, self.n, self.b)
         check_rule("likelihood", duplicates)
         if temperature <= 0:

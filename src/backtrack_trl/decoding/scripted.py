@@ -33,7 +33,7 @@ import torch
 from transformers import DynamicCache, GenerationConfig, GenerationMixin, PretrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
-from ..task import BACKTRACK_TOKEN, GOAL_MARKER, RESPONSE_HEADER
+from ..tasks.base import BACKTRACK_TOKEN, GOAL_MARKER, RESPONSE_HEADER
 
 
 TERMINAL_LINES = (GOAL_MARKER, BACKTRACK_TOKEN)

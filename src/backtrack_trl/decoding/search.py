@@ -126,12 +126,15 @@ class SelfBacktrackingDecoder(Decoder):
         batch_size: int | None = None,
         seed: int = 0,
         validate_prompts: bool = True,
+        task="countdown",
         logits_processor=None,
     ):
         self.n = check_int("n (samples per state, N)", n, 1, 4096)
         self.b = check_int("b (backtracking rounds)", b, 0, 64)
         self.default_batch_size = max(1, 512 // self.n)
-        super().__init__(model, tokenizer, batch_size=batch_size, seed=seed, validate_prompts=validate_prompts)
+        super().__init__(
+            model, tokenizer, batch_size=batch_size, seed=seed, validate_prompts=validate_prompts, task=task
+        )
         self.k = resolve_k(k, self.n, self.b)
         if temperature < 0:
             raise ValueError(f"temperature must be >= 0, got {temperature}.")

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import torch
 from transformers import StoppingCriteria
 
-from ..task import GOAL_MARKER
+from ..tasks.base import GOAL_MARKER
 from .tokens import TaskTokens
 
 

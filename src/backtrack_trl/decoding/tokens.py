@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..task import BACKTRACK_TOKEN, GOAL_MARKER
+from ..tasks.base import BACKTRACK_TOKEN, GOAL_MARKER
 
 
 # Decoding every id is expensive for 128k-token vocabularies: do it once per tokenizer object.

@@ -1,4 +1,4 @@
-"""The Countdown task: problems, steps and the exact text format shared by every part of backtrack-trl.
+"""The Countdown task's problems, steps and exact text format (the frame around them is in ``tasks/base.py``).
 
 The format is the one of the paper's released model and dataset (``yangxw/countdown-backtracking``)::
 
@@ -15,7 +15,7 @@ EOS is not part of the text: the tokenizer side appends it.
 Usage:
 
 ```python
-from backtrack_trl.task import Problem, Step, format_prompt, format_response, parse_response
+from backtrack_trl.tasks.countdown.format import Problem, Step, format_prompt, format_response, parse_response
 
 problem = Problem((2, 39, 45, 10), 62)
 steps = [Step(45, "-", 39, 6), Step(10, "*", 6, 60), Step(60, "+", 2, 62)]
@@ -29,12 +29,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from ..base import BACKTRACK_TOKEN, GOAL_MARKER, RESPONSE_HEADER  # noqa: F401  (the frame, re-exported)
 
-BACKTRACK_TOKEN = "<backtrack>"
-GOAL_MARKER = "Goal Reached!"
+
 QUESTION_PREFIX = "###Question: numbers "
 TARGET_SEPARATOR = "->target "
-RESPONSE_HEADER = "###Response:\n"
 OPS = ("+", "-", "*", "/")
 
 # Patterns are used with fullmatch: `$` would also accept a trailing newline. [0-9] rather than \d, which also matches
@@ -118,7 +117,7 @@ def parse_prompt(text: str) -> Problem:
     if match is None:
         raise ValueError(
             f"Prompt {text!r} is not in the Countdown format; expected e.g. "
-            f"{format_prompt(Problem((2, 39, 45, 10), 62))!r} (build it with backtrack_trl.task.format_prompt)."
+            f"{format_prompt(Problem((2, 39, 45, 10), 62))!r} (build it with backtrack_trl.tasks.countdown.format.format_prompt)."
         )
     raw = match.group("numbers")
     numbers = tuple(int(x) for x in raw.split(", ")) if raw else ()

@@ -13,7 +13,7 @@ deduplicated against each other: merge them and drop repeated :func:`problem_key
 Usage:
 
 ```python
-from backtrack_trl.generator import CountdownConfig, generate_problems_shard, shard_seed, split_targets
+from backtrack_trl.tasks.countdown.generator import CountdownConfig, generate_problems_shard, shard_seed, split_targets
 
 config = CountdownConfig(num_numbers=4, min_number=1, max_number=99, min_target=10, max_target=100, seed=42)
 seen, new = split_targets(config)  # 82 seen targets, 9 held out
@@ -29,8 +29,8 @@ import random
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
+from .format import Problem
 from .solver import is_solvable
-from .task import Problem
 
 
 __all__ = [

@@ -35,8 +35,8 @@ target (else ``not_reached_target``). The value-based removal also rejects some 
 Usage:
 
 ```python
-from backtrack_trl.checkers import check
-from backtrack_trl.task import Problem
+from backtrack_trl.tasks.countdown.checkers import check
+from backtrack_trl.tasks.countdown.format import Problem
 
 problem = Problem((2, 39, 45, 10), 62)
 assert check(problem, "45-39=6\\n10*6=60\\n60+2=62\\nGoal Reached!").correct
@@ -51,9 +51,9 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from dataclasses import dataclass
 
-from .task import BACKTRACK_TOKEN, GOAL_MARKER, Problem, parse_step
+from ..base import Verdict
+from .format import BACKTRACK_TOKEN, GOAL_MARKER, Problem, parse_step
 
 
 __all__ = ["MODES", "REASONS", "Verdict", "check", "check_official", "check_strict", "clean_response"]
@@ -66,15 +66,6 @@ _OFFICIAL_RESPONSE_RE = re.compile(r"(.*?)(?:<backtrack>|Goal Reached!)", re.DOT
 # [0-9] rather than \d: Python's \d also matches non-ASCII digits. The released code uses \d with re.match on
 # str input; restricting it to ASCII only changes the verdict on text no tokenizer of this project can produce.
 _OFFICIAL_STEP_RE = re.compile(r"([0-9]+)\s*([+\-*/])\s*([0-9]+)\s*=\s*([0-9]+)")
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """The outcome of a check: ``reason`` is one of :data:`REASONS`; ``detail`` says which line failed and why."""
-
-    correct: bool
-    reason: str
-    detail: str = ""
 
 
 def clean_response(response: str) -> str:

@@ -16,7 +16,7 @@ microseconds once the caches are warm. Larger states recurse with ``(state, targ
 Usage:
 
 ```python
-from backtrack_trl.solver import is_solvable, legal_steps, solve
+from backtrack_trl.tasks.countdown.solver import is_solvable, legal_steps, solve
 
 assert is_solvable((2, 39, 45, 10), 62)
 steps = solve((2, 39, 45, 10), 62)  # e.g. [45-39=6, 10*6=60, 60+2=62]
@@ -32,7 +32,7 @@ import random
 from collections.abc import Iterable
 from functools import lru_cache
 
-from .task import Step
+from .format import Step
 
 
 __all__ = ["is_solvable", "legal_steps", "reachable_values", "solve", "canonical_state", "clear_caches"]

@@ -18,9 +18,9 @@ Usage:
 ```python
 import random
 
-from backtrack_trl.error_steps import make_backtrack_example, sample_error_type
-from backtrack_trl.solver import solve
-from backtrack_trl.task import Problem, format_backtrack_response
+from backtrack_trl.tasks.countdown.error_steps import make_backtrack_example, sample_error_type
+from backtrack_trl.tasks.countdown.solver import solve
+from backtrack_trl.tasks.countdown.format import Problem, format_backtrack_response
 
 rng = random.Random(0)
 problem = Problem((2, 39, 45, 10), 62)
@@ -38,8 +38,8 @@ import random
 from collections import Counter
 from collections.abc import Sequence
 
+from .format import Problem, Step, apply_op
 from .solver import canonical_state, is_solvable, legal_steps
-from .task import Problem, Step, apply_op
 
 
 __all__ = [
