@@ -27,12 +27,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from backtrack_trl.tasks.countdown.checkers import check  # noqa: E402
 from backtrack_trl.decoding import (  # noqa: E402
     ReleasedSelfBacktrackingDecoder,
     SelfBacktrackingDecoder,
     load_model_and_tokenizer,
 )
+from backtrack_trl.tasks.countdown.checkers import check  # noqa: E402
 from backtrack_trl.tasks.countdown.format import Problem, format_prompt, parse_prompt  # noqa: E402
 
 

@@ -17,7 +17,13 @@ from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_token
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from backtrack_trl.data import backtrack_row, optimal_row  # noqa: F401 (the row contract, re-exported to the tests)
-from backtrack_trl.tasks.countdown.format import Problem, Step, format_backtrack_response, format_prompt, format_response
+from backtrack_trl.tasks.countdown.format import (
+    Problem,
+    Step,
+    format_backtrack_response,
+    format_prompt,
+    format_response,
+)
 
 
 SPECIALS = ["<pad>", "<s>", "</s>", "<unk>", "<backtrack>"]

@@ -12,7 +12,6 @@ import pytest
 import yaml
 from datasets import load_dataset
 
-from backtrack_trl.tasks.countdown.checkers import check
 from backtrack_trl.data import (
     BuildDatasetArguments,
     build_and_save,
@@ -20,10 +19,11 @@ from backtrack_trl.data import (
     build_rows,
     parse_error_mix,
 )
+from backtrack_trl.tasks.countdown.checkers import check
 from backtrack_trl.tasks.countdown.error_steps import state_after
+from backtrack_trl.tasks.countdown.format import BACKTRACK_TOKEN, Problem, format_prompt, parse_step
 from backtrack_trl.tasks.countdown.generator import problem_key, split_targets
 from backtrack_trl.tasks.countdown.solver import is_solvable, solve
-from backtrack_trl.tasks.countdown.format import BACKTRACK_TOKEN, Problem, format_prompt, parse_step
 
 
 REPO = Path(__file__).resolve().parents[1]

@@ -4,10 +4,17 @@ import random
 
 import pytest
 
-from backtrack_trl.tasks.countdown.checkers import REASONS, Verdict, check, check_official, check_strict, clean_response
+from backtrack_trl.tasks.countdown.checkers import (
+    REASONS,
+    Verdict,
+    check,
+    check_official,
+    check_strict,
+    clean_response,
+)
+from backtrack_trl.tasks.countdown.format import Problem, format_response
 from backtrack_trl.tasks.countdown.generator import CountdownConfig, generate_problems
 from backtrack_trl.tasks.countdown.solver import solve
-from backtrack_trl.tasks.countdown.format import Problem, format_response
 
 
 P = Problem((2, 39, 45, 10), 62)

@@ -16,9 +16,9 @@ from backtrack_trl.tasks.countdown.error_steps import (
     sample_error_type,
     state_after,
 )
+from backtrack_trl.tasks.countdown.format import Problem, Step, format_backtrack_response, format_steps
 from backtrack_trl.tasks.countdown.generator import CountdownConfig, generate_problems
 from backtrack_trl.tasks.countdown.solver import is_solvable, solve
-from backtrack_trl.tasks.countdown.format import Problem, Step, format_backtrack_response, format_steps
 
 
 def cases(count=150, seed=0):

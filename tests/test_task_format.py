@@ -2,7 +2,6 @@
 
 import pytest
 
-from backtrack_trl.tasks.countdown.solver import solve
 from backtrack_trl.tasks.countdown.format import (
     BACKTRACK_TOKEN,
     GOAL_MARKER,
@@ -15,6 +14,7 @@ from backtrack_trl.tasks.countdown.format import (
     parse_response,
     parse_step,
 )
+from backtrack_trl.tasks.countdown.solver import solve
 
 
 def test_prompt_round_trip_matches_released_format():

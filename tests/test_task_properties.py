@@ -6,8 +6,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from backtrack_trl.tasks.countdown.checkers import REASONS, check
-from backtrack_trl.tasks.countdown.solver import legal_steps
 from backtrack_trl.tasks.countdown.format import Problem, format_prompt, format_response, parse_prompt, parse_response
+from backtrack_trl.tasks.countdown.solver import legal_steps
 
 
 PIECES = ["1", "2", "3", "5", "10", "12", "+", "-", "*", "/", "=", "\n", " ", "Goal Reached!", "<backtrack>", "</s>"]

@@ -5,8 +5,8 @@ import random
 import pytest
 
 from backtrack_trl.tasks.countdown.checkers import check_strict
-from backtrack_trl.tasks.countdown.solver import is_solvable, legal_steps, reachable_values, solve
 from backtrack_trl.tasks.countdown.format import Problem, Step, format_response
+from backtrack_trl.tasks.countdown.solver import is_solvable, legal_steps, reachable_values, solve
 
 
 def brute_force_values(numbers: list[int]) -> set[int]:

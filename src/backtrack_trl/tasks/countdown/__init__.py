@@ -61,7 +61,11 @@ class CountdownTask(Task):
         return solver.solve(problem.numbers, problem.target, rng)
 
     def is_solvable_after(self, problem: Problem, steps: Sequence[Step]) -> bool:
-        return solver.is_solvable(error_steps.state_after(problem.numbers, steps), problem.target)
+        try:
+            state = error_steps.state_after(problem.numbers, steps)
+        except ValueError:  # a step with wrong arithmetic or an unavailable number: no correct answer goes on
+            return False
+        return solver.is_solvable(state, problem.target)
 
     def check(self, problem: Problem, response: str, mode: str = "strict") -> Verdict:
         return checkers.check(problem, response, mode=mode)
