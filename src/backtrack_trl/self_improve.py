@@ -449,7 +449,8 @@ class Study:
             )
 
     def evaluate(self, model: Path, data: Path, out: Path, name: str, decoders: list[str] | None = None) -> None:
-        overrides = {"model_name_or_path": model, "dataset_name": data, "output_dir": out, "seed": self.args.seed}
+        overrides = {"model_name_or_path": model, "dataset_name": data, "output_dir": out, "seed": self.args.seed,
+                     "task": self.args.task}  # fmt: skip
         if decoders:
             overrides["decoders"] = decoders
         self.stage(
