@@ -110,7 +110,7 @@ def test_study_checks_every_sub_config_before_the_first_stage(tmp_path, monkeypa
         assert not (tmp_path / "study").exists()  # nothing was written
     with pytest.raises(ValueError, match="search_temperature=-1.0: must be >= 0"):
         _study_args(tmp_path, search_temperature=-1.0)
-    with pytest.raises(ValueError, match="round_eval_decoders: decoder spec 'beam:q=1': unknown option"):
+    with pytest.raises(ValueError, match="round_eval_decoders: Decoder spec 'beam:q=1': unknown option"):
         _study_args(tmp_path, round_eval_decoders=["greedy", "beam:q=1"])
 
 

@@ -114,14 +114,7 @@ class EvaluationArguments:
         for rule in self.selection_rules:
             if rule not in SELECTION_RULES:
                 raise ValueError(f"selection_rules: {rule!r} is not one of {SELECTION_RULES}.")
-        from .decoding.api import check_decoder_options
-
-        for spec in self.decoders:
-            _, method, options = parse_decoder_spec(spec)
-            try:
-                check_decoder_options(method, options)
-            except ValueError as error:
-                raise ValueError(f"Decoder spec {spec!r}: {error}") from None
+        check_decoder_specs(self.decoders)
 
 
 def _value(text: str):
@@ -154,6 +147,18 @@ def parse_decoder_spec(spec: str) -> tuple[str, str, dict]:
         options[key.strip()] = _value(value.strip())
     label = str(options.pop("label", spec))
     return label, method, options
+
+
+def check_decoder_specs(specs: list[str], where: str = "") -> None:
+    """Parse every spec and check its options against its decoder (no model needed); one error naming the spec."""
+    from .decoding.api import check_decoder_options
+
+    for spec in specs:
+        _, method, options = parse_decoder_spec(spec)
+        try:
+            check_decoder_options(method, options)
+        except ValueError as error:
+            raise ValueError(f"{where}Decoder spec {spec!r}: {error}") from None
 
 
 def _write_generations(path: Path, rows: list[dict], output_format: str) -> Path:

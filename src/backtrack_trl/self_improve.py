@@ -154,14 +154,9 @@ class SelfImproveArguments:
         if self.search_batch_size < 1:
             raise ValueError(f"search_batch_size={self.search_batch_size}: must be >= 1.")
         from .decoding.api import check_decoder_options
-        from .evaluation import parse_decoder_spec
+        from .evaluation import check_decoder_specs
 
-        for spec in self.round_eval_decoders:
-            _, method, options = parse_decoder_spec(spec)
-            try:
-                check_decoder_options(method, options)
-            except ValueError as error:
-                raise ValueError(f"round_eval_decoders: decoder spec {spec!r}: {error}") from None
+        check_decoder_specs(self.round_eval_decoders, where="round_eval_decoders: ")
         search = {"n": self.search_n, "b": self.search_b, "temperature": self.search_temperature}
         try:
             check_decoder_options("self_backtracking", {**search, "batch_size": self.search_batch_size})
