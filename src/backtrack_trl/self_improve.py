@@ -24,7 +24,6 @@ python recipes/self_improve.py --config recipes/countdown-tiny/self_improve/conf
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import random
@@ -640,7 +639,3 @@ def main(args: SelfImproveArguments) -> Path:
 
 def _exit_on_sigterm(signum, _frame):
     raise SystemExit(128 + signum)
-
-
-def dump_args(args: SelfImproveArguments) -> str:
-    return json.dumps(asdict(args), indent=2)
