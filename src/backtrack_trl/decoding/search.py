@@ -1,4 +1,4 @@
-"""Self-backtracking search (Yang et al. 2025, section 4 of reference/self-backtracking.md), batched and cached.
+"""Self-backtracking search (Yang et al. 2025, arXiv 2502.04404, Algorithm 1), batched and cached.
 
 ::
 
