@@ -151,7 +151,8 @@ class Decoder:
     __call__ = solve
 
     def _solve_batch(self, prompts: list[str], prompt_ids: list[list[int]], seeds: list[int]) -> list[SearchResult]:
-        raise NotImplementedError
+        """The one method a decoder implements: one :class:`SearchResult` per prompt of the batch."""
+        raise NotImplementedError(f"{type(self).__name__} must implement _solve_batch (see Decoder).")
 
     def build_result(
         self,

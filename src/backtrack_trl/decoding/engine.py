@@ -293,9 +293,7 @@ class SamplingEngine:
             is_goal = torch.zeros_like(is_eos)
             if goal is not None and step >= len(goal):
                 is_goal = (out_tokens[:, step - len(goal) : step] == goal).all(dim=1)
-            for row in (alive & ~is_goal).nonzero().flatten().tolist():  # e.g. a merged "!\n" ends the marker
-                if int(next_tokens[row]) in tokens.goal_end_ids:
-                    is_goal[row] = tokens.ends_with_goal(out_tokens[row, :step].tolist())
+            is_goal |= tokens.goal_rows(alive & ~is_goal, out_tokens[:, :step])  # e.g. a merged "!\n" ends the marker
             finished = (is_backtrack | is_eos | is_goal | (step >= limit)) & alive
 
             if finished.any():

@@ -22,7 +22,6 @@ from collections.abc import Sequence
 import torch
 from transformers import StoppingCriteria
 
-from ..tasks.base import GOAL_MARKER
 from .tokens import TaskTokens
 
 
@@ -70,7 +69,5 @@ class BacktrackStoppingCriteria(StoppingCriteria):
             goal = torch.tensor(self.goal_token_ids, device=input_ids.device)
             done |= (input_ids[:, -width:] == goal).all(dim=-1)
         if self.tokens is not None:
-            for row in (~done).nonzero().flatten().tolist():
-                if int(last[row]) in self.tokens.goal_end_ids:
-                    done[row] = self.tokens.ends_with_goal(input_ids[row, -len(GOAL_MARKER) :].tolist())
+            done |= self.tokens.goal_rows(~done, input_ids)
         return done

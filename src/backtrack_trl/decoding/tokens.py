@@ -85,6 +85,7 @@ class TaskTokens:
     newline_ids: frozenset = field(default_factory=frozenset, repr=False, compare=False)
     blank_ids: frozenset = field(default_factory=frozenset, repr=False, compare=False)
     goal_end_ids: frozenset = field(default_factory=frozenset, repr=False, compare=False)
+    goal_end_mask: torch.Tensor | None = field(default=None, repr=False, compare=False)
     texts: tuple = field(default=(), repr=False, compare=False)
 
     @classmethod
@@ -108,7 +109,7 @@ class TaskTokens:
         texts = token_texts(tokenizer)
         newline_mask = torch.tensor([text.endswith("\n") for text in texts], dtype=torch.bool)
         # Ids that can end the marker: their text, trailing whitespace removed, ends with the marker's last character.
-        goal_end = {i for i, text in enumerate(texts) if text.rstrip() and text.rstrip()[-1] == GOAL_MARKER[-1]}
+        goal_end = torch.tensor([text.rstrip()[-1:] == GOAL_MARKER[-1] for text in texts], dtype=torch.bool)
         return cls(
             backtrack_id=backtrack_id,
             eos_ids=tuple(eos_ids),
@@ -120,7 +121,8 @@ class TaskTokens:
             strip_ids=frozenset(strip),
             newline_ids=frozenset(newline_mask.nonzero().flatten().tolist()),
             blank_ids=frozenset(i for i, text in enumerate(texts) if text and not text.strip()),
-            goal_end_ids=frozenset(goal_end),
+            goal_end_ids=frozenset(goal_end.nonzero().flatten().tolist()),
+            goal_end_mask=goal_end,
             texts=texts,
         )
 
@@ -136,6 +138,15 @@ class TaskTokens:
             return False
         tail = "".join(self.texts[int(i)] for i in ids[-len(GOAL_MARKER) :])
         return tail.rstrip().endswith(GOAL_MARKER)
+
+    def goal_rows(self, rows: torch.Tensor, histories: torch.Tensor) -> torch.Tensor:
+        """Bool per row of ``histories`` (generated ids, one row each): among ``rows``, those whose text now ends
+        with the goal marker. The text is looked at only for rows whose last token can end it."""
+        found = torch.zeros_like(rows)
+        maybe = rows & self.goal_end_mask.to(histories.device)[histories[:, -1]]
+        for row in maybe.nonzero().flatten().tolist():
+            found[row] = self.ends_with_goal(histories[row, -len(GOAL_MARKER) :].tolist())
+        return found
 
 
 def stock_generate(model, **kwargs):
