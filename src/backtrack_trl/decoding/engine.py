@@ -22,7 +22,7 @@ from __future__ import annotations
 import inspect
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import torch
 from transformers import DynamicCache
@@ -96,6 +96,39 @@ class EngineOutput:
     samples: list[Sample]
     forward_passes: dict[int, int]
     tokens_generated: dict[int, int]
+
+
+@dataclass
+class _Rows:
+    """The per-row state of one :meth:`SamplingEngine.run`: row ``i`` of every field is the same (expansion,
+    sample) row. Kept together so that dropping finished rows (:meth:`select`) re-indexes all of them at once; the KV
+    cache is re-indexed separately, in place."""
+
+    expansion_of: torch.Tensor  # index into the run's expansions
+    sample_of: torch.Tensor  # sample number within the expansion (part of the sampling key)
+    current: torch.Tensor  # token fed at the next step (padding once the row has finished)
+    position: torch.Tensor  # its position id
+    mask: torch.Tensor  # attention mask over the cache's columns (left padding is 0)
+    valid: torch.Tensor  # real cache slots of the row (prompt + tokens so far)
+    prompt_len: torch.Tensor
+    limit: torch.Tensor  # new tokens the row may write (max_new_tokens minus its state's tokens)
+    keys: torch.Tensor  # per-row sampling keys (batch-independent random draws)
+    ban: torch.Tensor  # <backtrack> forbidden (the state used up max_backtracks)
+    alive: torch.Tensor
+    out_tokens: torch.Tensor  # (rows, steps): what each row wrote, its log-probs and log(1 - p(<backtrack>))
+    out_logprobs: torch.Tensor
+    out_no_backtrack: torch.Tensor
+    tabu: list | None = None  # per row: the steps rolled back at its state (None: tabu off)
+    full_context: torch.Tensor | None = None  # prompt + state ids for the logits processor (None: no processor)
+
+    def select(self, keep: torch.Tensor) -> None:
+        """Keep only rows ``keep`` (row indices, in order) of every field, in place."""
+        for name in (f.name for f in fields(self)):
+            value = getattr(self, name)
+            if isinstance(value, list):
+                setattr(self, name, [value[i] for i in keep.tolist()])
+            elif value is not None:
+                setattr(self, name, value[keep])
 
 
 class SamplingEngine:
@@ -212,26 +245,14 @@ class SamplingEngine:
         rows = len(expansions) * n
         if mask.shape[1]:
             cache.batch_repeat_interleave(n)
-        mask = mask.repeat_interleave(n, dim=0)
-        expansion_of = torch.arange(len(expansions), device=device).repeat_interleave(n)
         sample_of = torch.arange(n, device=device).repeat(len(expansions))
-        current = torch.tensor([c[-1] for c in contexts], device=device).repeat_interleave(n)
-        position = torch.tensor([len(c) - 1 for c in contexts], device=device).repeat_interleave(n)
-        valid = mask.sum(-1)
-        prompt_len = torch.tensor([len(prompts[e.problem]) for e in expansions], device=device).repeat_interleave(n)
-        limit = torch.tensor(
-            [self.max_new_tokens - len(e.state.tokens) for e in expansions], device=device
-        ).repeat_interleave(n)
         keys = torch.tensor(
             [[e.seed, e.round, e.state.index] for e in expansions], dtype=torch.int64, device=device
         ).repeat_interleave(n, dim=0)
-        keys = row_keys_hash(torch.cat([keys, sample_of[:, None].to(torch.int64)], dim=1))
         ban = torch.zeros(rows, dtype=torch.bool, device=device)
         if self.max_backtracks is not None:
-            ban = torch.tensor(
-                [e.state.rollbacks >= self.max_backtracks for e in expansions], device=device
-            ).repeat_interleave(n)
-        tabu = [list(e.state.tabu) for e in expansions for _ in range(n)] if self.tabu_tokens else None
+            ban = torch.tensor([e.state.rollbacks >= self.max_backtracks for e in expansions], device=device)
+            ban = ban.repeat_interleave(n)
         full_context = None
         if self.logits_processor is not None:
             width = max(len(c) for c in contexts)
@@ -239,11 +260,26 @@ class SamplingEngine:
             for row, context in enumerate(contexts):
                 full_context[row, width - len(context) :] = torch.tensor(context, device=device)
             full_context = full_context.repeat_interleave(n, dim=0)
-
+        limit = torch.tensor([self.max_new_tokens - len(e.state.tokens) for e in expansions], device=device)
         steps = int(limit.max())
-        out_tokens = torch.zeros(rows, steps, dtype=torch.long, device=device)
-        out_logprobs = torch.zeros(rows, steps, dtype=torch.float32, device=device)
-        out_no_backtrack = torch.zeros(rows, steps, dtype=torch.float32, device=device)
+        batch = _Rows(
+            expansion_of=torch.arange(len(expansions), device=device).repeat_interleave(n),
+            sample_of=sample_of,
+            current=torch.tensor([c[-1] for c in contexts], device=device).repeat_interleave(n),
+            position=torch.tensor([len(c) - 1 for c in contexts], device=device).repeat_interleave(n),
+            mask=mask.repeat_interleave(n, dim=0),
+            valid=mask.sum(-1).repeat_interleave(n),
+            prompt_len=torch.tensor([len(prompts[e.problem]) for e in expansions], device=device).repeat_interleave(n),
+            limit=limit.repeat_interleave(n),
+            keys=row_keys_hash(torch.cat([keys, sample_of[:, None].to(torch.int64)], dim=1)),
+            ban=ban,
+            alive=torch.ones(rows, dtype=torch.bool, device=device),
+            out_tokens=torch.zeros(rows, steps, dtype=torch.long, device=device),
+            out_logprobs=torch.zeros(rows, steps, dtype=torch.float32, device=device),
+            out_no_backtrack=torch.zeros(rows, steps, dtype=torch.float32, device=device),
+            tabu=[list(e.state.tabu) for e in expansions for _ in range(n)] if self.tabu_tokens else None,
+            full_context=full_context,
+        )
         goal = torch.tensor(tokens.goal_ids, device=device) if tokens.goal_ids else None
         eos = torch.tensor(tokens.eos_ids, device=device)
         samples: list[Sample] = []
@@ -251,18 +287,17 @@ class SamplingEngine:
 
         step = 0
         steps_of: dict[int, int] = {}
-        alive = torch.ones(rows, dtype=torch.bool, device=device)
         while True:
-            attention = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
+            attention = torch.cat([batch.mask, batch.mask.new_ones(batch.mask.shape[0], 1)], dim=1)
             output = self._forward(
-                input_ids=current[:, None],
+                input_ids=batch.current[:, None],
                 attention_mask=attention,
-                position_ids=position[:, None],
+                position_ids=batch.position[:, None],
                 past_key_values=cache,
             )
             cache = output.past_key_values
-            mask = attention
-            valid = valid + 1
+            batch.mask = attention
+            batch.valid = batch.valid + 1
 
             logits = output.logits[:, -1, :].float()
             logp = torch.log_softmax(logits, dim=-1)
@@ -270,34 +305,35 @@ class SamplingEngine:
 
             scores = logits  # logp is computed: the bans below may modify the logits in place
             if self.max_backtracks is not None:
-                ban_backtrack(scores, tokens.backtrack_id, ban)
-            if tabu is not None and step < self.tabu_tokens:
-                for row, token in tabu_bans(out_tokens[:, :step], tabu, self.tabu_tokens):
+                ban_backtrack(scores, tokens.backtrack_id, batch.ban)
+            if batch.tabu is not None and step < self.tabu_tokens:
+                for row, token in tabu_bans(batch.out_tokens[:, :step], batch.tabu, self.tabu_tokens):
                     scores[row, token] = -float("inf")
             if self.logits_processor is not None:
-                full = torch.cat([full_context, out_tokens[:, :step]], dim=1)
+                full = torch.cat([batch.full_context, batch.out_tokens[:, :step]], dim=1)
                 scores = self.logits_processor(full, scores)
             if self.do_sample:
                 warped = warp_scores(scores, self.temperature, self.top_p, self.top_k)
-                next_tokens = sample_tokens(warped, step_uniforms(keys, step), temperature=1.0)
+                next_tokens = sample_tokens(warped, step_uniforms(batch.keys, step), temperature=1.0)
             else:
                 next_tokens = scores.argmax(dim=-1)
 
-            out_tokens[:, step] = next_tokens
-            out_logprobs[:, step] = logp.gather(1, next_tokens[:, None]).squeeze(1)
-            out_no_backtrack[:, step] = no_backtrack
+            batch.out_tokens[:, step] = next_tokens
+            batch.out_logprobs[:, step] = logp.gather(1, next_tokens[:, None]).squeeze(1)
+            batch.out_no_backtrack[:, step] = no_backtrack
+            batch.current = next_tokens
             step += 1
 
             is_backtrack = next_tokens == tokens.backtrack_id
             is_eos = torch.isin(next_tokens, eos)
             is_goal = torch.zeros_like(is_eos)
             if goal is not None and step >= len(goal):
-                is_goal = (out_tokens[:, step - len(goal) : step] == goal).all(dim=1)
-            is_goal |= tokens.goal_rows(alive & ~is_goal, out_tokens[:, :step])  # e.g. a merged "!\n" ends the marker
-            finished = (is_backtrack | is_eos | is_goal | (step >= limit)) & alive
+                is_goal = (batch.out_tokens[:, step - len(goal) : step] == goal).all(dim=1)
+            # The text check also sees a marker whose last token carries more (e.g. a merged "!\n").
+            is_goal |= tokens.goal_rows(batch.alive & ~is_goal, batch.out_tokens[:, :step])
+            finished = (is_backtrack | is_eos | is_goal | (step >= batch.limit)) & batch.alive
 
             if finished.any():
-                width = mask.shape[1]
                 for row in finished.nonzero().flatten().tolist():
                     end = (
                         "backtrack"
@@ -308,60 +344,42 @@ class SamplingEngine:
                         if is_eos[row]
                         else "length"
                     )
-                    samples.append(self._finish(row, step, end, expansions, expansion_of, sample_of, out_tokens,
-                                                out_logprobs, out_no_backtrack, keep_prefix, cache, width - int(valid[row]),
-                                                int(prompt_len[row])))  # fmt: skip
-                    problem = problems_of[int(expansion_of[row])]
+                    samples.append(self._finish(row, step, end, expansions, batch, keep_prefix, cache))
+                    problem = problems_of[int(batch.expansion_of[row])]
                     generated[problem] = generated.get(problem, 0) + step
                     # Every row starts at step 0, so a problem took part in as many steps as its longest row.
                     steps_of[problem] = max(steps_of.get(problem, 0), step)
-                alive = alive & ~finished
-                remaining = int(alive.sum())
+                batch.alive = batch.alive & ~finished
+                remaining = int(batch.alive.sum())
                 if remaining == 0:
                     break
                 # Finished rows stay in the batch (fed padding, outputs ignored) until enough of them accumulate:
                 # copying the cache to drop them costs about as much as carrying them for a few steps.
-                if alive.numel() - remaining >= max(1, int(self.compact_fraction * alive.numel())):
-                    keep = alive.nonzero().flatten()
+                if batch.alive.numel() - remaining >= max(1, int(self.compact_fraction * batch.alive.numel())):
+                    keep = batch.alive.nonzero().flatten()
                     select_rows(cache, keep)
-                    mask, valid, next_tokens, position = mask[keep], valid[keep], next_tokens[keep], position[keep]
-                    expansion_of, sample_of, prompt_len, limit = (
-                        expansion_of[keep],
-                        sample_of[keep],
-                        prompt_len[keep],
-                        limit[keep],
-                    )
-                    keys, ban, alive = keys[keep], ban[keep], alive[keep]
-                    out_tokens, out_logprobs = out_tokens[keep], out_logprobs[keep]
-                    out_no_backtrack = out_no_backtrack[keep]
-                    if tabu is not None:
-                        tabu = [tabu[i] for i in keep.tolist()]
-                    if full_context is not None:
-                        full_context = full_context[keep]
+                    batch.select(keep)
                     # Columns that are padding in every remaining row carry no information: drop them.
-                    spare = int((mask.shape[1] - valid).min())
+                    spare = int((batch.mask.shape[1] - batch.valid).min())
                     if spare > 0:
                         trim_left(cache, spare)
-                        mask = mask[:, spare:]
-            current = torch.where(alive, next_tokens, torch.full_like(next_tokens, tokens.pad_id))
-            position = position + 1
+                        batch.mask = batch.mask[:, spare:]
+            batch.current = torch.where(batch.alive, batch.current, torch.full_like(batch.current, tokens.pad_id))
+            batch.position = batch.position + 1
         for problem, count in steps_of.items():
             forward_passes[problem] = forward_passes.get(problem, 0) + count
         return EngineOutput(samples, forward_passes, generated)
 
-    def _finish(
-        self, row, step, end, expansions, expansion_of, sample_of, out_tokens, out_logprobs, out_no_backtrack,
-        keep_prefix, cache, start, prompt_length,
-    ) -> Sample:  # fmt: skip
+    def _finish(self, row, step, end, expansions, batch: _Rows, keep_prefix, cache) -> Sample:
         """Package a finished row; keep its prefix's KV cache when the caller will roll back to it."""
-        expansion_index = int(expansion_of[row])
+        expansion_index = int(batch.expansion_of[row])
         state = expansions[expansion_index].state
         sample = Sample(
             expansion=expansion_index,
-            sample=int(sample_of[row]),
-            tokens=state.tokens + tuple(out_tokens[row, :step].tolist()),
-            logprobs=state.logprobs + tuple(out_logprobs[row, :step].tolist()),
-            no_backtrack=state.no_backtrack + tuple(out_no_backtrack[row, :step].tolist()),
+            sample=int(batch.sample_of[row]),
+            tokens=state.tokens + tuple(batch.out_tokens[row, :step].tolist()),
+            logprobs=state.logprobs + tuple(batch.out_logprobs[row, :step].tolist()),
+            no_backtrack=state.no_backtrack + tuple(batch.out_no_backtrack[row, :step].tolist()),
             end=end,
             new_tokens=step,
         )
@@ -369,7 +387,8 @@ class SamplingEngine:
         if keep is not None:
             sample.kv_keep = keep
             if self.reuse_cache:
-                # The row's real slots start at `start`; keep prompt + `keep` tokens minus the last token (the next
-                # round feeds that token to get the logits that follow the prefix).
-                sample.kv = extract_slots(cache, row, start, prompt_length + keep - 1)
+                # The row's real slots start after its left padding; keep prompt + `keep` tokens minus the last token
+                # (the next round feeds that token to get the logits that follow the prefix).
+                start = batch.mask.shape[1] - int(batch.valid[row])
+                sample.kv = extract_slots(cache, row, start, int(batch.prompt_len[row]) + keep - 1)
         return sample
