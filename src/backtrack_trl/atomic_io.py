@@ -1,21 +1,27 @@
-"""Write whole output folders atomically: build them in a temporary sibling folder, then rename into place.
+"""Write files and whole output folders atomically: build them in a temporary sibling, then rename into place.
 
-A crash or an exception never leaves a half-written dataset or model folder behind: either the old folder (or
-nothing) or the complete new one is at the destination.
+A crash or an exception never leaves a half-written file, dataset or model folder behind: either the old one (or
+nothing) or the complete new one is at the destination, and the temporary sibling is deleted on an error. Every
+writer of the package goes through here: :func:`atomic_write_text` / :func:`atomic_write_json` for text,
+:func:`atomic_path` for writers that need a file name (``savefig``, ``to_parquet``) and :func:`atomic_directory`
+for folders. Temporary files are named ``.<name>.<random>.tmp`` beside the target.
 
 Usage:
 
 ```python
 import tempfile
 from pathlib import Path
-from typing import Any
 
-from backtrack_trl.atomic_io import atomic_directory
+from backtrack_trl.atomic_io import atomic_directory, atomic_path, atomic_write_json, atomic_write_text
 
-out = Path(tempfile.mkdtemp()) / "my_output"
-with atomic_directory(out) as tmp:  # FileExistsError if `out` exists and overwrite=False
+root = Path(tempfile.mkdtemp())
+atomic_write_text(root / "notes.md", "hello\n")
+atomic_write_json(root / "metrics.json", {"accuracy": 0.5})
+with atomic_path(root / "table.csv") as tmp:  # a temporary file in the same folder; renamed on success
+    tmp.write_text("a,b\n1,2\n")
+with atomic_directory(root / "my_output") as tmp:  # FileExistsError if it exists and overwrite=False
     (tmp / "file.txt").write_text("hello")
-assert (out / "file.txt").read_text() == "hello"
+assert (root / "my_output" / "file.txt").read_text() == "hello"
 ```
 """
 
@@ -32,14 +38,28 @@ from pathlib import Path
 from typing import Any
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and an atomic rename."""
+def _umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary file path beside ``path``; on success it replaces ``path``, on an exception it is deleted.
+
+    For writers that take a file name (``fig.savefig(tmp, format="png")``, ``frame.to_parquet(tmp)``): the temporary
+    name ends in ``.tmp``, so pass the format explicitly to writers that guess it from the extension. The file gets
+    the permissions of a plain ``open(path, "w")`` (not mkstemp's 0600).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = Path(name)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        os.close(fd)
+        os.chmod(tmp, 0o666 & ~_umask())
+        yield tmp
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -47,7 +67,20 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
         raise
 
 
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and an atomic rename."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` through a temporary file in the same folder and an atomic rename."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Write ``obj`` as indented JSON (sorted keys, ``str`` for other types) to ``path`` atomically."""
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
@@ -90,9 +123,7 @@ def atomic_directory(path: str | os.PathLike, overwrite: bool = False, what: str
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     # mkdtemp creates the folder with mode 0700; give the final folder the usual permissions instead.
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)
+    os.chmod(tmp, 0o777 & ~_umask())
     try:
         yield tmp
         replace_directory(tmp, path)

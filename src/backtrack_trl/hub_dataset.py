@@ -31,7 +31,6 @@ assert load_dataset(folder, "round_1")["train"]["x"] == [5]
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import os
@@ -48,7 +47,7 @@ from datasets.utils.metadata import MetadataConfigs
 from datasets.utils.py_utils import convert_file_size_to_int
 from huggingface_hub import DatasetCard, DatasetCardData
 
-from .atomic_io import atomic_directory
+from .atomic_io import atomic_directory, atomic_path
 
 
 logger = logging.getLogger(__name__)
@@ -251,16 +250,9 @@ def _add_config(
 
 
 def _atomic_card(folder: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{CARD_FILENAME}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
+    with atomic_path(folder / CARD_FILENAME) as tmp:  # .README.md.<random>.tmp: see recover_hub_dataset
+        tmp.write_text(text, encoding="utf-8")
         _crash_point("card staged")
-        os.replace(tmp, folder / CARD_FILENAME)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp)
-        raise
 
 
 def _swap_in(folder: Path, data_dir_name: str, shards: Path) -> None:

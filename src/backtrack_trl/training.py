@@ -41,6 +41,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from trl import ModelConfig, ScriptArguments, SFTConfig, SFTTrainer, TrlParser, get_peft_config
 from trl.trainer.utils import get_quantization_config
 
+from .atomic_io import atomic_write_text
 from .collator import BacktrackMaskingCollator, check_columns
 from .decoding.hub import write_custom_generate
 from .tasks.base import BACKTRACK_TOKEN
@@ -438,11 +439,7 @@ class BacktrackSFTTrainer(SFTTrainer):
             torch=torch.__version__,
             datasets=datasets.__version__,
         )
-        os.makedirs(args.output_dir, exist_ok=True)
-        path = os.path.join(args.output_dir, "README.md")
-        with open(path + ".tmp", "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(path + ".tmp", path)
+        atomic_write_text(os.path.join(args.output_dir, "README.md"), text)
 
 
 def _resume_checkpoint(training_args: SFTConfig) -> str | None:
