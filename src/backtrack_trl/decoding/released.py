@@ -35,7 +35,7 @@ from .base import Decoder, check_int
 from .results import Candidate, SearchResult
 from .sampling import _mix32
 from .search import resolve_k
-from .selection import check_rule
+from .selection import aggregate_scores, check_rule
 from .tokens import stock_generate
 
 
@@ -160,12 +160,6 @@ class ReleasedSelfBacktrackingDecoder(Decoder):
         candidates = []
         for key, members in groups.items():
             values = [score for _, score, _ in members]
-            if self.duplicates == "sum":
-                total = sum(values)
-            elif self.duplicates == "mean":
-                total = sum(values) / len(values)
-            else:
-                total = max(values)
             answer = members[0][0]
             candidates.append(
                 Candidate(
@@ -173,7 +167,7 @@ class ReleasedSelfBacktrackingDecoder(Decoder):
                     reached_goal=answer.endswith(GOAL_MARKER),
                     end_reason="goal" if answer.endswith(GOAL_MARKER) else "backtrack",
                     mean_logprob=float(sum(values) / len(values)),
-                    score=float(total),
+                    score=aggregate_scores(values, self.duplicates),
                     count=len(members),
                     num_tokens=len(self.tokenizer(answer, add_special_tokens=False)["input_ids"]),
                     round=min(r for _, _, r in members),

@@ -82,7 +82,8 @@ def sample_score(mean_lp: float, bt_value: float, rule: str, backtrack_weight: f
     return mean_lp + backtrack_weight * bt_value
 
 
-def _aggregate(values: list[float], duplicates: str) -> float:
+def aggregate_scores(values: Sequence[float], duplicates: str) -> float:
+    """One score for the duplicates of an answer: their ``sum`` (released), ``mean`` or ``max``."""
     if duplicates == "sum":
         return float(sum(values))
     if duplicates == "mean":
@@ -109,7 +110,7 @@ def aggregate_samples(
                 end_reason=first.end_reason,
                 mean_logprob=float(sum(s.mean_logprob for s in group) / len(group)),
                 backtrack_value=float(sum(s.backtrack_value for s in group) / len(group)),
-                score=_aggregate(scores, duplicates),
+                score=aggregate_scores(scores, duplicates),
                 count=len(group),
                 num_tokens=first.num_tokens,
                 round=min(s.round for s in group),
