@@ -3,7 +3,8 @@
 ``train(script_args, training_args, model_args)`` loads a contract dataset (a local Hub-layout folder or a Hub id),
 the model and tokenizer with ``from_pretrained``, adds ``<backtrack>`` when missing (resizing and mean-initialising
 the embeddings before DeepSpeed starts), trains with :class:`~backtrack_trl.collator.BacktrackMaskingCollator` in
-TRL's ``SFTTrainer`` and saves the model, tokenizer, generation config and a model card. The same function trains
+TRL's ``SFTTrainer`` and saves the model, tokenizer, generation config and a model card (the package's
+``templates/model_card.md``, whose task paragraph and example come from the ``task`` plug-in). The same function trains
 the optimal-only baseline and the backtrack model: the dataset decides. The self-improvement loop calls it too.
 
 Usage:
@@ -26,8 +27,10 @@ import dataclasses
 import logging
 import math
 import os
+import string
 import sys
 from dataclasses import dataclass, field
+from importlib import resources
 from typing import Any
 
 import datasets
@@ -44,7 +47,7 @@ from trl.trainer.utils import get_quantization_config
 from .atomic_io import atomic_write_text
 from .collator import BacktrackMaskingCollator, check_columns
 from .decoding.hub import write_custom_generate
-from .tasks.base import BACKTRACK_TOKEN
+from .tasks.base import BACKTRACK_TOKEN, Task, get_task
 from .tokenization import add_backtrack_token, mean_init_rows
 
 
@@ -92,6 +95,7 @@ class SFTScriptArguments(ScriptArguments):
     max_eval_samples: int | None = field(
         default=None, metadata={"help": "Evaluate on the first N rows of the test split only."}
     )
+    task: str = field(default="countdown", metadata={"help": "Registered task of the dataset (backtrack_trl.tasks)."})
 
 
 # SFTConfig options that contradict raw-row collation: name -> (bad value test, why, fix)
@@ -302,57 +306,66 @@ def lora_config_for_new_tokens(model_args: ModelConfig, model: PreTrainedModel):
     return peft_config
 
 
-MODEL_CARD = """---
-{front_matter}---
+#: The model card: a ``string.Template`` shipped as package data (``${name}`` fields, see ``create_model_card``).
+MODEL_CARD_TEMPLATE = "templates/model_card.md"
+#: The card's example problem per task, as a dataset row (other tasks: the first training row).
+CARD_EXAMPLE_ROWS = {"countdown": {"numbers": [2, 39, 45, 10], "target": 62}}
 
-# {model_name}
 
-A Countdown reasoning model fine-tuned with **backtrack-masked SFT** (backtrack-trl, a TRL re-implementation of
-[Self-Backtracking](https://arxiv.org/abs/2502.04404), Yang et al., ICML 2025). {what}
+def model_card_template() -> string.Template:
+    """The model card template, read from the installed package (``backtrack_trl/templates/model_card.md``)."""
+    return string.Template(resources.files("backtrack_trl").joinpath(MODEL_CARD_TEMPLATE).read_text(encoding="utf-8"))
 
-## Quick start
 
-Decode with the self-backtracking search (sample N continuations, roll back at `<backtrack>`, keep the most likely
-answer), which is where this model gains over greedy decoding:
+def _card_example(task: Task, train_dataset) -> Any:
+    """The card's example problem: the task's fixed example, else the first training row's problem (None if none)."""
+    if task.name in CARD_EXAMPLE_ROWS:
+        return task.problem_from_row(CARD_EXAMPLE_ROWS[task.name])
+    try:
+        return task.problem_from_row(next(iter(train_dataset)))
+    except (StopIteration, TypeError, KeyError, ValueError):
+        return None
 
-```python
-{imports}
-from backtrack_trl.decoding import SelfBacktrackingDecoder
-from backtrack_trl.tasks.countdown.format import Problem
 
-{load}
-decoder = SelfBacktrackingDecoder(model, tokenizer, n=32, b=1)
-print(decoder.solve([Problem((2, 39, 45, 10), 62)]))
-```
+def _problem_code(problem: Any, prompt: str) -> tuple[str, str]:
+    """(import line, expression) that build ``problem`` in the card's quick start: the problem's own ``repr`` when it
+    evaluates back to the same problem (e.g. Countdown's ``Problem(numbers=(2, 39, 45, 10), target=62)``), else the
+    prompt string."""
+    cls = type(problem)
+    try:
+        code = repr(problem)
+        rebuilt = eval(code, {"__builtins__": {}, cls.__name__: cls})  # noqa: S307  (our own problem's repr)
+        if rebuilt == problem and cls.__module__ not in ("__main__", "builtins"):
+            return f"\nfrom {cls.__module__} import {cls.__name__}", code
+    except Exception:  # a repr that is not code: show the prompt instead
+        pass
+    return "", repr(prompt)
 
-Prompt format: `###Question: numbers [2, 39, 45, 10]->target 62\\n###Response:\\n`; one step `a<op>b=c` per line,
-then `Goal Reached!` and EOS, or `<backtrack>` (one special token, id {backtrack_id}) right after a wrong step. Decode
-with `skip_special_tokens=False`: `skip_special_tokens=True` drops `<backtrack>`.
 
-## Training
-
-- Base model: `{base_model}`
-- Dataset: `{dataset_name}` (split `{train_split}`{rows})
-- Loss: prompt and padding masked; in backtrack rows the wrong step {mask_rule}; the correct prefix, `<backtrack>`
-  and EOS are trained.
-- Hyperparameters: learning rate {lr}, {scheduler} schedule, warmup {warmup}, {batch} per device x {accum}
-  accumulation x {world} processes, {epochs}, max length {max_length}, weight decay {weight_decay}{peft}.
-{results}
-Framework versions: TRL {trl}, transformers {transformers}, torch {torch}, datasets {datasets}.
-
-## Citation
-
-```bibtex
-@inproceedings{{yang2025selfbacktracking,
-  title     = {{Step Back to Leap Forward: Self-Backtracking for Boosting Reasoning of Language Models}},
-  author    = {{Yang, Xiao-Wen and others}},
-  booktitle = {{International Conference on Machine Learning (ICML)}},
-  year      = {{2025}},
-  eprint    = {{2502.04404}},
-  archivePrefix = {{arXiv}}
-}}
-```
-"""
+def card_task_fields(task: str | Task, train_dataset=None) -> dict[str, str]:
+    """The model card's task-specific fields, from the task plug-in (``card_text``, ``format_prompt``, ``solve``)."""
+    task = get_task(task)
+    fields = {
+        "task_title": task.name.replace("_", " ").capitalize(),
+        "task_tag": task.name,
+        "task_text": task.card_text(),
+        "task_option": "" if task.name == "countdown" else f", task={task.name!r}",
+    }
+    problem = _card_example(task, train_dataset)
+    if problem is None:
+        prompt, answer, problem_import, code = "###Question: ...\n###Response:\n", "...", "", '"###Question: ..."'
+    else:
+        prompt = task.format_prompt(problem)
+        steps = task.solve(problem)
+        answer = task.format_response(steps) if steps is not None else "(no solution)"
+        problem_import, code = _problem_code(problem, prompt)
+    fields.update(
+        prompt=prompt.replace("\n", "\\n"),
+        answer=answer.rstrip("\n"),
+        problem_import=problem_import,
+        problem=code,
+    )
+    return fields
 
 
 def _is_hub_id(name: str | None) -> bool:
@@ -382,9 +395,9 @@ class BacktrackSFTTrainer(SFTTrainer):
             front.append(f"base_model: {base_model}")
         if _is_hub_id(dataset):
             front.append(f"datasets:\n- {dataset}")
-        front.append(
-            "tags:\n" + "".join(f"- {t}\n" for t in ["trl", "sft", "self-backtracking", "countdown"]).rstrip()
-        )
+        task_fields = card_task_fields(script_args.task, self.train_dataset)
+        tags = ["trl", "sft", "self-backtracking", task_fields.pop("task_tag")]
+        front.append("tags:\n" + "".join(f"- {t}\n" for t in tags).rstrip())
         peft = bool(model_args.use_peft)
         if peft:
             imports = "from peft import AutoPeftModelForCausalLM\nfrom transformers import AutoTokenizer\n"
@@ -404,7 +417,8 @@ class BacktrackSFTTrainer(SFTTrainer):
             rows = f", {len(self.train_dataset):,} rows"
         except TypeError:
             rows = ""
-        text = MODEL_CARD.format(
+        text = model_card_template().substitute(
+            **task_fields,
             front_matter="\n".join(front) + "\n",
             model_name=model_name,
             what=(
@@ -469,6 +483,7 @@ def train(script_args: SFTScriptArguments, training_args: SFTConfig, model_args:
         raise ValueError(
             "Set `dataset_name` (a Hub-layout folder such as data/countdown-tiny/backtrack, or a Hub id)."
         )
+    get_task(script_args.task)  # an unknown task fails now (it writes the model card), not after training
     configure_training_args(training_args)
     setup_logging(training_args)
     logger.info("Script parameters %s", script_args)
