@@ -15,14 +15,14 @@ from datasets import load_dataset
 from backtrack_trl.data import (
     BuildDatasetArguments,
     build_and_save,
-    build_countdown_dataset,
+    build_dataset,
     build_rows,
     parse_error_mix,
 )
 from backtrack_trl.tasks.countdown.checkers import check
 from backtrack_trl.tasks.countdown.error_steps import state_after
 from backtrack_trl.tasks.countdown.format import BACKTRACK_TOKEN, Problem, format_prompt, parse_step
-from backtrack_trl.tasks.countdown.generator import problem_key, split_targets
+from backtrack_trl.tasks.countdown.generator import CountdownConfig, problem_key, split_targets
 from backtrack_trl.tasks.countdown.solver import is_solvable, solve
 
 
@@ -40,8 +40,18 @@ TINY = {
 COLUMNS = ["numbers", "target", "prompt", "completion", "kind", "error_type", "prefix", "wrong_step"]
 
 
+CONFIG_FIELDS = {f.name for f in dataclasses.fields(CountdownConfig)}
+
+
 def _args(**overrides):
-    return BuildDatasetArguments(**{**TINY, "num_proc": 1, **overrides})
+    """``(builder options, Countdown generator options)`` of TINY with ``overrides``."""
+    values = {**TINY, "num_proc": 1, **overrides}
+    config = CountdownConfig(**{k: v for k, v in values.items() if k in CONFIG_FIELDS})
+    return BuildDatasetArguments(**{k: v for k, v in values.items() if k not in CONFIG_FIELDS}), config
+
+
+def build_countdown_dataset(args_and_config):
+    return build_dataset(*args_and_config)
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +97,7 @@ def test_splits_columns_and_counts(backtrack):
 
 
 def test_test_problems_never_in_train_and_targets_held_out(backtrack):
-    seen_targets, new_targets = split_targets(_args().countdown_config())
+    seen_targets, new_targets = split_targets(_args()[1])
     train_keys = {problem_key(_problem(row)) for row in backtrack["train"]}
     for split, targets in (("test_seen", seen_targets), ("test_new", new_targets)):
         keys = [problem_key(_problem(row)) for row in backtrack[split]]
@@ -189,7 +199,7 @@ def test_parse_error_mix_values():
             {"num_train_questions": 15_300, "num_test": 100},
             "Only 15317 distinct solvable problems exist for num_train",
         ),
-        ({"num_test": 1_000}, "Only 975 distinct solvable problems exist for num_test \\(held-out targets\\)"),
+        ({"num_test": 1_000}, "Only 975 distinct solvable problems exist for num_test \\(held-out problems\\)"),
         ({"min_number": 10, "max_number": 5}, "max_number"),
         ({"mode": "sometimes"}, "mode"),
         ({"backtrack_ratio": -1}, "backtrack_ratio"),
@@ -201,12 +211,12 @@ def test_impossible_settings(overrides, message):
     with pytest.raises(ValueError, match=message):
         build_countdown_dataset(_args(**overrides)) if "push_to_hub" not in overrides else _args(
             **overrides
-        ).validate()
+        )[0].validate()
 
 
 def test_build_and_save_card_and_existing_folder(tmp_path):
-    args = _args(output_dir=str(tmp_path / "bt"), num_train_questions=20, num_test=5)
-    build_and_save(args)
+    args, config = _args(output_dir=str(tmp_path / "bt"), num_train_questions=20, num_test=5)
+    build_and_save(args, config)
     loaded = load_dataset(str(tmp_path / "bt"))
     assert {name: len(split) for name, split in loaded.items()} == {"train": 40, "test_seen": 5, "test_new": 5}
     text = (tmp_path / "bt" / "README.md").read_text()
@@ -214,8 +224,8 @@ def test_build_and_save_card_and_existing_folder(tmp_path):
     assert [c["config_name"] for c in meta["configs"]] == ["default"]
     assert "| `seed` | `7` |" in text and "| train | 40 | 20 | 20 | 20 |" in text
     with pytest.raises(FileExistsError, match="already exists.*--overwrite"):
-        build_and_save(args)
-    build_and_save(dataclasses.replace(args, overwrite=True, num_train_questions=10))
+        build_and_save(args, config)
+    build_and_save(dataclasses.replace(args, overwrite=True, num_train_questions=10), config)
     assert len(load_dataset(str(tmp_path / "bt"))["train"]) == 20
 
 

@@ -15,10 +15,10 @@ from backtrack_trl.tasks.countdown.format import (
     format_response,
 )
 from backtrack_trl.tokenization import (
-    TEMPLATE_PHRASES,
     add_backtrack_token,
     build_countdown_tokenizer,
     require_backtrack_token,
+    template_phrases,
 )
 
 
@@ -68,7 +68,7 @@ def test_prompt_tokens_bos_and_template_phrases(tokenizer):
     assert tokens[-3:] == ["\n", "###Response:", "\n"]
     # Digits are single characters, so "39" is two tokens.
     assert tokens[5:9] == ["2", ",", " ", "3"]
-    for phrase in TEMPLATE_PHRASES:
+    for phrase in template_phrases("countdown"):
         assert len(tokenizer(phrase, add_special_tokens=False)["input_ids"]) == 1
     assert tokenizer.convert_ids_to_tokens(tokenizer(GOAL_MARKER, add_special_tokens=False)["input_ids"]) == [
         GOAL_MARKER

@@ -8,7 +8,7 @@ import pytest
 import yaml
 from trl import TrlParser
 
-from backtrack_trl.data import BuildDatasetArguments
+from backtrack_trl.data import parse_data_args
 from backtrack_trl.evaluation import EvaluationArguments
 from backtrack_trl.modeling import InitModelArguments
 from backtrack_trl.self_improve import SelfImproveArguments
@@ -24,8 +24,9 @@ def _parse(cls, path):
 
 @pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(ROOT, "recipes", "*", "data", "config_*.yaml"))))
 def test_data_recipes_parse_and_validate(path):
-    args = _parse(BuildDatasetArguments, path).validate()
+    args, config = parse_data_args(["--config", path])
     assert args.mode in os.path.basename(path) and args.mode in args.output_dir
+    assert args.task == yaml.safe_load(open(path))["task"] and config.seed == yaml.safe_load(open(path))["seed"]
 
 
 @pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(ROOT, "recipes", "*", "eval", "config_*.yaml"))))
@@ -37,7 +38,7 @@ def test_eval_recipes_parse(path):
 @pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(ROOT, "recipes", "*", "init_model.yaml"))))
 def test_init_model_recipes_parse(path):
     args = _parse(InitModelArguments, path)
-    assert args.tokenizer in ("countdown", "countdown-numbers") or args.model_name_or_path
+    assert args.tokenizer.removesuffix("-numbers") in ("countdown", "sudoku") or args.model_name_or_path
 
 
 @pytest.mark.parametrize(

@@ -44,8 +44,8 @@ from typing import Any
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from .tasks import TASKS, get_task
 from .tasks.base import BACKTRACK_TOKEN
-from .tasks.countdown.error_steps import ERROR_TYPES
 
 
 logger = logging.getLogger(__name__)
@@ -112,11 +112,15 @@ def special_token_layout(tokenizer: PreTrainedTokenizerBase) -> tuple[list[int],
 def check_trained_error_types(trained_error_types: Iterable[str]) -> frozenset[str]:
     """Validate the error types whose wrong step is trained despite ``mask_wrong_step``; return them as a set."""
     types = frozenset(trained_error_types or ())
-    unknown = sorted(types - set(ERROR_TYPES))
+    get_task()  # loads the built-in tasks into the registry
+    # The collator is task-free: a type is known when some registered task makes it.
+    known = list(dict.fromkeys(error for task in TASKS.values() for error in task.error_types))
+    unknown = sorted(types - set(known))
     if unknown:
         raise ValueError(
-            f"trained_error_types has unknown error type(s) {unknown}; use a subset of {list(ERROR_TYPES)}, e.g. "
-            "[exploration] (a legal step with right arithmetic: training it teaches honest steps that miss)."
+            f"trained_error_types has unknown error type(s) {unknown}; use a subset of the tasks' error types "
+            f"{known}, e.g. [exploration] (a legal step that leaves every solution: training it teaches honest "
+            "steps that miss)."
         )
     return types
 

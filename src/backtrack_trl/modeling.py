@@ -129,9 +129,10 @@ class InitModelArguments:
     tokenizer: str = field(
         default="countdown",
         metadata={
-            "help": "'countdown' builds the character-level task tokenizer, 'countdown-numbers' the same with every "
-            "run of 1-3 digits as one token (Llama-3's number chunking); otherwise a local folder or Hub id of an "
-            "existing tokenizer (e.g. meta-llama/Llama-3.2-1B) to which <backtrack> (and a pad token) is added."
+            "help": "A registered task name ('countdown', 'sudoku') builds that task's character-level tokenizer, "
+            "'<task>-numbers' (e.g. 'countdown-numbers') the same with every run of 1-3 digits as one token "
+            "(Llama-3's number chunking); otherwise a local folder or Hub id of an existing tokenizer (e.g. "
+            "meta-llama/Llama-3.2-1B) to which <backtrack> (and a pad token) is added."
         },
     )
     model_name_or_path: str | None = field(
@@ -198,11 +199,14 @@ def init_model(args: InitModelArguments) -> Path:
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging
 
-    from .tokenization import add_backtrack_token, build_countdown_tokenizer
+    from .tasks import TASKS, get_task
+    from .tokenization import add_backtrack_token, build_task_tokenizer
 
-    if args.tokenizer in ("countdown", "countdown-numbers"):
-        tokenizer = build_countdown_tokenizer(
-            model_max_length=args.max_position_embeddings, numbers=args.tokenizer == "countdown-numbers"
+    get_task()  # loads the built-in tasks into the registry
+    task_name = args.tokenizer.removesuffix("-numbers")
+    if task_name in TASKS:
+        tokenizer = build_task_tokenizer(
+            task_name, model_max_length=args.max_position_embeddings, numbers=args.tokenizer.endswith("-numbers")
         )
     else:
         tokenizer = load_tokenizer(args.tokenizer)

@@ -37,23 +37,24 @@ def decoder_key(entry: dict[str, Any], label: str) -> str:
 
 
 def _percent(entry: dict[str, Any]) -> dict[str, float]:
-    arithmetic = entry.get("arithmetic") or {}
+    """One decoder's figures in percent: accuracies, oracle, counts, the task's diagnosis (its own keys) and the
+    strict failure reasons (``reason_<name>``)."""
 
     def pct(value):
         return None if value is None else 100.0 * value
 
+    # "arithmetic": the diagnosis key of evaluations written before tasks were plug-ins.
+    diagnosis = entry.get("diagnosis") or entry.get("arithmetic") or {}
+    reasons = entry.get("reasons_strict") or {}
     return {
+        **{key: pct(value) for key, value in diagnosis.items() if isinstance(value, (int, float))},
+        **{f"reason_{reason}": pct(share) for reason, share in reasons.items()},
         "strict": 100.0 * entry["accuracy_strict"],
-        "official": 100.0 * entry["accuracy_official"],
+        "official": pct(entry.get("accuracy_official")),
         "oracle": 100.0 * entry["oracle_strict"],
         "n": entry.get("num_problems"),
         "tokens": entry.get("tokens_per_problem"),
         "seconds": entry.get("seconds_per_problem"),
-        "wrong_arithmetic": pct((entry.get("reasons_strict") or {}).get("incorrect_result")),
-        "step_right": pct(arithmetic.get("step_right")),
-        "first_step_right": pct(arithmetic.get("first_step_right")),
-        "last_step_right": pct(arithmetic.get("last_step_right")),
-        "target_copy": pct(arithmetic.get("target_copy")),
     }
 
 

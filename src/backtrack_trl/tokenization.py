@@ -1,9 +1,10 @@
-"""Tokenizers for backtrack-trl: the small Countdown task tokenizer, and adding ``<backtrack>`` to any tokenizer.
+"""Tokenizers for backtrack-trl: small character-level task tokenizers, and adding ``<backtrack>`` to any tokenizer.
 
-The task tokenizer spells every printable ASCII character as its own token, except five template phrases that
-each get one token (``"###Question:"``, ``" numbers"``, ``"->target"``, ``"###Response:"``, ``"Goal Reached!"``).
-Encoding is lossless for printable ASCII text; ``<s>`` is prepended by ``tokenizer(text)``; ``</s>`` is the EOS the
-training side appends; ``<backtrack>`` is one additional special token.
+A task tokenizer (:func:`build_task_tokenizer`) spells every printable ASCII character as its own token, except the
+task's template phrases (:meth:`backtrack_trl.tasks.Task.tokenizer_phrases`), which each get one token (Countdown:
+``"###Question:"``, ``" numbers"``, ``"->target"``, ``"###Response:"``, ``"Goal Reached!"``; Sudoku: ``" sudoku"``
+instead of the two Countdown phrases). Encoding is lossless for printable ASCII text; ``<s>`` is prepended by
+``tokenizer(text)``; ``</s>`` is the EOS the training side appends; ``<backtrack>`` is one additional special token.
 
 Usage:
 
@@ -35,7 +36,7 @@ from tokenizers import AddedToken as RawAddedToken
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
-from .tasks.base import BACKTRACK_TOKEN, GOAL_MARKER
+from .tasks.base import BACKTRACK_TOKEN, Task, get_task
 
 
 BOS_TOKEN = "<s>"
@@ -43,8 +44,6 @@ EOS_TOKEN = "</s>"
 PAD_TOKEN = "<pad>"
 UNK_TOKEN = "<unk>"
 SPECIAL_TOKENS = (PAD_TOKEN, BOS_TOKEN, EOS_TOKEN, UNK_TOKEN, BACKTRACK_TOKEN)
-# Template phrases of the Countdown format that get one token each (see backtrack_trl.tasks.countdown.format.format_prompt).
-TEMPLATE_PHRASES = ("###Question:", " numbers", "->target", "###Response:", GOAL_MARKER)
 # Every printable ASCII character (letters, digits, punctuation, space, \t \n \r \x0b \x0c) is a token, so any
 # ASCII text round-trips; anything else becomes <unk>.
 CHARACTERS = tuple(dict.fromkeys(string.printable))
@@ -58,25 +57,44 @@ RESERVED_PAD_TOKENS = ("<|finetune_right_pad_id|>",)
 NUMBER_TOKENS = tuple(f"{n:0{width}d}" for width in (2, 3) for n in range(10**width))
 
 
-def countdown_vocab(numbers: bool = False) -> dict[str, int]:
-    """Token -> id of the task tokenizer: special tokens first (``<pad>`` = 0), then the phrases, then characters
+def template_phrases(task: Task | str = "countdown") -> tuple[str, ...]:
+    """The task's phrases that get one token each (special tokens such as ``<backtrack>`` are added apart)."""
+    return tuple(phrase for phrase in get_task(task).tokenizer_phrases() if phrase not in SPECIAL_TOKENS)
+
+
+def task_vocab(task: Task | str = "countdown", numbers: bool = False) -> dict[str, int]:
+    """Token -> id of a task tokenizer: special tokens first (``<pad>`` = 0), then the phrases, then characters
     (then the number tokens "00".."999" with ``numbers=True``)."""
-    tokens = list(SPECIAL_TOKENS) + list(TEMPLATE_PHRASES) + list(CHARACTERS) + list(NUMBER_TOKENS if numbers else ())
+    tokens = list(SPECIAL_TOKENS) + list(template_phrases(task)) + list(CHARACTERS)
+    tokens += list(NUMBER_TOKENS if numbers else ())
     return {token: index for index, token in enumerate(tokens)}
 
 
+def countdown_vocab(numbers: bool = False) -> dict[str, int]:
+    """Token -> id of the Countdown tokenizer (:func:`task_vocab` of Countdown)."""
+    return task_vocab("countdown", numbers)
+
+
 def build_countdown_tokenizer(model_max_length: int = 128, numbers: bool = False) -> PreTrainedTokenizerFast:
-    """Build the Countdown task tokenizer (a ``PreTrainedTokenizerFast``; ``save_pretrained`` / ``AutoTokenizer``).
+    """The Countdown task tokenizer (:func:`build_task_tokenizer` of Countdown)."""
+    return build_task_tokenizer("countdown", model_max_length=model_max_length, numbers=numbers)
+
+
+def build_task_tokenizer(
+    task: Task | str = "countdown", model_max_length: int = 128, numbers: bool = False
+) -> PreTrainedTokenizerFast:
+    """Build a task's character-level tokenizer (a ``PreTrainedTokenizerFast``; ``save_pretrained`` /
+    ``AutoTokenizer``).
 
     ``model_max_length`` is only recorded in the tokenizer config (the paper trains with max length 128).
     ``numbers=True``: numbers are split into runs of 1-3 digits, each one token (Llama-3's number chunking), instead
     of one token per digit.
     """
-    vocab = countdown_vocab(numbers)
+    vocab = task_vocab(task, numbers)
     backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK_TOKEN))
     # One regex: a template phrase if one starts here (listed first, so it wins), else (a number chunk, or) any
     # single character.
-    phrases = "|".join(re.escape(phrase) for phrase in TEMPLATE_PHRASES)
+    phrases = "|".join(re.escape(phrase) for phrase in template_phrases(task))
     digits = "[0-9]{1,3}|" if numbers else ""
     backend.pre_tokenizer = pre_tokenizers.Split(Regex(f"{phrases}|{digits}[\\s\\S]"), behavior="isolated")
     # Tokens are literal text pieces: decoding is plain concatenation (no spaces inserted between tokens).

@@ -18,6 +18,8 @@ assert task.check(problem, "3+5=8\\n8*2=16\\nGoal Reached!").correct
 from __future__ import annotations
 
 import abc
+import hashlib
+import json
 import random
 from collections.abc import Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -59,6 +61,27 @@ class Task(abc.ABC):
     reasons: ClassVar[tuple[str, ...]] = ("correct",)
     #: Kinds of wrong steps the backtrack data is made of (the paper's three for Countdown).
     error_types: ClassVar[tuple[str, ...]] = ()
+    #: Default weights of :attr:`error_types` in backtrack data (``error_mix`` of the data recipe overrides them).
+    default_error_mix: ClassVar[tuple[float, ...]] = ()
+    #: The generator's options: a dataclass whose fields (with ``help`` metadata) are YAML keys of the data recipe
+    #: beside ``recipes/build_dataset.py``'s own. It must have a ``seed`` field (the held-out split and the problems
+    #: derive from it) and may have a ``validate()`` that raises ValueError naming the field and the fix.
+    config_class: ClassVar[type | None] = None
+    #: ``datasets`` feature of each of :attr:`problem_columns` (e.g. ``{"target": Value("int64")}``).
+    problem_features: ClassVar[Mapping[str, Any]] = {}
+    #: What each of :attr:`problem_columns` holds, for the dataset card.
+    column_descriptions: ClassVar[Mapping[str, str]] = {}
+    #: Short table headers of :attr:`reasons` (default: the reason with spaces).
+    reason_labels: ClassVar[Mapping[str, str]] = {}
+    #: Columns of :meth:`diagnose` for the evaluation table: ``(key, header)`` pairs (values are shares, 0..1).
+    diagnosis_columns: ClassVar[tuple[tuple[str, str], ...]] = ()
+    #: A sentence explaining :attr:`diagnosis_columns` under the evaluation table.
+    diagnosis_text: ClassVar[str] = ""
+    #: Published figures the study report prints beside its own: ``{"label": column header, "table": {(model,
+    #: decoder key): (seen, new)}, "rounds": {"seen": (...), "new": (...)}}`` (Countdown: the paper's Table 1).
+    reference_results: ClassVar[Mapping[str, Any]] = {}
+    #: Folder name of the task's ``evaluate`` metric under ``metrics/`` (None: the checkers alone).
+    metric_name: ClassVar[str | None] = None
 
     # -- problems and text ------------------------------------------------------------------------------------------
     @abc.abstractmethod
@@ -156,6 +179,55 @@ class Task(abc.ABC):
     def make_error(self, error_type: str, problem, prefix: Sequence, rng: random.Random):
         """A wrong step of kind ``error_type`` after the correct ``prefix``, or None if there is none."""
 
+    def seed_text(self, problem) -> str:
+        """A stable text of a problem, from which the data builder derives the problem's own seeds."""
+        return json.dumps(self.problem_to_row(problem), sort_keys=True)
+
+    def sample_error_type(self, rng: random.Random, mix: Sequence[float]) -> str:
+        """Draw one of :attr:`error_types` with weights ``mix``."""
+        return rng.choices(self.error_types, weights=mix, k=1)[0]
+
+    def make_backtrack_example(self, problem, solution: Sequence, error_type: str, rng: random.Random):
+        """``(prefix, wrong_step)``: the first k steps of ``solution`` (k uniform) and an error of ``error_type`` at
+        step k; the other positions are tried in a random order when it is impossible there; None if it is
+        impossible everywhere."""
+        first = rng.randrange(len(solution))
+        rest = [k for k in range(len(solution)) if k != first]
+        rng.shuffle(rest)
+        for k in [first, *rest]:
+            wrong = self.make_error(error_type, problem, list(solution[:k]), rng)
+            if wrong is not None:
+                return list(solution[:k]), wrong
+        return None
+
+    def generate_shard(self, config: Any, split: str, n: int, seed: int) -> list:
+        """``n`` problems of ``split``, a function of the arguments only (worker processes call it per shard).
+
+        Problems may repeat across shards: the data builder keeps the first of each :meth:`problem_key`."""
+        stream = self.iter_problems(config, split, random.Random(seed))
+        return [next(stream) for _ in range(n)]
+
+    def count_problems(self, config: Any, split: str) -> int | None:
+        """How many distinct problems ``split`` has, when cheap to count (None: many), so small settings fail fast."""
+        return None
+
+    def describe_splits(self, config: Any) -> list[str]:
+        """Markdown lines for the dataset card: what is held out for ``test_new`` (e.g. the held-out targets)."""
+        return []
+
+    def diagnose(self, problems: Sequence, completions: Sequence[str]) -> dict[str, float | None]:
+        """Task-specific shares of the chosen answers for the evaluation table (e.g. Countdown's step arithmetic)."""
+        return {}
+
+    def limiting_factor(self, diagnosis: Mapping[str, Any], accuracy: float, oracle: float | None) -> str:
+        """One line: what limits a decoder whose answers got ``diagnosis`` (see :meth:`diagnose`)?"""
+        if oracle is not None and oracle - accuracy >= 0.05:
+            return (
+                f"selection limits the search: a right answer is among the candidates for {100 * oracle:.1f}% vs "
+                f"{100 * accuracy:.1f}% chosen"
+            )
+        return "search limits the model: the right path is not among the candidates"
+
     def tokenizer_phrases(self) -> tuple[str, ...]:
         """Phrases a task tokenizer keeps as single tokens (the frame's markers; a task may add its own)."""
         return ("###Question:", "###Response:", GOAL_MARKER, BACKTRACK_TOKEN)
@@ -163,6 +235,12 @@ class Task(abc.ABC):
     def card_text(self) -> str:
         """A paragraph for dataset and model cards: what the task is and how its answers are written."""
         return f"Task `{self.name}`."
+
+
+def shard_seed(seed: int, split: str, shard: int) -> int:
+    """A stable 63-bit seed for shard ``shard`` of split ``split`` (same on every machine and Python version)."""
+    digest = hashlib.sha256(f"{seed}/{split}/{shard}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
 
 
 TASKS: dict[str, type[Task]] = {}
@@ -182,7 +260,7 @@ def get_task(name: str | Task = "countdown") -> Task:
     """The registered task ``name`` (an instance is returned as is); a ValueError lists the known tasks."""
     if isinstance(name, Task):
         return name
-    from . import countdown  # noqa: F401  (registers the built-in tasks)
+    from . import countdown, sudoku  # noqa: F401  (registers the built-in tasks)
 
     if name not in TASKS:
         raise ValueError(f"Unknown task {name!r}; known tasks: {sorted(TASKS)}. Register one with @register_task.")

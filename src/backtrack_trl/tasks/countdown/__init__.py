@@ -23,9 +23,12 @@ import random
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
+from datasets import List, Value
+
 from ..base import Task, Verdict, register_task
-from . import checkers, error_steps, format, generator, solver
+from . import checkers, error_steps, format, generator, paper, solver
 from .format import Problem, Step
+from .generator import CountdownConfig
 
 
 @register_task
@@ -35,6 +38,32 @@ class CountdownTask(Task):
     modes = checkers.MODES
     reasons = checkers.REASONS
     error_types = error_steps.ERROR_TYPES
+    default_error_mix = error_steps.DEFAULT_ERROR_MIX
+    config_class = CountdownConfig
+    problem_features = {"numbers": List(Value("int64")), "target": Value("int64")}
+    column_descriptions = {"numbers": "the problem's numbers, in prompt order", "target": "the number to reach"}
+    metric_name = "countdown_accuracy"
+    reference_results = {
+        "label": "Paper 1B seen / new (official)",
+        "table": paper.PAPER_1B,
+        "rounds": paper.PAPER_ROUNDS_1B,
+    }
+    reason_labels = {
+        "not_reached_target": "not reached",
+        "incorrect_result": "wrong arithmetic",
+        "unknown_numbers": "unknown numbers",
+        "invalid_format": "bad format",
+    }
+    diagnosis_text = (
+        "Arithmetic of the chosen answers: share of written steps whose result is the true result (all / first / last "
+        "step), and share of answers whose last step copies the target with wrong arithmetic."
+    )
+    diagnosis_columns = (
+        ("step_right", "Right steps %"),
+        ("first_step_right", "Right first %"),
+        ("last_step_right", "Right last %"),
+        ("target_copy", "Copies target %"),
+    )
 
     def format_prompt(self, problem: Problem) -> str:
         return format.format_prompt(problem)
@@ -70,9 +99,42 @@ class CountdownTask(Task):
     def check(self, problem: Problem, response: str, mode: str = "strict") -> Verdict:
         return checkers.check(problem, response, mode=mode)
 
-    def iter_problems(self, config: generator.CountdownConfig, split: str, rng: random.Random) -> Iterator[Problem]:
+    def iter_problems(self, config: CountdownConfig, split: str, rng: random.Random) -> Iterator[Problem]:
         seen, new = generator.split_targets(config)
         return generator.iter_problems(config, new if split == "test_new" else seen, rng)
+
+    def generate_shard(self, config: CountdownConfig, split: str, n: int, seed: int) -> list[Problem]:
+        seen, new = generator.split_targets(config)
+        return generator.generate_problems_shard(config, new if split == "test_new" else seen, n, shard_seed=seed)
+
+    def count_problems(self, config: CountdownConfig, split: str) -> int | None:
+        seen, new = generator.split_targets(config)
+        if split == "test_new" and not new:
+            raise ValueError(
+                f"The test_new split needs held-out targets but new_target_fraction={config.new_target_fraction} "
+                f"leaves none; raise new_target_fraction (e.g. 0.1) or set num_test: 0."
+            )
+        return generator.count_distinct_problems(config, new if split == "test_new" else seen)
+
+    def describe_splits(self, config: CountdownConfig) -> list[str]:
+        seen, new = generator.split_targets(config)
+        return [f"Seen targets ({len(seen)}): {seen}", "", f"Held-out targets ({len(new)}): {new}"]
+
+    def seed_text(self, problem: Problem) -> str:
+        return f"{list(problem.numbers)}/{problem.target}"
+
+    def diagnose(self, problems: Sequence[Problem], completions: Sequence[str]) -> dict:
+        from .arithmetic import answer_arithmetic
+
+        return answer_arithmetic(problems, completions)
+
+    def limiting_factor(self, diagnosis: Mapping[str, Any], accuracy: float, oracle: float | None) -> str:
+        from .arithmetic import limiting_factor
+
+        return limiting_factor(diagnosis.get("last_step_right"), accuracy, oracle)
+
+    def tokenizer_phrases(self) -> tuple[str, ...]:
+        return ("###Question:", " numbers", "->target", "###Response:", "Goal Reached!")
 
     def make_error(self, error_type: str, problem: Problem, prefix: Sequence[Step], rng: random.Random):
         return error_steps.make_error(error_type, problem, prefix, rng)

@@ -24,17 +24,20 @@ assert all(p.target in seen for p in problems)
 
 from __future__ import annotations
 
-import hashlib
+import math
 import random
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from itertools import combinations_with_replacement
 
+from ..base import shard_seed
 from .format import Problem
-from .solver import is_solvable
+from .solver import is_solvable, reachable_values
 
 
 __all__ = [
     "CountdownConfig",
+    "count_distinct_problems",
     "generate_problems",
     "generate_problems_shard",
     "iter_problems",
@@ -51,13 +54,15 @@ MIN_NUMBERS, MAX_NUMBERS = 2, 6
 class CountdownConfig:
     """The problem distribution. ``new_target_fraction`` of the targets ``min_target..max_target`` are held out."""
 
-    num_numbers: int = 4
-    min_number: int = 1
-    max_number: int = 99
-    min_target: int = 10
-    max_target: int = 100
-    new_target_fraction: float = 0.1
-    seed: int = 42
+    num_numbers: int = field(default=4, metadata={"help": "Numbers per problem (the paper: 4)."})
+    min_number: int = field(default=1, metadata={"help": "Smallest number (inclusive)."})
+    max_number: int = field(default=99, metadata={"help": "Largest number (inclusive; the paper: 99)."})
+    min_target: int = field(default=10, metadata={"help": "Smallest target (inclusive; the paper: 10)."})
+    max_target: int = field(default=100, metadata={"help": "Largest target (inclusive; the paper: 100)."})
+    new_target_fraction: float = field(
+        default=0.1, metadata={"help": "Fraction of the targets held out for test_new (the paper: 9 of 91)."}
+    )
+    seed: int = field(default=42, metadata={"help": "Seed of the target split, the problems and the error draws."})
 
     def validate(self) -> CountdownConfig:
         """Raise ValueError naming the bad field and the fix; return self so it can be chained."""
@@ -187,12 +192,6 @@ def generate_problems(
     return [next(stream) for _ in range(n)]
 
 
-def shard_seed(seed: int, split: str, shard: int) -> int:
-    """A stable 63-bit seed for shard ``shard`` of split ``split`` (same on every machine and Python version)."""
-    digest = hashlib.sha256(f"{seed}/{split}/{shard}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") >> 1
-
-
 def generate_problems_shard(
     config: CountdownConfig,
     targets: Iterable[int],
@@ -202,3 +201,18 @@ def generate_problems_shard(
 ) -> list[Problem]:
     """Picklable entry point for worker processes: ``n`` problems from ``random.Random(shard_seed)``."""
     return generate_problems(config, n, targets, random.Random(shard_seed), exclude)
+
+
+def count_distinct_problems(
+    config: CountdownConfig, targets: Sequence[int], max_multisets: int = 20_000
+) -> int | None:
+    """Exact number of distinct solvable problems (numbers multiset, target) with a target in ``targets``.
+
+    None when the space has more than ``max_multisets`` number multisets (too slow to enumerate, and large anyway).
+    """
+    span = config.max_number - config.min_number + 1
+    if math.comb(span + config.num_numbers - 1, config.num_numbers) > max_multisets:
+        return None
+    wanted = set(targets)
+    numbers = range(config.min_number, config.max_number + 1)
+    return sum(len(reachable_values(ms) & wanted) for ms in combinations_with_replacement(numbers, config.num_numbers))

@@ -15,7 +15,7 @@ Two measurements:
 Usage:
 
 ```python
-from backtrack_trl.arithmetic import answer_arithmetic, enumerate_facts
+from backtrack_trl.tasks.countdown.arithmetic import answer_arithmetic, enumerate_facts
 from backtrack_trl.tasks.countdown.format import Problem
 
 problems = [Problem((15, 5, 20), 60), Problem((3, 5, 2), 16)]
@@ -30,8 +30,8 @@ from __future__ import annotations
 import random
 from collections.abc import Iterable, Sequence
 
-from .tasks.countdown.checkers import clean_response
-from .tasks.countdown.format import OPS, Problem, Step, apply_op, format_prompt, parse_step
+from .checkers import clean_response
+from .format import OPS, Problem, Step, apply_op, format_prompt, parse_step
 
 
 __all__ = [
@@ -193,7 +193,7 @@ def probe_facts(
     fact's result. Left-padded batches; at most a few tokens per fact."""
     import torch
 
-    from .decoding.tokens import stock_generate
+    from ...decoding.tokens import stock_generate
 
     if not facts:
         return []

@@ -3,7 +3,7 @@
 import pytest
 from _decoding_utils import tokenizer
 
-from backtrack_trl.arithmetic import (
+from backtrack_trl.tasks.countdown.arithmetic import (
     answer_arithmetic,
     answer_steps,
     enumerate_facts,
