@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 from transformers.utils import ModelOutput
 
-from .base import Decoder
+from .base import Decoder, check_options
 from .baselines import BeamSearchDecoder, BestOfNDecoder, GreedyDecoder
 from .released import ReleasedSelfBacktrackingDecoder
 from .results import SearchResult
@@ -232,8 +232,7 @@ def self_backtracking_generate(
     with the :class:`SearchResult` s. ``generate``'s own stopping criteria are not used (the search stops rows on
     ``<backtrack>``, EOS and the goal marker); its logits processors are applied to the raw logits of every row.
     """
-    if search_method not in ("self_backtracking", "best_of_n", "greedy"):
-        raise ValueError(f"search_method must be 'self_backtracking', 'best_of_n' or 'greedy', got {search_method!r}.")
+    check_options(search_method=search_method)
     options = dict(search_options or {})
     max_new_tokens = getattr(generation_config, "max_new_tokens", None) or 64
     if logits_processor:

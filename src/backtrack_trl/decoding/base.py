@@ -18,7 +18,15 @@ import torch
 
 from ..tasks import get_task
 from .results import SearchResult
-from .selection import RawSample, aggregate_samples, backtrack_value, fallback_index, mean_logprob, select_index
+from .selection import (
+    RawSample,
+    aggregate_samples,
+    backtrack_value,
+    check_rule,
+    fallback_index,
+    mean_logprob,
+    select_index,
+)
 from .tokens import TaskTokens
 
 
@@ -50,10 +58,61 @@ def to_prompt(item, validate: bool = True, task=None) -> str:
     return item
 
 
-def check_int(name: str, value, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ValueError(f"{name} must be an integer in [{low}, {high}], got {value!r}.")
-    return value
+def _integer_in(low: int, high: int, none_means: str | None = None):
+    """A test and its wording for an integer option in ``[low, high]`` (a bool is not an integer here); with
+    ``none_means``, None is accepted too (it means ``none_means``)."""
+    words = f"an integer in [{low}, {high}]"
+    if none_means is not None:
+        words = f"None ({none_means}) or {words}"
+
+    def ok(value) -> bool:
+        if value is None:
+            return none_means is not None
+        return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+    return ok, words
+
+
+# The options the decoders share: keyword -> (name in the error, test, what the option accepts). One table and one
+# check (:func:`check_options`), so every decoder words a bad value the same way: "<option> must be <what it
+# accepts>, got <value>." The accepted values are the fix.
+_OPTIONS = {
+    "n": ("n (samples per state, N)", *_integer_in(1, 4096)),
+    "beams": ("n (beams)", *_integer_in(1, 4096)),
+    "b": ("b (backtracking rounds)", *_integer_in(0, 64)),
+    "max_new_tokens": ("max_new_tokens", *_integer_in(1, 1 << 16)),
+    "max_length": ("max_length", *_integer_in(2, 1 << 16)),
+    "tabu_tokens": ("tabu_tokens", *_integer_in(1, 1 << 16)),
+    "max_backtracks": ("max_backtracks", *_integer_in(0, 1 << 16, none_means="no limit")),
+    "batch_size": ("batch_size", *_integer_in(1, 1 << 20)),
+    "temperature": ("temperature", lambda v: v >= 0, ">= 0"),
+    # A decoder that always samples (the released one) has no greedy mode.
+    "sampling_temperature": ("temperature", lambda v: v > 0, "> 0 (the released decoder samples)"),
+    "top_p": ("top_p", lambda v: 0 < v <= 1, "in (0, 1]"),
+    "sampling": ("sampling", lambda v: v in ("independent", "beam"), "'independent' or 'beam'"),
+    "search_method": (
+        "search_method",
+        lambda v: v in ("self_backtracking", "best_of_n", "greedy"),
+        "'self_backtracking', 'best_of_n' or 'greedy'",
+    ),
+}
+
+
+def check_options(**options) -> None:
+    """Raise a ValueError naming the first bad option among ``options`` and what it accepts.
+
+    Keywords are those of ``_OPTIONS`` (``beams`` is the beam decoder's ``n``, ``sampling_temperature`` the temperature
+    of a decoder that always samples) plus ``selection`` / ``duplicates``, checked together by
+    :func:`~backtrack_trl.decoding.selection.check_rule` (which names the rules).
+    """
+    for key, value in options.items():
+        if key in ("selection", "duplicates"):
+            continue
+        name, ok, accepts = _OPTIONS[key]
+        if not ok(value):
+            raise ValueError(f"{name} must be {accepts}, got {value!r}.")
+    if "selection" in options or "duplicates" in options:
+        check_rule(options.get("selection", "likelihood"), options.get("duplicates", "mean"))
 
 
 class Decoder:
@@ -83,7 +142,8 @@ class Decoder:
         self.model = model
         self.tokenizer = tokenizer
         self.tokens = TaskTokens.from_tokenizer(tokenizer, model)
-        self.batch_size = check_int("batch_size", batch_size or self.default_batch_size, 1, 1 << 20)
+        self.batch_size = batch_size or self.default_batch_size
+        check_options(batch_size=self.batch_size)
         self.seed = int(seed)
         self.validate_prompts = validate_prompts
         self.task = get_task(task)

@@ -13,7 +13,7 @@ best_of_8 = BestOfNDecoder(model, tokenizer, n=8).solve(problems)  # best mean l
 
 from __future__ import annotations
 
-from .base import Decoder, check_int
+from .base import Decoder, check_options
 from .beam import BeamEngine
 from .engine import Expansion, State
 from .results import SearchResult
@@ -55,7 +55,8 @@ class BeamSearchDecoder(Decoder):
     method = "beam"
 
     def __init__(self, model, tokenizer, n: int = 16, max_new_tokens: int = 64, batch_size: int | None = 16, **kw):
-        self.n = check_int("n (beams)", n, 1, 4096)
+        check_options(beams=n)
+        self.n = n
         super().__init__(model, tokenizer, batch_size=batch_size, **kw)
         self.engine = BeamEngine(model, self.tokens, max_new_tokens=max_new_tokens, do_sample=False)
 

@@ -31,11 +31,11 @@ from __future__ import annotations
 import torch
 
 from ..tasks.base import BACKTRACK_TOKEN, GOAL_MARKER, RESPONSE_HEADER
-from .base import Decoder, check_int
+from .base import Decoder, check_options
 from .results import Candidate, SearchResult
 from .sampling import _mix32
 from .search import resolve_k
-from .selection import aggregate_scores, check_rule
+from .selection import aggregate_scores
 from .tokens import stock_generate
 
 
@@ -70,15 +70,12 @@ class ReleasedSelfBacktrackingDecoder(Decoder):
         task="countdown",
         batch_size: int | None = None,
     ):
-        self.n = check_int("n (samples per state, N)", n, 1, 4096)
-        self.b = check_int("b (backtracking rounds)", b, 0, 64)
+        check_options(n=n, b=b, sampling_temperature=temperature, max_length=max_length, duplicates=duplicates)
+        self.n, self.b = n, b
         super().__init__(model, tokenizer, batch_size=1, seed=seed, validate_prompts=validate_prompts, task=task)
         self.k = resolve_k(k, self.n, self.b)
-        check_rule("likelihood", duplicates)
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0 (the released decoder samples), got {temperature}.")
         self.temperature = temperature
-        self.max_length = check_int("max_length", max_length, 2, 1 << 16)
+        self.max_length = max_length
         self.duplicates = duplicates
         self._special_texts = [t for t in (tokenizer.eos_token, tokenizer.pad_token, tokenizer.bos_token) if t]
 

@@ -34,11 +34,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from .base import Decoder, check_int
+from .base import Decoder, check_options
 from .beam import BeamEngine
 from .engine import EngineOutput, Expansion, Sample, SamplingEngine, State
 from .results import SearchResult
-from .selection import check_rule
 
 
 K_RULES = ("paper", "released")
@@ -129,24 +128,16 @@ class SelfBacktrackingDecoder(Decoder):
         task="countdown",
         logits_processor=None,
     ):
-        self.n = check_int("n (samples per state, N)", n, 1, 4096)
-        self.b = check_int("b (backtracking rounds)", b, 0, 64)
+        check_options(
+            n=n, b=b, temperature=temperature, top_p=top_p, sampling=sampling, max_new_tokens=max_new_tokens,
+            tabu_tokens=tabu_tokens, max_backtracks=max_backtracks, selection=selection, duplicates=duplicates,
+        )  # fmt: skip
+        self.n, self.b = n, b
         self.default_batch_size = max(1, 512 // self.n)
         super().__init__(
             model, tokenizer, batch_size=batch_size, seed=seed, validate_prompts=validate_prompts, task=task
         )
         self.k = resolve_k(k, self.n, self.b)
-        if temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {temperature}.")
-        if not 0 < top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {top_p}.")
-        if sampling not in ("independent", "beam"):
-            raise ValueError(f"sampling must be 'independent' or 'beam', got {sampling!r}.")
-        check_int("max_new_tokens", max_new_tokens, 1, 1 << 16)
-        check_int("tabu_tokens", tabu_tokens, 1, 1 << 16)
-        if max_backtracks is not None:
-            check_int("max_backtracks", max_backtracks, 0, 1 << 16)
-        check_rule(selection, duplicates)
         self.temperature, self.top_p, self.top_k = temperature, top_p, top_k
         self.max_new_tokens = max_new_tokens
         self.sampling = sampling
