@@ -18,29 +18,12 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..tasks.base import BACKTRACK_TOKEN, GOAL_MARKER
+from ..tasks.base import GOAL_MARKER
+from ..tokenization import require_backtrack_token
 
 
 # Decoding every id is expensive for 128k-token vocabularies: do it once per tokenizer object.
 _TOKEN_TEXTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def require_backtrack_id(tokenizer) -> int:
-    """Id of ``<backtrack>``; a ValueError naming the tokenizer and the fix when it is not one token."""
-    try:  # The data helper's check (same contract); fall back to a local one if it is unavailable.
-        from ..tokenization import require_backtrack_token
-    except ImportError:  # pragma: no cover - only before backtrack_trl.tokenization exists
-        require_backtrack_token = None
-    if require_backtrack_token is not None:
-        return require_backtrack_token(tokenizer)
-    vocab = tokenizer.get_vocab()
-    ids = tokenizer(BACKTRACK_TOKEN, add_special_tokens=False)["input_ids"]
-    if BACKTRACK_TOKEN not in vocab or list(ids) != [vocab[BACKTRACK_TOKEN]]:
-        raise ValueError(
-            f"The tokenizer {tokenizer.name_or_path or '<in memory>'!r} has no {BACKTRACK_TOKEN} token; add it with "
-            "backtrack_trl.tokenization.add_backtrack_token(tokenizer, model)."
-        )
-    return vocab[BACKTRACK_TOKEN]
 
 
 def token_texts(tokenizer) -> tuple[str, ...]:
@@ -91,7 +74,7 @@ class TaskTokens:
     @classmethod
     def from_tokenizer(cls, tokenizer, model=None) -> TaskTokens:
         """Resolve the ids; with ``model``, also check that its vocabulary covers the tokenizer's."""
-        backtrack_id = require_backtrack_id(tokenizer)
+        backtrack_id = require_backtrack_token(tokenizer)  # ValueError naming the tokenizer and the fix
         if tokenizer.eos_token_id is None:
             raise ValueError(
                 f"The tokenizer {tokenizer.name_or_path or '<in memory>'!r} has no EOS token; set tokenizer.eos_token."
