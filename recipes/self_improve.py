@@ -16,6 +16,8 @@ python recipes/self_improve.py --config recipes/Llama-3.2-1B/self_improve/config
 ```
 """
 
+from pathlib import Path
+
 from trl import TrlParser
 
 from backtrack_trl.cli import run_recipe
@@ -24,7 +26,7 @@ from backtrack_trl.self_improve import SelfImproveArguments, main
 
 def parse_and_run():
     (args,) = TrlParser(SelfImproveArguments).parse_args_and_config()
-    return main(args)
+    return main(args, recipes_dir=Path(__file__).resolve().parent)  # the sub-recipes beside this script
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from backtrack_trl.decoding.api import check_decoder_options, load_model_and_tok
 from backtrack_trl.evaluation import EvaluationArguments, load_eval_dataset
 from backtrack_trl.hub_dataset import write_hub_dataset
 from backtrack_trl.modeling import InitModelArguments
-from backtrack_trl.self_improve import SelfImproveArguments, Study
+from backtrack_trl.self_improve import SelfImproveArguments, Study, find_recipes_dir
 from backtrack_trl.training import parse_args
 
 
@@ -112,6 +112,23 @@ def test_study_checks_every_sub_config_before_the_first_stage(tmp_path, monkeypa
         _study_args(tmp_path, search_temperature=-1.0)
     with pytest.raises(ValueError, match="round_eval_decoders: Decoder spec 'beam:q=1': unknown option"):
         _study_args(tmp_path, round_eval_decoders=["greedy", "beam:q=1"])
+
+
+def test_study_names_recipes_dir_when_the_sub_recipes_are_missing(tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    with pytest.raises(FileNotFoundError, match=r"--recipes_dir '.*nowhere': no such folder\. Set --recipes_dir"):
+        Study(_study_args(tmp_path, recipes_dir=str(tmp_path / "nowhere")))
+    (tmp_path / "partial").mkdir()
+    (tmp_path / "partial" / "sft.py").write_text("")
+    message = r"--recipes_dir '.*partial': the folder has no build_dataset.py, init_model.py, evaluate_decoders.py"
+    with pytest.raises(FileNotFoundError, match=message):
+        Study(_study_args(tmp_path, recipes_dir=str(tmp_path / "partial")))
+    assert not (tmp_path / "study").exists()  # nothing was written
+    assert find_recipes_dir(None) == ROOT / "recipes"  # unset: ./recipes
+    assert find_recipes_dir(None, default=ROOT / "recipes") == ROOT / "recipes"  # the running script's folder
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"--recipes_dir \(unset: ./recipes in .*\): no such folder"):
+        find_recipes_dir(None)
 
 
 @pytest.mark.parametrize(
