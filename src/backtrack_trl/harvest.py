@@ -31,6 +31,7 @@ from .tasks import BACKTRACK_TOKEN, get_task
 
 logger = logging.getLogger(__name__)
 
+# What pick_path can keep; the one list (self_improve's --keep takes its choices from it).
 KEEP_RULES = ("best_correct", "chosen")
 
 
