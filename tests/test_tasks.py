@@ -10,6 +10,7 @@ from backtrack_trl.decoding.base import to_prompt
 from backtrack_trl.tasks import BACKTRACK_TOKEN, GOAL_MARKER, RESPONSE_HEADER, TASKS, Task, get_task, register_task
 from backtrack_trl.tasks.countdown.generator import CountdownConfig
 from backtrack_trl.tasks.countdown.generator import split_targets as countdown_split_targets
+from backtrack_trl.tasks.sudoku.generator import SudokuConfig
 
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -23,7 +24,7 @@ def _readme_example() -> str:
 
 
 def test_unknown_task_lists_the_known_ones():
-    with pytest.raises(ValueError, match=r"Unknown task 'sokoban'; known tasks: \[.*'countdown'.*\]"):
+    with pytest.raises(ValueError, match=r"Unknown task 'sokoban'; known tasks: \[.*'countdown'.*'sudoku'.*\]"):
         get_task("sokoban")
     countdown = get_task("countdown")
     assert get_task(countdown) is countdown
@@ -98,3 +99,14 @@ def test_countdown_passes_the_task_contract():
     held_out = countdown.iter_problems(config, "test_new", random.Random(0))
     assert {next(held_out).target for _ in range(20)} <= set(new_targets)
     assert not set(seen_targets) & set(new_targets)
+
+
+def test_sudoku_passes_the_task_contract():
+    sudoku = get_task("sudoku")
+    problems = []
+    for size, n in ((4, 12), (6, 2), (9, 1)):
+        stream = sudoku.iter_problems(SudokuConfig(size=size), "train", random.Random(0))
+        problems += [next(stream) for _ in range(n)]
+    assert _contract(sudoku, problems) > 0
+    prompt = sudoku.format_prompt(problems[0])
+    assert to_prompt(prompt, task=sudoku) == prompt

@@ -1,0 +1,122 @@
+"""The three kinds of single wrong placements of Sudoku backtrack examples (equal weights by default).
+
+Given a puzzle and a correct prefix (placements of solution values), each maker writes one wrong next placement,
+drawn uniformly (from ``rng``) among all the placements of its kind; None when there is none:
+
+- **exploration**: a legal placement (an empty cell, a value not yet in its row, column or box) whose value is not
+  the cell's solution value, so the puzzle has no solution any more: the kind of guess a search has to undo.
+- **rule_violation**: a placement on an empty cell of a value already in its row, column or box.
+- **filled_cell**: a placement on a given or an already filled cell, of a value other than the one there.
+
+Usage:
+
+```python
+import random
+
+from backtrack_trl.tasks.sudoku.error_steps import make_error
+from backtrack_trl.tasks.sudoku.format import parse_grid
+from backtrack_trl.tasks.sudoku.solver import grid_after, solve_path
+
+problem = parse_grid("1.3./..4./.1../3...")
+path = solve_path(problem)
+wrong = make_error("exploration", problem, path[:2], random.Random(0))
+assert grid_after(problem, [*path[:2], wrong]) is not None  # legal, but leads nowhere
+```
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+
+from .format import Step, SudokuProblem
+from .solver import candidates, count_solutions, grid_after, solve_grid
+
+
+__all__ = [
+    "DEFAULT_ERROR_MIX",
+    "ERROR_TYPES",
+    "make_error",
+    "make_exploration_error",
+    "make_filled_cell_error",
+    "make_rule_violation",
+]
+
+ERROR_TYPES = ("exploration", "rule_violation", "filled_cell")
+DEFAULT_ERROR_MIX = (1.0, 1.0, 1.0)
+
+
+def _grid(problem: SudokuProblem, prefix: Sequence[Step]) -> list[int]:
+    grid = grid_after(problem, prefix)
+    if grid is None:
+        raise ValueError(f"The prefix {[str(s) for s in prefix]} has an illegal placement; pass correct steps only.")
+    return grid
+
+
+def _step(index: int, size: int, value: int) -> Step:
+    return Step(index // size + 1, index % size + 1, value)
+
+
+def make_exploration_error(problem: SudokuProblem, prefix: Sequence[Step], rng: random.Random) -> Step | None:
+    """A legal placement after which the puzzle has no solution (a legal value other than the solution value)."""
+    size = problem.size
+    grid = _grid(problem, prefix)
+    solution = solve_grid(grid, size)
+    if solution is None:
+        return None
+    options = [
+        (index, value)
+        for index, mask in candidates(grid, size).items()
+        for value in range(1, size + 1)
+        if mask >> value & 1 and value != solution[index]
+    ]
+    while options:  # one draw for a proper puzzle; a puzzle with several solutions may need more
+        index, value = options.pop(rng.randrange(len(options)))
+        grid[index] = value
+        dead = count_solutions(grid, size, 1) == 0
+        grid[index] = 0
+        if dead:
+            return _step(index, size, value)
+    return None
+
+
+def make_rule_violation(problem: SudokuProblem, prefix: Sequence[Step], rng: random.Random) -> Step | None:
+    """A placement on an empty cell of a value already in its row, column or box."""
+    size = problem.size
+    grid = _grid(problem, prefix)
+    options = [
+        (index, value)
+        for index, mask in candidates(grid, size).items()
+        for value in range(1, size + 1)
+        if not mask >> value & 1
+    ]
+    if not options:
+        return None
+    index, value = rng.choice(options)
+    return _step(index, size, value)
+
+
+def make_filled_cell_error(problem: SudokuProblem, prefix: Sequence[Step], rng: random.Random) -> Step | None:
+    """A placement on a given or already filled cell, of a value different from the one there."""
+    size = problem.size
+    grid = _grid(problem, prefix)
+    filled = [index for index, value in enumerate(grid) if value]
+    if not filled:
+        return None
+    index = rng.choice(filled)
+    value = rng.choice([v for v in range(1, size + 1) if v != grid[index]])
+    return _step(index, size, value)
+
+
+_MAKERS = {
+    "exploration": make_exploration_error,
+    "rule_violation": make_rule_violation,
+    "filled_cell": make_filled_cell_error,
+}
+
+
+def make_error(error_type: str, problem: SudokuProblem, prefix: Sequence[Step], rng: random.Random) -> Step | None:
+    """Dispatch to the maker of ``error_type`` (one of :data:`ERROR_TYPES`)."""
+    if error_type not in _MAKERS:
+        raise ValueError(f"Unknown error_type {error_type!r}; expected one of {ERROR_TYPES}.")
+    return _MAKERS[error_type](problem, prefix, rng)
