@@ -47,7 +47,8 @@ from .tasks import get_task
 
 logger = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+#: The sub-recipes the stages run, looked up in ``--recipes_dir``.
+RECIPE_SCRIPTS = ("build_dataset.py", "init_model.py", "sft.py", "evaluate_decoders.py")
 
 
 @dataclass
@@ -131,6 +132,13 @@ class SelfImproveArguments:
     eval_accelerate_config: str | None = field(
         default=None,
         metadata={"help": "accelerate config of the evaluations (None: accelerate_config), e.g. ddp.yaml on GPUs."},
+    )
+    recipes_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "Folder of the sub-recipes the stages run (build_dataset.py, init_model.py, sft.py, "
+            "evaluate_decoders.py). None: the folder of the running recipes/self_improve.py, else ./recipes."
+        },
     )
     task: str = field(default="countdown", metadata={"help": "Registered task of the study (backtrack_trl.tasks)."})
     seed: int = field(default=42, metadata={"help": "Seed of the pools and the searches."})
@@ -228,8 +236,34 @@ def run_logged(cmd: list[str], log_path: Path, pass_fds: tuple[int, ...] = ()) -
         )
 
 
+def find_recipes_dir(
+    option: str | os.PathLike | None,
+    default: str | os.PathLike | None = None,
+    scripts: tuple[str, ...] | list[str] = RECIPE_SCRIPTS,
+) -> Path:
+    """The folder of the sub-recipes: ``option`` (``--recipes_dir``), else ``default`` (the folder of the running
+    ``recipes/self_improve.py``), else ``./recipes``. A FileNotFoundError names ``--recipes_dir`` when the folder or
+    one of ``scripts`` is missing (the package does not ship the recipes: they live in the repository)."""
+    if option:
+        folder, origin = Path(option), f"--recipes_dir {str(option)!r}"
+    elif default:
+        folder, origin = Path(default), f"--recipes_dir (unset: the folder of self_improve.py, {str(default)!r})"
+    else:
+        folder, origin = Path("recipes"), f"--recipes_dir (unset: ./recipes in {str(Path.cwd())!r})"
+    fix = f"Set --recipes_dir to the repository's recipes/ folder (the one with {', '.join(scripts)})."
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{origin}: no such folder. {fix}")
+    missing = [script for script in scripts if not (folder / script).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{origin}: the folder has no {', '.join(missing)}. {fix}")
+    return folder.resolve()
+
+
 class Study:
-    """Runs the stages of the study in order, skipping those already recorded in ``state.json``."""
+    """Runs the stages of the study in order, skipping those already recorded in ``state.json``.
+
+    ``recipes_dir`` is the sub-recipes' folder used when ``args.recipes_dir`` is None (see :func:`find_recipes_dir`).
+    """
 
     def __init__(
         self,
@@ -241,7 +275,9 @@ class Study:
         self.lock_fds: tuple[int, ...] = ()
         self._lock = None
         self.python = python
-        self.recipes = Path(recipes_dir or REPO_ROOT / "recipes")
+        init_model = bool(args.init_model_config and not args.backtrack_model)
+        needed = [script for script in RECIPE_SCRIPTS if script != "init_model.py" or init_model]
+        self.recipes = find_recipes_dir(args.recipes_dir, default=recipes_dir, scripts=needed)
         self.out = Path(args.output_dir)
         self.task = get_task(args.task)
         if args.backtrack_model:  # before anything is written
@@ -283,6 +319,7 @@ class Study:
                 "hub_dataset_id",
                 "accelerate_config",
                 "eval_accelerate_config",
+                "recipes_dir",
             ),
             overwrite=self.args.overwrite,
         )
@@ -618,12 +655,14 @@ class Study:
         return report
 
 
-def main(args: SelfImproveArguments) -> Path:
+def main(args: SelfImproveArguments, recipes_dir: str | os.PathLike | None = None) -> Path:
+    """Run the study of ``args``; ``recipes_dir`` is the sub-recipes' folder when ``args.recipes_dir`` is None
+    (``recipes/self_improve.py`` passes its own folder)."""
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
     # SIGTERM unwinds like Ctrl-C, so the running stage is stopped and the lock released on the way out.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
-        study = Study(args)
+        study = Study(args, recipes_dir=recipes_dir)
         try:
             return study.run()
         finally:
