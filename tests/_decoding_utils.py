@@ -5,9 +5,9 @@ from __future__ import annotations
 import functools
 
 import torch
+from _scripted_lm import ScriptedLM
 from transformers import LlamaForCausalLM
 
-from backtrack_trl.decoding.scripted import ScriptedLM
 from backtrack_trl.modeling import init_tiny_llama
 from backtrack_trl.tasks.countdown.format import BACKTRACK_TOKEN, GOAL_MARKER, Problem, format_prompt
 from backtrack_trl.tokenization import build_countdown_tokenizer

@@ -7,11 +7,11 @@ with Llama-3's pre-tokenizer regex (see ``_decoding_utils.llama3_style_tokenizer
 import pytest
 import torch
 from _decoding_utils import BT, GOAL, llama3_style_tokenizer
+from _scripted_lm import ScriptedLM
 
 from backtrack_trl.collator import IGNORE_INDEX, build_example
 from backtrack_trl.decoding import BacktrackStoppingCriteria, SelfBacktrackingDecoder
 from backtrack_trl.decoding.engine import SamplingEngine
-from backtrack_trl.decoding.scripted import ScriptedLM
 from backtrack_trl.decoding.search import rollback_cut
 from backtrack_trl.decoding.tokens import TaskTokens
 from backtrack_trl.tasks.countdown.format import Problem, format_prompt

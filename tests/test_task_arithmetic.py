@@ -2,7 +2,9 @@
 
 import pytest
 from _decoding_utils import tokenizer
+from _scripted_lm import ScriptedLM
 
+from backtrack_trl.intervals import format_with_interval, wilson_interval
 from backtrack_trl.tasks.countdown.arithmetic import (
     answer_arithmetic,
     answer_steps,
@@ -14,8 +16,6 @@ from backtrack_trl.tasks.countdown.arithmetic import (
     run_fact_probe,
     training_facts,
 )
-from backtrack_trl.decoding.scripted import ScriptedLM
-from backtrack_trl.intervals import format_with_interval, wilson_interval
 from backtrack_trl.tasks.countdown.format import Problem, Step, parse_prompt
 
 

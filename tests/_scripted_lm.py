@@ -1,4 +1,5 @@
-"""A scripted causal LM for tests and benchmarks: its next-token distribution follows a planted policy over lines.
+"""A scripted causal LM, the decoding tests' double (kept out of the package): its next-token distribution follows
+a planted policy over lines.
 
 The policy maps (prompt, completed response lines) to a distribution over the next *line*: a step such as
 ``"5+3=8"`` (the model writes it followed by a newline), ``"Goal Reached!"`` or ``"<backtrack>"`` (after either the
@@ -10,7 +11,7 @@ masking or ``position_ids`` shows up as a wrong history (and ``position_ids`` th
 Usage:
 
 ```python
-from backtrack_trl.decoding.scripted import ScriptedLM
+from _scripted_lm import ScriptedLM  # tests/ on sys.path, as pytest sets it
 from backtrack_trl.tokenization import build_countdown_tokenizer
 
 def policy(prompt, lines):
@@ -33,7 +34,7 @@ import torch
 from transformers import DynamicCache, GenerationConfig, GenerationMixin, PretrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
-from ..tasks.base import BACKTRACK_TOKEN, GOAL_MARKER, RESPONSE_HEADER
+from backtrack_trl.tasks.base import BACKTRACK_TOKEN, GOAL_MARKER, RESPONSE_HEADER
 
 
 TERMINAL_LINES = (GOAL_MARKER, BACKTRACK_TOKEN)
