@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from _report_utils import parse_markdown_table
 from datasets import load_dataset
-
-from backtrack_trl.report import parse_markdown_table
 
 
 REPO = Path(__file__).resolve().parents[1]

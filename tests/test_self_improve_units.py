@@ -3,10 +3,11 @@
 import json
 
 import pytest
+from _report_utils import parse_markdown_table
 
 from backtrack_trl.decoding.results import Candidate, SearchResult
 from backtrack_trl.harvest import pick_path
-from backtrack_trl.report import parse_markdown_table, rounds_table, table1_markdown, write_report
+from backtrack_trl.report import rounds_table, table1_markdown, write_report
 from backtrack_trl.study_state import ConfigMismatchError, StudyState
 from backtrack_trl.tasks.countdown.format import Problem
 

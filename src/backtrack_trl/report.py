@@ -194,26 +194,6 @@ def rounds_table(round_rows: list[dict[str, Any]]) -> str:
     return header + "\n".join(lines) + "\n"
 
 
-def parse_markdown_table(text: str) -> list[dict[str, str]]:
-    """Parse the first markdown table in ``text`` into rows keyed by header (used by tests and tooling)."""
-    rows: list[str] = []
-    for line in text.splitlines():
-        if line.strip().startswith("|"):
-            rows.append(line.strip())
-        elif rows:  # the first table ended
-            break
-    if len(rows) < 2:
-        raise ValueError("no markdown table found")
-    header = [c.strip() for c in rows[0].strip("|").split("|")]
-    out = []
-    for line in rows[2:]:
-        cells = [c.strip() for c in line.strip("|").split("|")]
-        if len(cells) != len(header):
-            raise ValueError(f"row {line!r} has {len(cells)} cells, header has {len(header)}")
-        out.append(dict(zip(header, cells)))
-    return out
-
-
 def _error_bar(percent: float | None, n: int | None) -> tuple[float, float]:
     """(below, above) distances of the 95% Wilson interval from ``percent``; zero when n is unknown."""
     if percent is None or not n:
