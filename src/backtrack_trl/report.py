@@ -24,23 +24,10 @@ import re
 from pathlib import Path
 from typing import Any
 
-from .arithmetic import limiting_factor
 from .atomic_io import atomic_path, atomic_write_text
 from .intervals import format_with_interval, percent_interval
+from .tasks import get_task
 
-
-# The paper's Table 1 (Llama-3.2-1B, official checker, 5,000 problems per split): (seen, new).
-PAPER_1B = {
-    ("optimal", "greedy"): (28.60, 28.92),
-    ("optimal", "beam_16"): (31.68, 31.90),
-    ("backtrack", "greedy"): (28.92, 27.06),
-    ("backtrack", "beam_16"): (36.10, 34.30),
-    ("backtrack", "sbt_b0_n8"): (66.66, 67.40),
-    ("backtrack", "sbt_b0_n32"): (70.66, 72.14),
-    ("backtrack", "sbt_b1_n8"): (67.60, 68.02),
-    ("backtrack", "sbt_b1_n32"): (73.54, 73.78),
-}
-PAPER_ROUNDS_1B = {"seen": (28.9, 73.7, 77.0, 79.2), "new": (27.1, 74.1, 78.5, 80.0)}
 
 METHOD_LABELS = {
     ("optimal", "greedy"): "SFT on optimal paths + greedy",
@@ -106,12 +93,14 @@ def _with_ci(result: dict[str, Any], column: str) -> str:
     return format_with_interval(result.get(column), result.get("n"))
 
 
-def table1_markdown(decoder_results: dict[tuple[str, str], dict[str, dict[str, float]]]) -> str:
+def table1_markdown(decoder_results: dict[tuple[str, str], dict[str, dict[str, float]]], task=None) -> str:
     """Table 1 in the paper's shape: one row per method, strict (with 95% intervals) and official accuracy on both
-    test splits, the oracle, and the tokens sampled per problem (the search's cost)."""
+    test splits, the oracle, and the tokens sampled per problem (the search's cost), beside the task's published
+    figures (:attr:`backtrack_trl.tasks.Task.reference_results`) where it has any."""
+    reference = get_task(task or "countdown").reference_results
     header = (
         "| Method | Seen strict | New strict | Seen official | New official | Seen oracle | New oracle "
-        "| Tokens / problem | Paper 1B seen / new (official) |\n|---|---|---|---|---|---|---|---|---|\n"
+        f"| Tokens / problem | {reference.get('label', 'Published')} |\n|---|---|---|---|---|---|---|---|---|\n"
     )
     lines = []
     for key in sorted(decoder_results, key=_sort_key):
@@ -121,40 +110,39 @@ def table1_markdown(decoder_results: dict[tuple[str, str], dict[str, dict[str, f
         tokens = [res.get(s, {}).get("tokens") for s in SPLITS]
         tokens = [t for t in tokens if t is not None]
         cells.append(_fmt(float(sum(tokens) / len(tokens)), 0) if tokens else "-")
-        paper = PAPER_1B.get(key)
+        paper = reference.get("table", {}).get(key)
         paper_cell = f"{paper[0]:.2f} / {paper[1]:.2f}" if paper else "-"
         lines.append(f"| {_label(key)} | " + " | ".join(cells) + f" | {paper_cell} |")
     return header + "\n".join(lines) + "\n"
 
 
-def arithmetic_markdown(
-    decoder_results: dict[tuple[str, str], dict[str, dict[str, float]]], probes: dict[str, dict] | None = None
+def limits_markdown(
+    decoder_results: dict[tuple[str, str], dict[str, dict[str, float]]],
+    probes: dict[str, dict] | None = None,
+    task=None,
 ) -> str:
-    """What limits the models: arithmetic of the chosen answers per method (seen / new), one line per split naming
-    the limit of the best decoder, and the single-fact probe of each model."""
-    header = (
-        "| Method | Right steps % | Right first step % | Right last step % | Last step copies the target % "
-        "| Wrong arithmetic (checker) % |\n|---|---|---|---|---|---|\n"
-    )
+    """What limits the models: the task's diagnosis of the chosen answers (Countdown: their arithmetic) and the
+    strict checker's failure reasons per method (seen / new), one line per split naming the limit of the best
+    decoder, and the single-fact probe of each model (Countdown)."""
+    task = get_task(task or "countdown")
+    columns = [(key, header) for key, header in task.diagnosis_columns]
+    columns += [(f"reason_{r}", f"{task.reason_labels.get(r, r.replace('_', ' '))} %") for r in task.reasons[1:]]
+    header = "| Method | " + " | ".join(h for _, h in columns) + " |\n|---|" + "---|" * len(columns) + "\n"
     lines = []
     for key in sorted(decoder_results, key=_sort_key):
         res = decoder_results[key]
-        cells = []
-        for column in ("step_right", "first_step_right", "last_step_right", "target_copy", "wrong_arithmetic"):
-            cells.append(" / ".join(_fmt(res.get(s, {}).get(column)) for s in SPLITS))
+        cells = [" / ".join(_fmt(res.get(s, {}).get(column)) for s in SPLITS) for column, _ in columns]
         lines.append(f"| {_label(key)} | " + " | ".join(cells) + " |")
-    text = "Each cell: seen / new targets, over the chosen answers.\n\n" + header + "\n".join(lines) + "\n"
+    text = "Each cell: seen / new test split, over the chosen answers.\n\n" + header + "\n".join(lines) + "\n"
     for split in SPLITS:
         ranked = [(res[split]["strict"], key) for key, res in decoder_results.items() if split in res]
         if not ranked:
             continue
         _, best = max(ranked, key=lambda item: (item[0], -_sort_key(item[1])[0]))
         res = decoder_results[best][split]
-        last = res.get("last_step_right")
+        diagnosis = {k: None if res.get(k) is None else res[k] / 100 for k, _ in task.diagnosis_columns}
         oracle = res.get("oracle")
-        verdict = limiting_factor(
-            None if last is None else last / 100, res["strict"] / 100, None if oracle is None else oracle / 100
-        )
+        verdict = task.limiting_factor(diagnosis, res["strict"] / 100, None if oracle is None else oracle / 100)
         text += f"\n- {split}, best method {_label(best)} ({res['strict']:.1f}%): {verdict}."
     if probes:
         text += (
@@ -171,7 +159,7 @@ def arithmetic_markdown(
     return text + "\n"
 
 
-def rounds_table(round_rows: list[dict[str, Any]]) -> str:
+def rounds_table(round_rows: list[dict[str, Any]], task=None) -> str:
     """Per-round table: round, pool size, kept paths, search and greedy accuracy (strict) on both test splits."""
     header = (
         "| Round | Model | Pool problems | Kept paths | Pool search acc. | Greedy seen | Greedy new "
@@ -180,8 +168,9 @@ def rounds_table(round_rows: list[dict[str, Any]]) -> str:
     lines = []
     for row in round_rows:
         k = row["round"]
-        has_paper = k < len(PAPER_ROUNDS_1B["seen"]) and not row.get("control")
-        paper = f"{PAPER_ROUNDS_1B['seen'][k]:.1f} / {PAPER_ROUNDS_1B['new'][k]:.1f}" if has_paper else "-"
+        published = get_task(task or "countdown").reference_results.get("rounds", {})
+        has_paper = k < len(published.get("seen", ())) and not row.get("control")
+        paper = f"{published['seen'][k]:.1f} / {published['new'][k]:.1f}" if has_paper else "-"
         lines.append(
             f"| {k} | {row.get('model', '-')} | {_fmt(row.get('pool_problems'))} | {_fmt(row.get('kept'))} "
             f"| {_fmt(row.get('pool_search_accuracy'))} | "
@@ -309,6 +298,7 @@ def write_report(
     stage_seconds: dict[str, float],
     settings_md: str = "",
     probes: dict[str, dict] | None = None,
+    task=None,
 ) -> Path:
     """Write ``report.md`` (tables + timings) and the two PNG plots into ``folder``; returns the report path.
 
@@ -330,13 +320,13 @@ def write_report(
         + "## Table 1 (accuracy %, strict and official checkers)\n\n"
         + "Strict cells: accuracy [95% Wilson interval]. Paper column: Llama-3.2-1B, official checker, 5,000 "
         "problems per split, a different scale.\n\n"
-        + table1_markdown(decoder_results)
+        + table1_markdown(decoder_results, task)
         + "\n![accuracy vs N](accuracy_vs_n.png)\n\n"
-        + "## What limits the models: arithmetic or search\n\n"
-        + arithmetic_markdown(decoder_results, probes)
+        + "## What limits the models\n\n"
+        + limits_markdown(decoder_results, probes, task)
         + "\n"
         + "## Self-improvement rounds (accuracy %, strict checker)\n\n"
-        + (rounds_table(round_rows) if round_rows else "No rounds run.\n")
+        + (rounds_table(round_rows, task) if round_rows else "No rounds run.\n")
         + ("\n![rounds](rounds.png)\n" if round_rows else "")
         + "\n## Wall time per stage\n\n"
         + timings

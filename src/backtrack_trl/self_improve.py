@@ -110,6 +110,9 @@ class SelfImproveArguments:
     search_b: int = field(default=1, metadata={"help": "Backtracking rounds b of the harvesting search."})
     search_temperature: float = field(default=0.7, metadata={"help": "Sampling temperature of the search."})
     search_batch_size: int = field(default=64, metadata={"help": "Problems searched at once."})
+    search_max_new_tokens: int = field(
+        default=64, metadata={"help": "Response length limit of the harvesting search (tokens; as the eval config's)."}
+    )
     keep: str = field(
         default="best_correct",
         metadata={
@@ -365,7 +368,7 @@ class Study:
         bad value fails now with the file's name, not after the stages before it ran."""
         from trl import TrlParser
 
-        from .data import BuildDatasetArguments
+        from .data import parse_data_args
         from .evaluation import EvaluationArguments
         from .modeling import InitModelArguments
         from .training import parse_args as parse_sft_args
@@ -380,8 +383,8 @@ class Study:
         a = self.args
         placeholder = str(self.out / "models" / "init")
         checks = [
-            ("backtrack_data_config", a.backtrack_data_config, parse_with(BuildDatasetArguments), {"output_dir": "x"}),
-            ("optimal_data_config", a.optimal_data_config, parse_with(BuildDatasetArguments), {"output_dir": "x"}),
+            ("backtrack_data_config", a.backtrack_data_config, parse_data_args, {"output_dir": "x"}),
+            ("optimal_data_config", a.optimal_data_config, parse_data_args, {"output_dir": "x"}),
             ("init_model_config", a.init_model_config, parse_with(InitModelArguments), {"output_dir": "x"}),
             ("eval_config", a.eval_config, parse_with(EvaluationArguments), {"output_dir": "x"}),
         ]
@@ -393,9 +396,14 @@ class Study:
                 continue
             try:
                 parsed = parse(["--config", str(path), *_cli(overrides)])
-                validate = getattr(parsed[0] if isinstance(parsed, tuple) else parsed, "validate", None)
-                if callable(validate):
+                first = parsed[0] if isinstance(parsed, tuple) else parsed
+                validate = getattr(first, "validate", None)
+                if callable(validate) and key not in ("backtrack_data_config", "optimal_data_config"):
                     validate()
+                if getattr(first, "task", a.task) != a.task:
+                    raise ValueError(
+                        f"its task is {first.task!r} but the study's is {a.task!r}; set `task: {a.task}` in both."
+                    )
             except SystemExit as error:  # argparse: the message is on stderr already
                 raise ValueError(f"--{key} {path}: the config does not parse (see the message above).") from error
             except ValueError as error:
@@ -530,6 +538,7 @@ class Study:
             "b": self.args.search_b,
             "temperature": self.args.search_temperature,
             "batch_size": self.args.search_batch_size,
+            "max_new_tokens": self.args.search_max_new_tokens,
         }
         stats = harvest(
             self.round_model(k - 1),
@@ -628,7 +637,13 @@ class Study:
                                     ("threads", thread_setting()))
         )  # fmt: skip
         return write_report(
-            self.out / "report", decoder_results, round_rows, seconds, settings, read_fact_probes(self.out)
+            self.out / "report",
+            decoder_results,
+            round_rows,
+            seconds,
+            settings,
+            read_fact_probes(self.out),
+            task=self.task,
         )
 
     def run(self) -> Path:
