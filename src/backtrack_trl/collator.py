@@ -46,6 +46,7 @@ from transformers import PreTrainedTokenizerBase
 
 from .tasks import TASKS, get_task
 from .tasks.base import BACKTRACK_TOKEN
+from .tokenization import single_token_id
 
 
 logger = logging.getLogger(__name__)
@@ -84,9 +85,9 @@ def check_tokenizer(tokenizer: PreTrainedTokenizerBase, needs_backtrack: bool = 
         )
     if not needs_backtrack:
         return None
-    backtrack_id = tokenizer.convert_tokens_to_ids(BACKTRACK_TOKEN)
-    encoded = tokenizer(BACKTRACK_TOKEN, add_special_tokens=False)["input_ids"]
-    if backtrack_id is None or backtrack_id == tokenizer.unk_token_id or list(encoded) != [backtrack_id]:
+    backtrack_id = single_token_id(tokenizer, BACKTRACK_TOKEN)  # the one check of tokenization.require_backtrack_token
+    if backtrack_id is None:
+        encoded = tokenizer(BACKTRACK_TOKEN, add_special_tokens=False)["input_ids"]
         raise ValueError(
             f"The tokenizer {name!r} does not encode {BACKTRACK_TOKEN} as one token (it gives {list(encoded)}) but "
             "the data has backtrack rows. Call backtrack_trl.tokenization.add_backtrack_token(tokenizer, model) "

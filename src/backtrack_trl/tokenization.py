@@ -121,7 +121,7 @@ def build_task_tokenizer(
     return tokenizer
 
 
-def _token_id(tokenizer: PreTrainedTokenizerBase, token: str) -> int | None:
+def single_token_id(tokenizer: PreTrainedTokenizerBase, token: str) -> int | None:
     """Id of ``token`` if the tokenizer encodes it as exactly one token (None otherwise)."""
     vocab = tokenizer.get_vocab()
     if token not in vocab:
@@ -132,7 +132,7 @@ def _token_id(tokenizer: PreTrainedTokenizerBase, token: str) -> int | None:
 
 def require_backtrack_token(tokenizer: PreTrainedTokenizerBase) -> int:
     """Return the id of ``<backtrack>``; raise a ValueError naming the tokenizer and the fix when it is missing."""
-    token_id = _token_id(tokenizer, BACKTRACK_TOKEN)
+    token_id = single_token_id(tokenizer, BACKTRACK_TOKEN)
     if token_id is None:
         raise ValueError(
             f"The tokenizer at {tokenizer.name_or_path or '<in memory>'!r} has no {BACKTRACK_TOKEN} token (it must be "
@@ -163,10 +163,10 @@ def add_backtrack_token(tokenizer: PreTrainedTokenizerBase, model=None, pad_to_m
       generation config's pad id are set when they were unset.
     - Idempotent: a second call changes nothing and returns the same id.
     """
-    if _token_id(tokenizer, BACKTRACK_TOKEN) is None:
+    if single_token_id(tokenizer, BACKTRACK_TOKEN) is None:
         tokenizer.add_special_tokens({"extra_special_tokens": [BACKTRACK_TOKEN]}, replace_extra_special_tokens=False)
     if tokenizer.pad_token is None:
-        reserved = [token for token in RESERVED_PAD_TOKENS if _token_id(tokenizer, token) is not None]
+        reserved = [token for token in RESERVED_PAD_TOKENS if single_token_id(tokenizer, token) is not None]
         tokenizer.add_special_tokens({"pad_token": reserved[0] if reserved else PAD_TOKEN})
     token_id = require_backtrack_token(tokenizer)
 

@@ -29,11 +29,10 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..atomic_io import atomic_write_text
+from ..atomic_io import atomic_path, atomic_write_text
 from ..decoding.results import SearchResult
 from ..decoding.selection import SELECTION_RULES
 from ..tasks import get_task
@@ -120,12 +119,9 @@ def _write_generations(path: Path, rows: list[dict], output_format: str) -> Path
     else:
         import pandas as pd
 
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-        os.close(handle)
         frame = pd.DataFrame([{**row, "candidates": json.dumps(row["candidates"])} for row in rows])
-        frame.to_parquet(temporary, index=False)
-        os.replace(temporary, path)
+        with atomic_path(path) as temporary:
+            frame.to_parquet(temporary, index=False)
     return path
 
 
