@@ -110,3 +110,36 @@ def test_sudoku_passes_the_task_contract():
     assert _contract(sudoku, problems) > 0
     prompt = sudoku.format_prompt(problems[0])
     assert to_prompt(prompt, task=sudoku) == prompt
+
+
+BUILT_IN_CONFIGS = {
+    "countdown": CountdownConfig(num_numbers=3, max_number=20, min_target=1, max_target=100, seed=3),
+    "sudoku": SudokuConfig(size=4, seed=3),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BUILT_IN_CONFIGS))
+def test_every_task_builds_a_dataset_without_test_problems_in_train(name):
+    from backtrack_trl.data import BuildDatasetArguments, build_dataset
+
+    task = get_task(name)
+    args = BuildDatasetArguments(task=name, num_train_questions=150, num_test=40, num_proc=1)
+    dataset = build_dataset(args, BUILT_IN_CONFIGS[name])
+    keys = {
+        split: [task.problem_key(task.problem_from_row(row)) for row in dataset[split]]
+        for split in ("train", "test_seen", "test_new")
+    }
+    assert len(set(keys["test_seen"])) == len(set(keys["test_new"])) == 40
+    assert not set(keys["train"]) & (set(keys["test_seen"]) | set(keys["test_new"]))
+    assert set(dataset["train"]["error_type"]) - {""} <= set(task.error_types)
+    for row in dataset["train"]:
+        problem = task.problem_from_row(row)
+        assert task.parse_prompt(row["prompt"]) == problem
+        if row["kind"] == "optimal":
+            assert task.check(problem, row["completion"]).correct
+        else:  # the wrong step breaks the answer: no correct answer goes on through it
+            assert row["completion"] == row["prefix"] + row["wrong_step"] + BACKTRACK_TOKEN
+            prefix = task.parse_steps(row["prefix"])
+            assert task.is_solvable_after(problem, prefix)
+            assert not task.is_solvable_after(problem, [*prefix, task.parse_step(row["wrong_step"].strip())])
+    assert set(task.problem_columns) <= set(dataset["train"].column_names)
