@@ -40,8 +40,9 @@ from transformers.utils import logging as hf_logging  # noqa: E402
 from trl import SFTConfig, SFTTrainer  # noqa: E402
 
 from backtrack_trl.collator import BacktrackMaskingCollator, build_examples  # noqa: E402
-from backtrack_trl.data import BuildDatasetArguments, build_countdown_dataset  # noqa: E402
+from backtrack_trl.data import BuildDatasetArguments, build_dataset  # noqa: E402
 from backtrack_trl.modeling import init_tiny_llama  # noqa: E402
+from backtrack_trl.tasks.countdown import CountdownConfig  # noqa: E402
 from backtrack_trl.tokenization import build_countdown_tokenizer  # noqa: E402
 
 
@@ -130,7 +131,8 @@ def main():
     data_args = BuildDatasetArguments(
         output_dir=tempfile.mkdtemp(), num_train_questions=n_rows // 2 + 1, num_test=10, num_proc=1
     )
-    rows = build_countdown_dataset(data_args)["train"].select(range(n_rows)).to_list()
+    config = CountdownConfig(num_numbers=3, max_number=20, min_target=1, max_target=100)
+    rows = build_dataset(data_args, config)["train"].select(range(n_rows)).to_list()
     raw = Dataset.from_list(rows)
     examples = build_examples(rows, tokenizer, max_length=128)
     pretokenized = Dataset.from_list(examples)
