@@ -6,14 +6,25 @@ from _decoding_utils import BT, GOAL, scripted, tokenizer
 
 from backtrack_trl.decoding import SelfBacktrackingDecoder
 from backtrack_trl.tasks import get_task
+from backtrack_trl.tasks.sudoku import SudokuConfig
 
 
 SUDOKU = get_task("sudoku")
-PROBLEM = SUDOKU.parse_prompt("###Question: sudoku [1.3./..4./.1../3...]\n###Response:\n")
-PATH = [SUDOKU.format_step(step) for step in SUDOKU.solve(PROBLEM)]
-# A legal placement that leaves no solution, offered half of the time as the second placement. (A wrong *first*
-# placement would roll back to the root, which the search has already expanded, so it could not be retried there.)
-WRONG = SUDOKU.format_step(SUDOKU.make_error("exploration", PROBLEM, SUDOKU.solve(PROBLEM)[:1], random.Random(0)))
+
+
+def _planted():
+    """The first generated 4x4 puzzle (4-5 givens) whose reading-order path has a choice after its first placement:
+    a legal wrong value for the next cell, which leaves no solution. (A wrong *first* placement would roll back to
+    the root, which the search has already expanded, so it could not be retried there.)"""
+    for problem in SUDOKU.iter_problems(SudokuConfig(size=4, min_givens=4, max_givens=5), "train", random.Random(0)):
+        path = SUDOKU.solve(problem)
+        for k in range(1, len(path)):
+            wrong = SUDOKU.make_error("exploration", problem, path[:k], random.Random(0))
+            if wrong is not None:
+                return problem, [SUDOKU.format_step(step) for step in path], k, SUDOKU.format_step(wrong)
+
+
+PROBLEM, PATH, CUT, WRONG = _planted()
 
 
 def policy(prompt, lines):
@@ -22,8 +33,8 @@ def policy(prompt, lines):
         return {BT: 1.0}
     if lines == tuple(PATH):
         return {GOAL: 1.0}
-    if len(lines) == 1:
-        return {PATH[1]: 0.5, WRONG: 0.5}
+    if len(lines) == CUT:
+        return {PATH[CUT]: 0.5, WRONG: 0.5}
     return {PATH[len(lines)]: 1.0}
 
 
@@ -35,7 +46,9 @@ def _solve(n, b, seed):
 
 
 def test_backtracking_recovers_from_a_planted_wrong_placement():
-    assert WRONG not in PATH and not SUDOKU.is_solvable_after(PROBLEM, SUDOKU.parse_steps(f"{PATH[0]}\n{WRONG}"))
+    assert WRONG not in PATH and not SUDOKU.is_solvable_after(
+        PROBLEM, SUDOKU.parse_steps("\n".join([*PATH[:CUT], WRONG]))
+    )
     planted = SUDOKU.format_response(SUDOKU.parse_steps("\n".join(PATH)))
     for seed in range(4):  # N = 4, b = 1: always the planted solution
         result = _solve(n=4, b=1, seed=seed)

@@ -138,7 +138,7 @@ def test_solve_path_fills_the_most_constrained_cell_first():
         size = problem.size
         solution = solve_grid(problem.grid, size)
         for rng in (None, random.Random(0), random.Random(1)):
-            path = solve_path(problem, rng)
+            path = solve_path(problem, rng, order="constrained")
             assert len(path) == problem.grid.count(0)
             grid = list(problem.grid)
             for step in path:
@@ -148,9 +148,30 @@ def test_solve_path_fills_the_most_constrained_cell_first():
                 grid[step.index(size)] = step.value
             assert tuple(grid) == solution
     problem = parse_grid(PUZZLE)
-    assert solve_path(problem) == solve_path(problem)  # no rng: row-major ties
-    assert len({tuple(solve_path(problem, random.Random(seed))) for seed in range(20)}) > 1  # rng breaks ties
+    assert solve_path(problem, order="constrained") == solve_path(problem, order="constrained")  # row-major ties
+    assert len({tuple(solve_path(problem, random.Random(seed), order="constrained")) for seed in range(20)}) > 1
     assert solve_path(parse_grid(NO_SOLUTION)) is None
+    with pytest.raises(ValueError, match="order='spiral'"):
+        solve_path(problem, order="spiral")
+
+
+def test_the_tasks_paths_fill_the_cells_in_reading_order():
+    for problem in [parse_grid(PUZZLE), *_problems(6, 3), *_problems(9, 2)]:
+        size, solution = problem.size, solve_grid(problem.grid, problem.size)
+        path = SUDOKU.solve(problem, random.Random(0))
+        assert [step.index(size) for step in path] == [i for i, value in enumerate(problem.grid) if not value]
+        assert all(step.value == solution[step.index(size)] for step in path) and path == SUDOKU.solve(problem)
+
+
+def test_value_errors_hit_the_cell_the_path_fills_next():
+    problem = parse_grid(PUZZLE)
+    path = SUDOKU.solve(problem)
+    rng = random.Random(0)
+    for cut in range(len(path)):
+        for error_type in ("exploration", "rule_violation"):
+            wrong = SUDOKU.make_error(error_type, problem, path[:cut], rng)
+            if wrong is not None:
+                assert (wrong.row, wrong.col) == (path[cut].row, path[cut].col) and wrong.value != path[cut].value
 
 
 def test_is_solvable_after_rejects_illegal_and_dead_end_placements():
@@ -248,7 +269,9 @@ def test_checker_rejects_each_known_cheat():
     path = SUDOKU.solve(problem)
     first = path[0]
     wrong = Step(first.row, first.col, 1 + first.value % 4)
-    guess = make_error("exploration", problem, path[:1], random.Random(0))
+    cut, guess = next(  # the first position where the next cell has a legal wrong value
+        (k, g) for k in range(len(path)) if (g := make_error("exploration", problem, path[:k], random.Random(0)))
+    )
     cases = {
         "missing goal": (_lines(path), "not_reached_goal"),
         "empty answer": ("", "not_reached_goal"),
@@ -262,7 +285,7 @@ def test_checker_rejects_each_known_cheat():
         "spaces": (SUDOKU.format_response(path).replace("=", " = ", 1), "invalid_format"),
         "empty line": (_lines(path[:2]) + "\n" + SUDOKU.format_response(path[2:]), "invalid_format"),
         "text after goal": (SUDOKU.format_response(path) + "\nr1c1=1", "invalid_format"),
-        "backtrack inside": (_lines(path[:1]) + f"{guess}\n<backtrack>\n" + SUDOKU.format_response(path[1:]),
+        "backtrack inside": (_lines(path[:cut]) + f"{guess}\n<backtrack>\n" + SUDOKU.format_response(path[cut:]),
                              "not_reached_goal"),
         "out of range cell": ("r5c1=1\n" + SUDOKU.format_response(path), "out_of_range"),
         "out of range value": ("r1c2=7\n" + SUDOKU.format_response(path), "out_of_range"),
@@ -286,6 +309,7 @@ def test_error_makers_make_the_error_they_claim():
     problems = [parse_grid(PUZZLE), *_problems(4, 10), *_problems(6, 2), *_problems(9, 1)]
     assert SUDOKU.error_types == ERROR_TYPES == ("exploration", "rule_violation", "filled_cell")
     assert SUDOKU.default_error_mix == (1.0, 1.0, 1.0)
+    explored = 0
     for problem in problems:
         size = problem.size
         path = SUDOKU.solve(problem)
@@ -310,21 +334,27 @@ def test_error_makers_make_the_error_they_claim():
             assert filled is not None  # a puzzle always has givens
             assert grid[filled.index(size)] not in (0, filled.value)
             assert SUDOKU.check(problem, SUDOKU.format_response([*prefix, filled])).reason == "filled_cell"
-        assert make_error("exploration", problem, [], rng) is not None
-        assert make_error("rule_violation", problem, [], rng) is not None
+        made = {kind: [make_error(kind, problem, path[:k], rng) for k in range(len(path))] for kind in ERROR_TYPES}
+        assert any(made["rule_violation"]) and all(made["filled_cell"])
+        explored += any(made["exploration"])
+    assert explored > len(problems) // 2  # a legal wrong value at the next cell exists somewhere in most puzzles
 
 
 def test_exploration_errors_are_drawn_from_every_legal_wrong_placement():
     problem = parse_grid(PUZZLE)
     solution = solve_grid(problem.grid, 4)
+    path = SUDOKU.solve(problem)
+    cut = 0  # the next cell is r1c2: legal values 2 and 4 (the solution); after it every next cell is forced
+    grid = grid_after(problem, path[:cut])
+    first_empty = min(candidates(grid, 4))
     expected = {
         Step(i // 4 + 1, i % 4 + 1, v)
-        for i, mask in candidates(problem.grid, 4).items()
+        for i, mask in candidates(grid, 4).items()
         for v in range(1, 5)
-        if mask >> v & 1 and v != solution[i]
+        if mask >> v & 1 and v != solution[i] and i == first_empty
     }
     rng = random.Random(0)
-    drawn = {make_error("exploration", problem, [], rng) for _ in range(400)}
+    drawn = {make_error("exploration", problem, path[:cut], rng) for _ in range(100)}
     assert drawn == expected and expected
     with pytest.raises(ValueError, match="Unknown error_type 'computational'"):
         make_error("computational", problem, [], rng)

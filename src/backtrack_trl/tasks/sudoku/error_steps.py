@@ -1,11 +1,13 @@
 """The three kinds of single wrong placements of Sudoku backtrack examples (equal weights by default).
 
 Given a puzzle and a correct prefix (placements of solution values), each maker writes one wrong next placement,
-drawn uniformly (from ``rng``) among all the placements of its kind; None when there is none:
+drawn uniformly (from ``rng``) among the placements of its kind; None when there is none. The task's paths fill the
+cells in reading order, so the first two kinds put a wrong value in the cell the path fills next (the mistake a model
+trained on those paths can make):
 
-- **exploration**: a legal placement (an empty cell, a value not yet in its row, column or box) whose value is not
-  the cell's solution value, so the puzzle has no solution any more: the kind of guess a search has to undo.
-- **rule_violation**: a placement on an empty cell of a value already in its row, column or box.
+- **exploration**: a legal value (not yet in the cell's row, column or box) other than the cell's solution value, so
+  the puzzle has no solution any more: the kind of guess a search has to undo.
+- **rule_violation**: a value already in the cell's row, column or box.
 - **filled_cell**: a placement on a given or an already filled cell, of a value other than the one there.
 
 Usage:
@@ -53,6 +55,12 @@ def _grid(problem: SudokuProblem, prefix: Sequence[Step]) -> list[int]:
     return grid
 
 
+def _next_cell(grid: list[int], size: int) -> dict[int, int]:
+    """``{index: candidate mask}`` of the first empty cell in reading order (the one the task's path fills next)."""
+    empty = candidates(grid, size)
+    return {min(empty): empty[min(empty)]} if empty else {}
+
+
 def _step(index: int, size: int, value: int) -> Step:
     return Step(index // size + 1, index % size + 1, value)
 
@@ -66,7 +74,7 @@ def make_exploration_error(problem: SudokuProblem, prefix: Sequence[Step], rng: 
         return None
     options = [
         (index, value)
-        for index, mask in candidates(grid, size).items()
+        for index, mask in _next_cell(grid, size).items()
         for value in range(1, size + 1)
         if mask >> value & 1 and value != solution[index]
     ]
@@ -86,7 +94,7 @@ def make_rule_violation(problem: SudokuProblem, prefix: Sequence[Step], rng: ran
     grid = _grid(problem, prefix)
     options = [
         (index, value)
-        for index, mask in candidates(grid, size).items()
+        for index, mask in _next_cell(grid, size).items()
         for value in range(1, size + 1)
         if not mask >> value & 1
     ]

@@ -185,13 +185,29 @@ def grid_after(problem: SudokuProblem, steps: Sequence[Step]) -> list[int] | Non
     return grid
 
 
-def solve_path(problem: SudokuProblem, rng: random.Random | None = None) -> list[Step] | None:
-    """Every empty cell filled with its solution value, the most constrained cell first (fewest candidates in the
-    grid placed so far; ties drawn by ``rng``, else the first in row-major order); None if there is no solution."""
+FILL_ORDERS = ("reading", "constrained")
+
+
+def solve_path(
+    problem: SudokuProblem, rng: random.Random | None = None, order: str = "reading"
+) -> list[Step] | None:
+    """Every empty cell filled with its solution value; None if there is no solution.
+
+    ``order="reading"`` (the task's paths): the empty cells in reading order (row by row), so the cell to fill next
+    is always known and a step only has to find its value. ``order="constrained"``: the most constrained cell first
+    (fewest candidates in the grid placed so far; ties drawn by ``rng``, else the first in reading order), so every
+    step is as deducible as possible but the model must also find the cell (measured in the README: a tiny model
+    trained on these paths wrote 11% legal placements and solved none; on reading-order paths, 75% and 24%).
+    Every order fills the same cells, so every path is optimal (equally short).
+    """
+    if order not in FILL_ORDERS:
+        raise ValueError(f"order={order!r} is not one of {FILL_ORDERS}.")
     size = problem.size
     solution = solve_grid(problem.grid, size)
     if solution is None:
         return None
+    if order == "reading":
+        return [_step_at(index, size, solution[index]) for index, value in enumerate(problem.grid) if not value]
     geo, full = geometry(size), _full(size)
     grid = list(problem.grid)
     rows, cols, boxes = masks(grid, size)
@@ -212,3 +228,7 @@ def solve_path(problem: SudokuProblem, rng: random.Random | None = None) -> list
         grid[index] = value
         path.append(Step(r + 1, c + 1, value))
     return path
+
+
+def _step_at(index: int, size: int, value: int) -> Step:
+    return Step(index // size + 1, index % size + 1, value)
