@@ -209,9 +209,9 @@ def test_parse_error_mix_values():
 )
 def test_impossible_settings(overrides, message):
     with pytest.raises(ValueError, match=message):
-        build_countdown_dataset(_args(**overrides)) if "push_to_hub" not in overrides else _args(
-            **overrides
-        )[0].validate()
+        build_countdown_dataset(_args(**overrides)) if "push_to_hub" not in overrides else _args(**overrides)[
+            0
+        ].validate()
 
 
 def test_build_and_save_card_and_existing_folder(tmp_path):

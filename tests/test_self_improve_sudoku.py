@@ -97,7 +97,9 @@ def test_sudoku_report_uses_the_tasks_reasons_and_no_countdown_figures(sudoku_st
     study, _ = sudoku_study
     metrics = json.loads((study / "eval" / "backtrack" / "metrics.json").read_text())
     reasons = metrics["test_seen"]["greedy"]["reasons_strict"]
-    assert set(reasons) == set(get_task("sudoku").reasons) and "accuracy_official" not in metrics["test_seen"]["greedy"]
+    assert (
+        set(reasons) == set(get_task("sudoku").reasons) and "accuracy_official" not in metrics["test_seen"]["greedy"]
+    )
     report = (study / "report" / "report.md").read_text()
     assert "filled cell" in report and "rule violation" in report and "wrong arithmetic" not in report
     table = parse_markdown_table(report.split("## Table 1")[1].split("\n\n", 2)[2])

@@ -188,9 +188,7 @@ def grid_after(problem: SudokuProblem, steps: Sequence[Step]) -> list[int] | Non
 FILL_ORDERS = ("reading", "constrained")
 
 
-def solve_path(
-    problem: SudokuProblem, rng: random.Random | None = None, order: str = "reading"
-) -> list[Step] | None:
+def solve_path(problem: SudokuProblem, rng: random.Random | None = None, order: str = "reading") -> list[Step] | None:
     """Every empty cell filled with its solution value; None if there is no solution.
 
     ``order="reading"`` (the task's paths): the empty cells in reading order (row by row), so the cell to fill next
