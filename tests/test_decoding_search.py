@@ -10,7 +10,7 @@ from backtrack_trl.decoding import SelfBacktrackingDecoder
 from backtrack_trl.decoding.engine import SamplingEngine
 from backtrack_trl.decoding.sampling import row_uniforms, sample_from_scores
 from backtrack_trl.decoding.search import resolve_k, rollback_cut
-from backtrack_trl.decoding.selection import RawSample, aggregate_samples, select_index
+from backtrack_trl.decoding.selection import RawSample, aggregate_samples, rescore, select_index
 from backtrack_trl.tasks.countdown.format import Problem, format_prompt
 
 
@@ -152,6 +152,32 @@ def test_duplicate_aggregation_rules():
     for rule in ("mean", "max"):
         candidates = aggregate_samples(samples, duplicates=rule)
         assert candidates[select_index(candidates)].text == "a"  # never a non-goal output, however likely
+
+
+def test_vote_picks_the_answer_most_samples_reach_over_a_likelier_one():
+    samples = [
+        RawSample("right", "goal", -0.9, 0.0, 5),
+        RawSample("right", "goal", -0.8, 0.0, 5),
+        RawSample("forged", "goal", -0.1, 0.0, 5),
+        RawSample("other", "goal", -0.3, 0.0, 5),
+        RawSample("other", "goal", -0.3, 0.0, 5),
+        RawSample("gave up", "backtrack", -0.01, 0.0, 5),
+        RawSample("gave up", "backtrack", -0.01, 0.0, 5),
+        RawSample("gave up", "backtrack", -0.01, 0.0, 5),
+    ]
+    for duplicates in ("sum", "mean", "max"):  # vote ignores the aggregation of scores
+        candidates = aggregate_samples(samples, rule="vote", duplicates=duplicates)
+        assert [c.score for c in candidates] == [2.0, 1.0, 2.0, 3.0]
+        # two answers with 2 votes: the likelier one wins the tie; 3 votes that never reached the goal do not count
+        assert candidates[select_index(candidates)].text == "other"
+        assert rescore(candidates, "vote", duplicates) == [2.0, 1.0, 2.0, 3.0]
+    likely = aggregate_samples(samples, rule="likelihood")
+    assert likely[select_index(likely)].text == "forged"
+    model = scripted({(): {"5+3=8": 0.45, "4+4=8": 0.25, "6+2=8": 0.3}})
+    decoder = SelfBacktrackingDecoder(model, tokenizer(), n=32, b=0, temperature=1.0, selection="vote", seed=0)
+    result = decoder.solve([PROMPT_8])[0]
+    chosen = next(c for c in result.goal_candidates if c.text == result.completion)
+    assert chosen.count == max(c.count for c in result.goal_candidates) > 1
 
 
 @pytest.mark.parametrize("tabu", [False, True])

@@ -8,8 +8,11 @@ Scores of one candidate (all read from the sampling pass, no extra forward):
   ``i``-th line end (the point where a trained model emits ``<backtrack>`` after a wrong step, the last step
   included, so it judges the step that "reaches" the target).
 
-Rules (``selection=``): ``"likelihood"`` (paper), ``"backtrack_value"`` (ties broken by likelihood), or
-``"combined"``: ``mean_logprob + backtrack_weight * backtrack_value``.
+Rules (``selection=``): ``"likelihood"`` (paper), ``"backtrack_value"`` (ties broken by likelihood),
+``"combined"``: ``mean_logprob + backtrack_weight * backtrack_value``, or ``"vote"``: the answer that most samples
+reached (self-consistency, Wang et al. 2022; ties broken by likelihood; not the paper's rule, and it ignores
+``duplicates``). Vote suits tasks whose right answers are one text (Sudoku's reading-order paths); a Countdown
+answer has many right texts.
 
 Duplicates (same response text reached several times, ``duplicates=``): ``"sum"`` adds their scores (the released
 code; scores are negative, so frequent answers are *penalised*), ``"mean"`` or ``"max"``.
@@ -33,7 +36,7 @@ from dataclasses import dataclass
 from .results import Candidate
 
 
-SELECTION_RULES = ("likelihood", "backtrack_value", "combined")
+SELECTION_RULES = ("likelihood", "backtrack_value", "combined", "vote")
 DUPLICATE_AGGREGATIONS = ("sum", "mean", "max")
 
 
@@ -79,6 +82,8 @@ def sample_score(mean_lp: float, bt_value: float, rule: str, backtrack_weight: f
         return mean_lp
     if rule == "backtrack_value":
         return bt_value
+    if rule == "vote":  # one vote per sample; the candidate's score is its count
+        return 1.0
     return mean_lp + backtrack_weight * bt_value
 
 
@@ -110,7 +115,7 @@ def aggregate_samples(
                 end_reason=first.end_reason,
                 mean_logprob=float(sum(s.mean_logprob for s in group) / len(group)),
                 backtrack_value=float(sum(s.backtrack_value for s in group) / len(group)),
-                score=aggregate_scores(scores, duplicates),
+                score=float(len(group)) if rule == "vote" else aggregate_scores(scores, duplicates),
                 count=len(group),
                 num_tokens=first.num_tokens,
                 round=min(s.round for s in group),
@@ -128,7 +133,9 @@ def rescore(
     scores = []
     for candidate in candidates:
         score = sample_score(candidate.mean_logprob, candidate.backtrack_value, rule, backtrack_weight)
-        scores.append(score * candidate.count if duplicates == "sum" else score)
+        if rule == "vote":
+            score = float(candidate.count)
+        scores.append(score * candidate.count if duplicates == "sum" and rule != "vote" else score)
     return scores
 
 
