@@ -314,12 +314,13 @@ def write_report(
         f"| {name} | {sec:.0f} |\n" for name, sec in stage_seconds.items()
     )
     timings += f"| **total** | **{total:.0f}** |\n"
+    task = get_task(task or "countdown")
+    published = task.reference_results.get("note", "no published figures for this task")
     text = (
-        "# Self-backtracking study report\n\n"
+        f"# Self-backtracking study report ({task.name})\n\n"
         + (settings_md + "\n\n" if settings_md else "")
-        + "## Table 1 (accuracy %, strict and official checkers)\n\n"
-        + "Strict cells: accuracy [95% Wilson interval]. Paper column: Llama-3.2-1B, official checker, 5,000 "
-        "problems per split, a different scale.\n\n"
+        + f"## Table 1 (accuracy %, checkers: {', '.join(task.modes)})\n\n"
+        + f"Strict cells: accuracy [95% Wilson interval]. Last column: {published}.\n\n"
         + table1_markdown(decoder_results, task)
         + "\n![accuracy vs N](accuracy_vs_n.png)\n\n"
         + "## What limits the models\n\n"

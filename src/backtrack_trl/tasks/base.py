@@ -77,8 +77,9 @@ class Task(abc.ABC):
     diagnosis_columns: ClassVar[tuple[tuple[str, str], ...]] = ()
     #: A sentence explaining :attr:`diagnosis_columns` under the evaluation table.
     diagnosis_text: ClassVar[str] = ""
-    #: Published figures the study report prints beside its own: ``{"label": column header, "table": {(model,
-    #: decoder key): (seen, new)}, "rounds": {"seen": (...), "new": (...)}}`` (Countdown: the paper's Table 1).
+    #: Published figures the study report prints beside its own: ``{"label": column header, "note": where they come
+    #: from, "table": {(model, decoder key): (seen, new)}, "rounds": {"seen": (...), "new": (...)}}`` (Countdown:
+    #: the paper's Table 1).
     reference_results: ClassVar[Mapping[str, Any]] = {}
     #: Folder name of the task's ``evaluate`` metric under ``metrics/`` (None: the checkers alone).
     metric_name: ClassVar[str | None] = None

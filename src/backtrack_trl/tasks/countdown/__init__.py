@@ -45,6 +45,7 @@ class CountdownTask(Task):
     metric_name = "countdown_accuracy"
     reference_results = {
         "label": "Paper 1B seen / new (official)",
+        "note": "the paper's Llama-3.2-1B, official checker, 5,000 problems per split, a different scale",
         "table": paper.PAPER_1B,
         "rounds": paper.PAPER_ROUNDS_1B,
     }
