@@ -1,4 +1,4 @@
-"""Create a small randomly initialised Llama for the Countdown task and save it with its tokenizer.
+"""Create a small randomly initialised Llama for a task (or extend a pretrained one) and save it with its tokenizer.
 
 The model is a plain ``LlamaForCausalLM`` sized by the YAML of ``recipes/<scale>/init_model.yaml``; its config and
 ``GenerationConfig`` carry the tokenizer's bos / eos / pad ids, so ``from_pretrained`` + ``generate`` work without

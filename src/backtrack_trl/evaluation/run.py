@@ -35,7 +35,7 @@ from pathlib import Path
 from ..atomic_io import atomic_path, atomic_write_text
 from ..decoding.results import SearchResult
 from ..decoding.selection import SELECTION_RULES
-from ..tasks import get_task
+from ..tasks import Task, get_task
 from .scoring import load_task_metric, markdown_tables, score_results
 from .specs import DEFAULT_DECODERS, RESCORABLE, check_decoder_specs, parse_decoder_spec, spec_file_name
 
@@ -73,7 +73,7 @@ class EvaluationArguments:
         default=False,
         metadata={
             "help": "Also probe the model's greedy answers to single facts a<op>b= (inside vs held out from the "
-            "train split's steps); Countdown only, see backtrack_trl.tasks.countdown.arithmetic."
+            "train split's steps); the task's Task.fact_probe (Countdown's: backtrack_trl.tasks.countdown.arithmetic)."
         },
     )
     probe_min_operand: int = field(default=1, metadata={"help": "Smallest operand of the fact probe."})
@@ -108,8 +108,8 @@ class EvaluationArguments:
                 raise ValueError(f"selection_rules: {rule!r} is not one of {SELECTION_RULES}.")
         check_decoder_specs(self.decoders)
         task = get_task(self.task)  # an unknown task fails here, listing the known ones
-        if self.probe_facts and task.name != "countdown":
-            raise ValueError(f"probe_facts asks Countdown facts a<op>b=; task {task.name!r} has none: set it false.")
+        if self.probe_facts and type(task).fact_probe is Task.fact_probe:
+            raise ValueError(f"probe_facts: task {task.name!r} has no fact probe (Countdown has one); set it false.")
 
 
 def _write_generations(path: Path, rows: list[dict], output_format: str) -> Path:
@@ -211,29 +211,19 @@ def evaluate_decoders(args: EvaluationArguments) -> dict:
             )
     probe = None
     if args.probe_facts and state.is_main_process:
-        from ..tasks.countdown.arithmetic import run_fact_probe
-
         if "train" not in dataset:
             raise ValueError(
                 f"probe_facts needs the train split of {args.dataset_name} (its steps are the facts the model saw); "
                 f"it has {sorted(dataset)}. Point dataset_name at the training data or set probe_facts: false."
             )
-        train = dataset["train"]
-        num_numbers = len(train[0]["numbers"]) if len(train) else 3
-        # The facts a model was trained to write: the steps of the solutions (wrong steps may be masked).
-        kinds = train["kind"] if "kind" in train.column_names else ["optimal"] * len(train)
-        solutions = [completion for completion, kind in zip(train["completion"], kinds) if kind == "optimal"]
-        probe = run_fact_probe(
-            model,
-            tokenizer,
-            solutions,
-            min_operand=args.probe_min_operand,
-            max_operand=args.probe_max_operand,
-            max_facts=args.probe_max_facts,
-            context=args.probe_context,
-            num_numbers=num_numbers,
-            seed=args.seed,
-        )
+        options = {
+            "min_operand": args.probe_min_operand,
+            "max_operand": args.probe_max_operand,
+            "max_facts": args.probe_max_facts,
+            "context": args.probe_context,
+            "seed": args.seed,
+        }
+        probe = task.fact_probe(model, tokenizer, dataset["train"], options)
         atomic_write_text(output_dir / "fact_probe.json", json.dumps(probe, indent=2) + "\n")
     if state.is_main_process:
         atomic_write_text(output_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")

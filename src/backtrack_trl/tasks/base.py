@@ -29,6 +29,21 @@ from typing import Any, ClassVar
 BACKTRACK_TOKEN = "<backtrack>"
 GOAL_MARKER = "Goal Reached!"
 RESPONSE_HEADER = "###Response:\n"
+# Special-token texts a decode with skip_special_tokens=False may leave at the end of an answer.
+_TRAILING_SPECIAL_TEXTS = ("</s>", "<pad>")
+
+
+def clean_response(response: str) -> str:
+    """Drop trailing whitespace and trailing ``</s>``/``<pad>`` texts (only at the very end), so every checker reads
+    a decode with ``skip_special_tokens=False`` as is."""
+    text = response.rstrip()
+    while True:
+        for special in _TRAILING_SPECIAL_TEXTS:
+            if text.endswith(special):
+                text = text[: -len(special)].rstrip()
+                break
+        else:
+            return text
 
 
 @dataclass(frozen=True)
@@ -228,6 +243,11 @@ class Task(abc.ABC):
                 f"{100 * accuracy:.1f}% chosen"
             )
         return "search limits the model: the right path is not among the candidates"
+
+    def fact_probe(self, model, tokenizer, train_rows, options: Mapping[str, Any]) -> dict | None:
+        """The task's single-step probe of a model (Countdown: facts ``a<op>b=`` inside vs held out from the training
+        steps), or None when the task has none; ``options`` are the evaluation's ``probe_*`` arguments."""
+        return None
 
     def tokenizer_phrases(self) -> tuple[str, ...]:
         """Phrases a task tokenizer keeps as single tokens (the frame's markers; a task may add its own)."""

@@ -134,6 +134,15 @@ class CountdownTask(Task):
 
         return limiting_factor(diagnosis.get("last_step_right"), accuracy, oracle)
 
+    def fact_probe(self, model, tokenizer, train_rows, options: Mapping[str, Any]) -> dict:
+        from .arithmetic import run_fact_probe
+
+        num_numbers = len(train_rows[0]["numbers"]) if len(train_rows) else 3
+        # The facts a model was trained to write: the steps of the solutions (wrong steps may be masked).
+        kinds = train_rows["kind"] if "kind" in train_rows.column_names else ["optimal"] * len(train_rows)
+        solutions = [completion for completion, kind in zip(train_rows["completion"], kinds) if kind == "optimal"]
+        return run_fact_probe(model, tokenizer, solutions, num_numbers=num_numbers, **options)
+
     def tokenizer_phrases(self) -> tuple[str, ...]:
         return ("###Question:", " numbers", "->target", "###Response:", "Goal Reached!")
 

@@ -52,7 +52,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 
-from ..base import Verdict
+from ..base import Verdict, clean_response
 from .format import BACKTRACK_TOKEN, GOAL_MARKER, Problem, parse_step
 
 
@@ -60,24 +60,10 @@ __all__ = ["MODES", "REASONS", "Verdict", "check", "check_official", "check_stri
 
 REASONS = ("correct", "not_reached_target", "incorrect_result", "unknown_numbers", "invalid_format")
 MODES = ("strict", "official")
-# Special-token texts a decode with skip_special_tokens=False may leave at the end of an answer.
-_TRAILING_SPECIAL_TEXTS = ("</s>", "<pad>")
 _OFFICIAL_RESPONSE_RE = re.compile(r"(.*?)(?:<backtrack>|Goal Reached!)", re.DOTALL)
 # [0-9] rather than \d: Python's \d also matches non-ASCII digits. The released code uses \d with re.match on
 # str input; restricting it to ASCII only changes the verdict on text no tokenizer of this project can produce.
 _OFFICIAL_STEP_RE = re.compile(r"([0-9]+)\s*([+\-*/])\s*([0-9]+)\s*=\s*([0-9]+)")
-
-
-def clean_response(response: str) -> str:
-    """Drop trailing whitespace and trailing ``</s>``/``<pad>`` texts (only at the very end)."""
-    text = response.rstrip()
-    while True:
-        for special in _TRAILING_SPECIAL_TEXTS:
-            if text.endswith(special):
-                text = text[: -len(special)].rstrip()
-                break
-        else:
-            return text
 
 
 def _show(values: Counter) -> list[int]:

@@ -4,7 +4,7 @@ It takes the problem and the *response* (the text after ``###Response:\\n``) and
 :class:`~backtrack_trl.tasks.base.Verdict` whose ``reason`` is one of :data:`REASONS`. Nothing is ever evaluated.
 
 Input tolerance: trailing whitespace and trailing ``</s>`` / ``<pad>`` texts at the very end are ignored (the same
-``clean_response`` as Countdown's), so a decode with ``skip_special_tokens=False`` can be passed as is.
+``clean_response`` as every task's), so a decode with ``skip_special_tokens=False`` can be passed as is.
 
 The response must be placements ``r<row>c<col>=<value>``, one per line, then the line ``Goal Reached!`` with nothing
 after it. Lines are checked in order and the first failure decides the reason:
@@ -39,8 +39,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ..base import Verdict
-from ..countdown.checkers import clean_response
+from ..base import Verdict, clean_response
 from .format import BACKTRACK_TOKEN, GOAL_MARKER, SudokuProblem, parse_step
 from .solver import placement_error, solve_grid
 
