@@ -118,6 +118,24 @@ def test_run_fact_probe_reports_inside_and_held_out():
     assert 0 < held["accuracy"] < 1 and held["by_op"]["+"] is not None
 
 
+def test_the_countdown_task_runs_its_fact_probe_on_the_train_split_solutions():
+    from datasets import Dataset
+
+    from backtrack_trl.tasks import get_task
+
+    rows = Dataset.from_list(
+        [
+            {"numbers": [3, 3, 1], "completion": "3+3=6\n6*1=6\nGoal Reached!", "kind": "optimal"},
+            {"numbers": [4, 2, 1], "completion": "4+2=6\n6-1=5\nGoal Reached!", "kind": "optimal"},
+            {"numbers": [4, 4, 1], "completion": "4+4=8\n<backtrack>", "kind": "backtrack"},  # not a trained fact
+        ]
+    )
+    options = {"min_operand": 1, "max_operand": 4, "max_facts": 100, "context": "prompt", "seed": 0}
+    report = get_task("countdown").fact_probe(_planted_model(), tokenizer(), rows, options)
+    assert report["inside"]["facts"] == 2 and report["inside"]["accuracy"] == 0.0
+    assert get_task("sudoku").fact_probe(_planted_model(), tokenizer(), rows, options) is None
+
+
 def test_wilson_interval_known_values():
     low, high = wilson_interval(235, 500)
     assert low == pytest.approx(0.42665, abs=1e-4) and high == pytest.approx(0.51381, abs=1e-4)
