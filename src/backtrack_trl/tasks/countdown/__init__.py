@@ -61,9 +61,9 @@ class CountdownTask(Task):
     )
     diagnosis_columns = (
         ("step_right", "Right steps %"),
-        ("first_step_right", "Right first %"),
-        ("last_step_right", "Right last %"),
-        ("target_copy", "Copies target %"),
+        ("first_step_right", "Right first step %"),
+        ("last_step_right", "Right last step %"),
+        ("target_copy", "Last step copies the target %"),
     )
 
     def format_prompt(self, problem: Problem) -> str:
