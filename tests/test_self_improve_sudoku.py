@@ -21,12 +21,12 @@ from backtrack_trl.tasks import get_task
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
-DATA = {"task": "sudoku", "mode": "backtrack", "num_train_questions": 80, "num_test": 4, "size": 4, "min_givens": 9,
-        "max_givens": 11, "seed": 3, "num_proc": 1}  # fmt: skip
-INIT = {"tokenizer": "sudoku", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 1,
-        "num_attention_heads": 2, "max_position_embeddings": 128, "seed": 0}  # fmt: skip
-SFT = {"task": "sudoku", "use_cpu": True, "bf16": False, "activation_checkpointing": False, "learning_rate": 1.0e-2,
-       "lr_scheduler_type": "constant", "max_steps": 60, "per_device_train_batch_size": 32, "max_length": 96,
+DATA = {"task": "sudoku", "mode": "backtrack", "num_train_questions": 300, "num_test": 4, "size": 4, "min_givens": 13,
+        "max_givens": 15, "seed": 3, "num_proc": 1}  # fmt: skip
+INIT = {"tokenizer": "sudoku", "hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 2,
+        "num_attention_heads": 4, "max_position_embeddings": 128, "seed": 0}  # fmt: skip
+SFT = {"task": "sudoku", "use_cpu": True, "bf16": False, "activation_checkpointing": False, "learning_rate": 3.0e-3,
+       "lr_scheduler_type": "constant", "max_steps": 300, "per_device_train_batch_size": 32, "max_length": 96,
        "eval_strategy": "no", "logging_steps": 20, "save_strategy": "no", "report_to": "none", "seed": 0}  # fmt: skip
 EVAL = {"task": "sudoku", "splits": ["test_seen", "test_new"], "max_problems": 4, "max_new_tokens": 48, "seed": 0,
         "decoders": ["greedy", "best_of_n:n=4", "self_backtracking:n=4,b=1"]}  # fmt: skip
@@ -54,10 +54,10 @@ def sudoku_study(tmp_path_factory):
         "round_sft_config": _write(folder / "round.yaml", {**SFT, "max_steps": 10, "learning_rate": 2e-3}),
         "round_eval_decoders": ["greedy"],
         "rounds": 1,
-        "pool_size": 20,
-        "search_n": 4,
+        "pool_size": 40,
+        "search_n": 8,
         "search_b": 1,
-        "search_batch_size": 20,
+        "search_batch_size": 40,
         "search_max_new_tokens": 48,
         "control": True,
         "accelerate_config": str(REPO / "accelerate_configs" / "cpu.yaml"),
