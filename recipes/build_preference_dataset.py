@@ -1,0 +1,30 @@
+"""Build the DPO / KTO preference data of a backtrack dataset: the same questions and pairs (configs `pairwise`
+and `unpaired` of one Hub-layout folder; the pairing rule is in src/backtrack_trl/preference_data.py).
+
+Usage:
+
+    python recipes/build_preference_dataset.py --source data/countdown-tiny/backtrack \\
+        --output_dir data/countdown-tiny/preference
+    python recipes/build_preference_dataset.py --source data/Llama-3.2-1B/backtrack \\
+        --output_dir data/Llama-3.2-1B/preference
+
+The folder loads with `datasets.load_dataset(output_dir, "pairwise")` (DPO) or `load_dataset(output_dir,
+"unpaired")` (KTO); `python recipes/build_preference_dataset.py --help` lists every option.
+"""
+
+import logging
+
+from trl import TrlParser
+
+from backtrack_trl.cli import run_recipe
+from backtrack_trl.preference_data import PreferenceDataArguments, build_and_save_preference
+
+
+def main():
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s - %(name)s - %(message)s")
+    (args,) = TrlParser((PreferenceDataArguments,)).parse_args_and_config()
+    build_and_save_preference(args)
+
+
+if __name__ == "__main__":
+    run_recipe(main)
