@@ -80,11 +80,26 @@ def check_decoder_options(method: str, options: dict) -> None:
         raise ValueError(
             f"unknown option(s) {', '.join(map(repr, unknown))} for {method!r}; its options are {', '.join(known)}."
         )
+    options = dict(options)
+    folder = options.get("reward_model")
+    if isinstance(folder, str):
+        # A folder option names a model that a later step may write: its value is checked, not the folder (building
+        # the decoder checks the folder).
+        if not folder.strip():
+            raise ValueError(f"reward_model must be a reward model folder, got {folder!r}.")
+        options["reward_model"] = _FolderPlaceholder()
     model, tokenizer = _stand_in()
     try:
         cls(model, tokenizer, **options)
     except TypeError as error:
         raise ValueError(f"{error} ({method!r} takes the options {', '.join(known)}).") from None
+
+
+class _FolderPlaceholder:
+    """Stands for a reward model folder while a spec is checked, so the decoder's other checks of it still run."""
+
+    def score(self, prompts, responses):
+        raise RuntimeError("a placeholder of the spec check; it never scores")
 
 
 # Options a decoder sets itself when it calls its base class (greedy is the search with n=1, b=0, temperature 0).

@@ -8,16 +8,21 @@ from backtrack_trl.decoding import BeamSearchDecoder, BestOfNDecoder, GreedyDeco
 greedy = GreedyDecoder(model, tokenizer).solve(problems)
 beam = BeamSearchDecoder(model, tokenizer, n=16).solve(problems)  # chosen = the top beam
 best_of_8 = BestOfNDecoder(model, tokenizer, n=8).solve(problems)  # best mean log-prob among answers
+orm_8 = BestOfNDecoder(model, tokenizer, n=8, reward_model="results/countdown-tiny/reward-model").solve(problems)
 ```
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from .base import Decoder, check_options
 from .beam import BeamEngine
 from .engine import Expansion, State
 from .results import SearchResult
+from .reward import RewardModelScorer, check_reward_folder
 from .search import SelfBacktrackingDecoder
+from .selection import fallback_index, select_index
 
 
 class GreedyDecoder(SelfBacktrackingDecoder):
@@ -36,13 +41,73 @@ class BestOfNDecoder(SelfBacktrackingDecoder):
 
     ``forbid_backtrack=True`` bans ``<backtrack>`` while sampling (the model cannot veto its own samples), which
     isolates what the token adds as a filter. Same selection options as the search.
+
+    ``reward_model``: an outcome reward model folder (``recipes/reward_model.py``) or any object with
+    ``score(prompts, responses) -> list[float]``. Every candidate's ``score`` is then the ORM's scalar (``mean_logprob``
+    and ``backtrack_value`` are kept, so other rules can still be replayed) and the goal-reaching candidate with the
+    highest ORM score wins (ties: likelihood). The folder's config is checked here; its weights load on first use, on
+    the decoder's device and dtype.
     """
 
     method = "best_of_n"
 
-    def __init__(self, model, tokenizer, n: int = 8, forbid_backtrack: bool = False, **kwargs):
+    def __init__(self, model, tokenizer, n: int = 8, forbid_backtrack: bool = False, reward_model=None, **kwargs):
         kwargs.setdefault("max_backtracks", 0 if forbid_backtrack else None)
         super().__init__(model, tokenizer, n=n, b=0, **kwargs)
+        self.reward_model, self._scorer = reward_model, None
+        if reward_model is None:
+            return
+        if self.selection != "likelihood":
+            raise ValueError(
+                f"selection={self.selection!r} with reward_model: the reward model is the selection rule; drop one."
+            )
+        if isinstance(reward_model, (str, Path)):
+            check_reward_folder(str(reward_model))
+        elif callable(getattr(reward_model, "score", None)):
+            self._scorer = reward_model
+        else:
+            raise ValueError(
+                f"reward_model must be a reward model folder or an object with score(prompts, responses), "
+                f"got {type(reward_model).__name__}."
+            )
+
+    @property
+    def scorer(self):
+        if self._scorer is None:
+            dtype = next(self.model.parameters()).dtype
+            self._scorer = RewardModelScorer.from_folder(str(self.reward_model), device=self.device, dtype=dtype)
+        return self._scorer
+
+    def build_result(self, prompt, samples, *args, **kwargs) -> SearchResult:
+        result = super().build_result(prompt, samples, *args, **kwargs)
+        if self.reward_model is not None:
+            self._pending.append((result, samples))
+        return result
+
+    def _solve_batch(self, prompts, prompt_ids, seeds) -> list[SearchResult]:
+        self._pending = []
+        results = super()._solve_batch(prompts, prompt_ids, seeds)
+        if self.reward_model is not None:
+            self._rerank(self._pending)
+        self._pending = []
+        return results
+
+    def _rerank(self, pending) -> None:
+        """Score every candidate of the batch in one batched ORM pass, then choose again by that score."""
+        pairs = [(result.prompt, candidate) for result, _ in pending for candidate in result.candidates]
+        scores = self.scorer.score([prompt for prompt, _ in pairs], [c.text for _, c in pairs]) if pairs else []
+        for (_, candidate), score in zip(pairs, scores, strict=True):
+            candidate.score = float(score)
+        for result, samples in pending:
+            index = select_index(result.candidates)
+            if index is None:
+                index = fallback_index(result.candidates)
+            result.chosen_index = index
+            result.completion = result.candidates[index].text if index is not None else ""
+            result.completion_ids = None
+            if index is not None:
+                first = next(sample for sample in samples if sample.text == result.completion)
+                result.completion_ids = [i for i in first.token_ids if i not in self.tokens.strip_ids]
 
 
 class BeamSearchDecoder(Decoder):
