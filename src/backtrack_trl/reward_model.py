@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -287,7 +288,10 @@ def train_reward_model(script_args: RewardModelScriptArguments, training_args, m
     model, tokenizer = load_reward_base(model_args, training_args)
 
     def accuracies() -> tuple[float, float]:
-        scorer = RewardModelScorer(model, tokenizer, batch_size=training_args.per_device_eval_batch_size)
+        # On the training device: a 1B model scored on the CPU would take longer than the training.
+        scorer = RewardModelScorer(
+            model, tokenizer, batch_size=training_args.per_device_eval_batch_size, device=training_args.device
+        )
         held_out = pairwise_accuracy(scorer, eval_rows) if eval_rows is not None else float("nan")
         result = pairwise_accuracy(scorer, train_rows), held_out
         model.train()
@@ -348,6 +352,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     script_args, training_args, model_args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     report: dict[str, Any] = {"stage": script_args.stage}
+    if script_args.stage != "train" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # Every process would sample and write the same dataset folder.
+        raise ValueError(
+            f"--stage {script_args.stage} under a multi-process launch: run `python recipes/reward_model.py ... "
+            f"--stage data` in one process first, then `accelerate launch ... --stage train`."
+        )
     if script_args.stage in ("data", "all"):
         report["data"] = build_orm_dataset(script_args)
     if script_args.stage in ("train", "all"):
