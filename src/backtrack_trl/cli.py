@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 
@@ -42,3 +42,28 @@ def run_recipe(main: Callable[[], Any]) -> Any:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr, flush=True)
         raise SystemExit(130) from None
+
+
+def recipe_option(argv: Sequence[str], name: str) -> str | None:
+    """The value a recipe's command line gives ``name`` before parsing: ``--name value`` / ``--name=value`` (the last
+    wins), else the ``name:`` key of its ``--config`` YAML, else None. Recipes whose dataclasses depend on one option
+    (the task's generator options, DPO vs KTO) read it first with this."""
+    import yaml
+
+    def flag(key: str) -> str | None:
+        value = None
+        for index, item in enumerate(argv):
+            if item == f"--{key}" and index + 1 < len(argv):
+                value = argv[index + 1]
+            elif item.startswith(f"--{key}="):
+                value = item.split("=", 1)[1]
+        return value
+
+    value, config = flag(name), flag("config")
+    if value is None and config:
+        if not os.path.isfile(config):
+            raise FileNotFoundError(f"--config {config!r}: no such file.")
+        with open(config, encoding="utf-8") as handle:
+            data = yaml.safe_load(handle) or {}
+        value = data.get(name) if isinstance(data, dict) else None
+    return None if value is None else str(value)

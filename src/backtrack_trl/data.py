@@ -50,11 +50,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import pyarrow as pa
-import yaml
 from datasets import Dataset, DatasetDict, DatasetInfo, Features, Value
 from datasets.table import InMemoryTable
 from tqdm.auto import tqdm
 
+from .cli import recipe_option
 from .tasks import BACKTRACK_TOKEN, Task, get_task
 from .tasks.base import shard_seed
 
@@ -187,30 +187,10 @@ def check_task_config(task: Task, config: Any) -> Any:
     return config
 
 
-def _option_value(argv: Sequence[str], name: str) -> str | None:
-    """The value of ``--name value`` / ``--name=value`` in ``argv`` (the last one wins), else None."""
-    value = None
-    for index, item in enumerate(argv):
-        if item == f"--{name}" and index + 1 < len(argv):
-            value = argv[index + 1]
-        elif item.startswith(f"--{name}="):
-            value = item.split("=", 1)[1]
-    return value
-
-
 def task_of_recipe(argv: Sequence[str]) -> str:
     """The task a data recipe's command line names: ``--task``, else the ``task:`` of its ``--config``, else
     countdown (the parser needs it first: the task's generator options are part of the command line)."""
-    name = _option_value(argv, "task")
-    config = _option_value(argv, "config")
-    if name is None and config:
-        try:
-            with open(config) as handle:
-                data = yaml.safe_load(handle) or {}
-        except FileNotFoundError:
-            raise FileNotFoundError(f"--config {config!r}: no such file.") from None
-        name = data.get("task") if isinstance(data, dict) else None
-    return name or "countdown"
+    return recipe_option(argv, "task") or "countdown"
 
 
 def parse_data_args(argv: Sequence[str] | None = None) -> tuple[BuildDatasetArguments, Any]:

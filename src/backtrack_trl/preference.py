@@ -35,11 +35,10 @@ from typing import Any
 
 import datasets
 import torch
-import yaml
 from trl import DPOConfig, DPOTrainer, KTOConfig, KTOTrainer, ModelConfig, ScriptArguments, TrlParser, get_peft_config
 
 from .atomic_io import atomic_write_text
-from .data import _option_value
+from .cli import recipe_option
 from .training import configure_generation, load_model, load_tokenizer, setup_logging
 
 
@@ -87,15 +86,7 @@ class PreferenceScriptArguments(ScriptArguments):
 def method_of_recipe(argv: Sequence[str]) -> str:
     """The method a command line names: ``--method``, else the ``method:`` of its ``--config``, else dpo (the parser
     needs it before it builds the dataclasses: it picks DPOConfig or KTOConfig)."""
-    method = _option_value(argv, "method")
-    config = _option_value(argv, "config")
-    if method is None and config:
-        if not os.path.isfile(config):
-            raise FileNotFoundError(f"Recipe {config!r} (--config) does not exist.")
-        with open(config, encoding="utf-8") as handle:
-            data = yaml.safe_load(handle) or {}
-        method = data.get("method") if isinstance(data, dict) else None
-    method = (method or "dpo").lower()
+    method = (recipe_option(argv, "method") or "dpo").lower()
     if method not in METHODS:
         raise ValueError(f"--method must be one of {list(METHODS)}, got {method!r}.")
     return method
