@@ -71,3 +71,22 @@ def test_recipe_cli_one_line_error(tmp_path):
         and result.stderr.strip().startswith("error: --source")
         and "\n" not in result.stderr.strip()
     )
+
+
+def test_a_source_of_another_task_names_the_task_option(tmp_path):
+    from backtrack_trl.data import BuildDatasetArguments, build_dataset
+    from backtrack_trl.hub_dataset import write_hub_dataset
+    from backtrack_trl.preference_data import PreferenceDataArguments, build_preference
+    from backtrack_trl.tasks.sudoku import SudokuConfig
+
+    source = tmp_path / "sudoku"
+    data = build_dataset(
+        BuildDatasetArguments(task="sudoku", num_train_questions=6, num_test=2, num_proc=1), SudokuConfig()
+    )
+    write_hub_dataset(data, source, card="Sudoku")
+    with pytest.raises(ValueError, match=r"countdown problem columns \['numbers', 'target'\].*--task"):
+        build_preference(PreferenceDataArguments(source=str(source), output_dir=str(tmp_path / "out")))
+    built = build_preference(
+        PreferenceDataArguments(source=str(source), output_dir=str(tmp_path / "o"), task="sudoku")
+    )
+    assert len(built["pairwise"]["train"]) > 0 and "puzzle" in built["pairwise"]["train"].column_names

@@ -204,6 +204,12 @@ def build_preference(args: PreferenceDataArguments, dataset: DatasetDict | None 
         dataset = datasets.load_dataset(args.source, name=args.source_config)
     check_source(dataset, args.train_split, args.source)
     task = get_task(args.task)
+    missing = [name for name in task.problem_columns if name not in dataset[args.train_split].column_names]
+    if missing:
+        raise ValueError(
+            f"Source {args.source!r} has none of the {task.name} problem columns {missing}: it is another task's "
+            f"dataset. Pass --task with the source's task (known: countdown, sudoku, ...)."
+        )
     extra = problem_columns(dataset[args.train_split].column_names) + ["error_type"]
     pairwise, train_counts = pair_rows(dataset[args.train_split], extra)
     splits = {args.train_split: pairwise}
