@@ -41,6 +41,16 @@ EVAL = {"splits": ["test_seen", "test_new"], "max_problems": 4, "max_new_tokens"
         "probe_facts": True, "probe_max_operand": 9}  # fmt: skip
 
 
+# The other Table 1 baselines (optional study stages), as small as they run.
+PREFERENCE = {"use_cpu": True, "bf16": False, "activation_checkpointing": False, "max_steps": 5, "beta": 0.1,
+              "per_device_train_batch_size": 8, "max_length": 64, "learning_rate": 1.0e-3, "report_to": "none",
+              "save_strategy": "no", "logging_steps": 5}  # fmt: skip
+REWARD = {"stage": "all", "max_problems": 40, "eval_problems": 8, "num_samples": 4, "max_new_tokens": 24,
+          "use_cpu": True, "bf16": False, "activation_checkpointing": False, "max_steps": 5,
+          "per_device_train_batch_size": 8, "max_length": 64, "report_to": "none", "save_strategy": "no",
+          "eval_strategy": "no"}  # fmt: skip
+
+
 def _write(path: Path, data: dict) -> str:
     path.write_text(yaml.safe_dump(data))
     return str(path)
@@ -59,6 +69,10 @@ def _configs(folder: Path, output_dir: Path, baseline: bool = True) -> Path:
         "optimal_sft_config": str(folder / "sft.yaml") if baseline else None,
         "eval_config": _write(folder / "eval.yaml", {**EVAL, "output_dir": "unused"}),
         "round_sft_config": _write(folder / "round.yaml", {**SFT, "max_steps": 15, "learning_rate": 2e-3}),
+        "dpo_config": _write(folder / "dpo.yaml", {**PREFERENCE, "method": "dpo"}) if baseline else None,
+        "kto_config": _write(folder / "kto.yaml", {**PREFERENCE, "method": "kto"}) if baseline else None,
+        "reward_model_config": _write(folder / "orm.yaml", REWARD) if baseline else None,
+        "orm_n": [2, 4],
         "round_eval_decoders": ["greedy", "self_backtracking:n=4,b=1"],
         "rounds": 2,
         "pool_size": 30,
@@ -101,7 +115,8 @@ def test_rounds_write_datasets_models_and_metrics(full_study):
     study, _, _ = full_study
     state = json.loads((study / "state.json").read_text())["stages"]
     for stage in ("sft_optimal", "sft_backtrack", "eval_optimal", "eval_backtrack", "round_1_search", "round_1_sft",
-                  "round_1_eval", "control_1_sft", "round_2_search", "round_2_sft", "round_2_eval", "report"):  # fmt: skip
+                  "round_1_eval", "control_1_sft", "round_2_search", "round_2_sft", "round_2_eval", "report",
+                  "data_preference", "dpo", "eval_dpo", "kto", "eval_kto", "reward_model", "eval_orm"):  # fmt: skip
         assert stage in state, stage
     for k in (1, 2):
         harvest = json.loads((study / "rounds" / f"round_{k}" / "harvest.json").read_text())
@@ -135,6 +150,12 @@ def test_report_files_and_tables_parse(full_study):
     table1 = parse_markdown_table(report.split("## Table 1")[1])
     methods = [row["Method"] for row in table1]
     assert methods[0] == "SFT on optimal paths + greedy" and "Self-backtracking b=1, N=4" in methods
+    # the optional baselines, in the paper's order: optimal-model rows (ORM among them), DPO, KTO, then backtrack
+    orm = "SFT on optimal paths + best-of-4 (outcome reward model)"
+    assert orm in methods and "SFT on optimal paths + best-of-2 (outcome reward model)" in methods
+    dpo, kto = methods.index("DPO on the same pairs + greedy"), methods.index("KTO on the same pairs + greedy")
+    assert methods.index(orm) < dpo < kto < methods.index("Backtrack SFT + greedy")
+    assert table1[dpo]["Paper 1B seen / new (official)"] == "29.06 / 27.64"
     assert all(row["Seen strict"] != "" for row in table1)
     assert all("[" in row["Seen strict"] for row in table1)  # every accuracy carries its 95% interval
     limits = report.split("## What limits the models")[1]

@@ -40,6 +40,8 @@ METHOD_LABELS = {
     ("backtrack", "sbt_b0_n32"): "Self-backtracking b=0, N=32",
     ("backtrack", "sbt_b1_n8"): "Self-backtracking b=1, N=8",
     ("backtrack", "sbt_b1_n32"): "Self-backtracking b=1, N=32",
+    ("dpo", "greedy"): "DPO on the same pairs + greedy",
+    ("kto", "greedy"): "KTO on the same pairs + greedy",
 }
 
 SPLITS = ("test_seen", "test_new")
@@ -53,7 +55,9 @@ def _fmt(value: Any, digits: int = 1) -> str:
     return str(value)
 
 
-_KEY_RE = re.compile(r"^(?:(?P<kind>beam|bon)_(?P<n>\d+)|sbt_b(?P<b>\d+)_n(?P<sn>\d+))$")
+_KEY_RE = re.compile(r"^(?:(?P<kind>beam|bon|orm)_(?P<n>\d+)|sbt_b(?P<b>\d+)_n(?P<sn>\d+))$")
+# Table 1 order of the models: the paper's rows top to bottom.
+_MODEL_ORDER = {"optimal": 0, "dpo": 1, "kto": 2, "backtrack": 3}
 
 
 def _label(key: tuple[str, str]) -> str:
@@ -66,6 +70,8 @@ def _label(key: tuple[str, str]) -> str:
         return f"{'Self-backtracking' if model == 'backtrack' else base + ' + self-backtracking'} b={match['b']}, N={match['sn']}"
     if match and match["kind"] == "beam":
         return f"{base} + beam search ({match['n']})"
+    if match and match["kind"] == "orm":
+        return f"{base} + best-of-{match['n']} (outcome reward model)"
     if match:
         return f"{base} + best-of-{match['n']} (likelihood)"
     return f"{base} + {decoder}"
@@ -81,11 +87,13 @@ def _sort_key(key: tuple[str, str]) -> tuple:
         rank = (1, 0, int(match["n"]))
     elif match and match["kind"] == "bon":
         rank = (2, 0, int(match["n"]))
+    elif match and match["kind"] == "orm":
+        rank = (2, 1, int(match["n"]))
     elif match:
         rank = (3, int(match["b"]), int(match["sn"]))
     else:
         rank = (4, 0, 0)
-    return (model != "optimal", rank, decoder)
+    return (_MODEL_ORDER.get(model, 4), rank, decoder)
 
 
 def _with_ci(result: dict[str, Any], column: str) -> str:
@@ -221,6 +229,7 @@ def plot_accuracy_vs_n(decoder_results: dict[tuple[str, str], dict[str, dict[str
             "self-backtracking b=0": ("backtrack", "sbt_b0_n"),
             "self-backtracking b=1": ("backtrack", "sbt_b1_n"),
             "optimal SFT best-of-N": ("optimal", "bon_"),
+            "optimal SFT best-of-N (outcome reward model)": ("optimal", "orm_"),
         }
         for label, (model, prefix) in series.items():
             points = sorted(

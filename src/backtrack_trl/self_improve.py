@@ -49,6 +49,10 @@ logger = logging.getLogger(__name__)
 
 #: The sub-recipes the stages run, looked up in ``--recipes_dir``.
 RECIPE_SCRIPTS = ("build_dataset.py", "init_model.py", "sft.py", "evaluate_decoders.py")
+#: Options added after studies were first run, with their defaults: left out of a study's fingerprint while at the
+#: default, so folders written before them stay resumable.
+ADDED_OPTIONS = {"search_max_new_tokens": 64, "dpo_config": None, "kto_config": None, "reward_model_config": None,
+                 "orm_n": [8, 16, 32]}  # fmt: skip
 
 
 @dataclass
@@ -94,6 +98,27 @@ class SelfImproveArguments:
     round_sft_config: str = field(
         default="recipes/countdown-tiny/sft/config_round.yaml",
         metadata={"help": "recipes/sft.py config for the round fine-tunes (hyperparameters; paths are set here)."},
+    )
+    dpo_config: str | None = field(
+        default=None,
+        metadata={
+            "help": "recipes/preference.py config (method dpo): adds the paper's DPO baseline to Table 1 (preference "
+            "pairs from the backtrack data, DPO from the optimal-SFT model, greedy evaluation). Off by default: the "
+            "CPU study is over its 30-minute budget already."
+        },
+    )
+    kto_config: str | None = field(
+        default=None, metadata={"help": "recipes/preference.py config (method kto): the KTO baseline, as dpo_config."}
+    )
+    reward_model_config: str | None = field(
+        default=None,
+        metadata={
+            "help": "recipes/reward_model.py config: trains an outcome reward model on the optimal-SFT model's "
+            "samples of train problems and adds best-of-N selected by it (N in orm_n) to Table 1."
+        },
+    )
+    orm_n: list[int] = field(
+        default_factory=lambda: [8, 16, 32], metadata={"help": "N of the best-of-N rows selected by the reward model."}
     )
     round_eval_decoders: list[str] = field(
         default_factory=lambda: ["greedy", "self_backtracking:n=32,b=1"],
@@ -280,6 +305,10 @@ class Study:
         self.python = python
         init_model = bool(args.init_model_config and not args.backtrack_model)
         needed = [script for script in RECIPE_SCRIPTS if script != "init_model.py" or init_model]
+        if args.dpo_config or args.kto_config:
+            needed += ["build_preference_dataset.py", "preference.py"]
+        if args.reward_model_config:
+            needed.append("reward_model.py")
         self.recipes = find_recipes_dir(args.recipes_dir, default=recipes_dir, scripts=needed)
         self.out = Path(args.output_dir)
         self.task = get_task(args.task)
@@ -289,9 +318,13 @@ class Study:
         config = asdict(args)
         if config["task"] == "countdown":  # folders made before tasks were plug-ins stay resumable
             del config["task"]
+        for key, default in ADDED_OPTIONS.items():
+            if config[key] == default:
+                del config[key]
         for key in ("backtrack_data_config", "optimal_data_config", "init_model_config", "backtrack_sft_config",
-                    "optimal_sft_config", "eval_config", "round_sft_config"):  # fmt: skip
-            if config[key]:
+                    "optimal_sft_config", "eval_config", "round_sft_config", "dpo_config", "kto_config",
+                    "reward_model_config"):  # fmt: skip
+            if config.get(key):
                 config[f"{key}_content"] = read_yaml(config[key])
         # Checks done, nothing written yet: take the folder (one run at a time), then open its state.
         self._lock = study_lock(self.out)
@@ -391,6 +424,22 @@ class Study:
         for key in ("backtrack_sft_config", "optimal_sft_config", "round_sft_config"):
             sft = {"model_name_or_path": placeholder, "dataset_name": "x", "output_dir": "x", "seed": a.seed}
             checks.append((key, getattr(a, key), parse_sft_args, sft))
+        if a.dpo_config or a.kto_config:
+            from .preference import parse_preference_args
+
+            for key in ("dpo_config", "kto_config"):
+                options = {"model_name_or_path": placeholder, "dataset_name": "x", "output_dir": "x", "task": a.task}
+                checks.append((key, getattr(a, key), parse_preference_args, options))
+        if a.reward_model_config:
+            from .reward_model import parse_args as parse_reward_args
+
+            options = {
+                "policy_model": placeholder,
+                "model_name_or_path": placeholder,
+                "output_dir": "x",
+                "task": a.task,
+            }
+            checks.append(("reward_model_config", a.reward_model_config, parse_reward_args, options))
         for key, path, parse, overrides in checks:
             if not path or (key == "backtrack_sft_config" and a.backtrack_model):
                 continue
@@ -417,7 +466,7 @@ class Study:
                 accelerate_config = self.args.eval_accelerate_config
             # --quiet: a failing recipe's own one-line error is the message, not accelerate's CalledProcessError.
             cmd += ["-m", "accelerate.commands.launch", "--quiet", "--config_file", accelerate_config]
-        cmd += [str(self.recipes / script), "--config", config, *_cli(overrides)]
+        cmd += [str(self.recipes / script), *(["--config", config] if config else []), *_cli(overrides)]
         run_logged(cmd, self.out / "logs" / f"{log}.log", self.lock_fds)
 
     # -- stages ----------------------------------------------------------------------------------------------------
@@ -508,6 +557,49 @@ class Study:
                 specs = read_yaml(self.args.eval_config).get("decoders") or []
                 decoders = [s for s in specs if s.split(":")[0].strip() not in ("self_backtracking", "released")]
             self.evaluate(model, self.data_dir("backtrack"), self.out / "eval" / kind, f"eval_{kind}", decoders)
+
+    def table1_baselines(self) -> None:
+        """The paper's other Table 1 rows, when configured: DPO / KTO on the backtrack data's own pairs (from the
+        optimal-SFT model, greedy evaluation) and best-of-N selected by an outcome reward model."""
+        a = self.args
+        optimal = self.model_dir("optimal-sft")
+        if (a.dpo_config or a.kto_config or a.reward_model_config) and not a.optimal_sft_config:
+            raise ValueError("dpo_config / kto_config / reward_model_config start from the optimal-SFT model: set "
+                             "optimal_sft_config and optimal_data_config too.")  # fmt: skip
+        if a.dpo_config or a.kto_config:
+            pairs = self.data_dir("preference")
+            overrides = {"source": self.data_dir("backtrack"), "output_dir": pairs, "task": a.task, "overwrite": True}
+            self.stage(
+                "data_preference",
+                lambda: self.recipe("build_preference_dataset.py", None, overrides, "data_preference"),
+                [pairs],
+            )
+            for method, cfg in (("dpo", a.dpo_config), ("kto", a.kto_config)):
+                if not cfg:
+                    continue
+                out = self.model_dir(method)
+                options = {"model_name_or_path": optimal, "dataset_name": pairs, "output_dir": out, "seed": a.seed,
+                           "task": a.task}  # fmt: skip
+                self.stage(
+                    method,
+                    lambda cfg=cfg, options=options, method=method: self.recipe(
+                        "preference.py", cfg, options, method, launch=True
+                    ),
+                    [out],
+                )
+                self.evaluate(
+                    out, self.data_dir("backtrack"), self.out / "eval" / method, f"eval_{method}", ["greedy"]
+                )
+        if a.reward_model_config:
+            out = self.model_dir("reward-model")
+            options = {"stage": "all", "task": a.task, "policy_model": optimal, "model_name_or_path": optimal,
+                       "problems_dataset": self.data_dir("optimal"),
+                       "preference_dataset": self.data_dir("orm-pairs"), "overwrite_dataset": True, "output_dir": out,
+                       "seed": a.seed}  # fmt: skip
+            self.stage("reward_model", lambda: self.recipe("reward_model.py", a.reward_model_config, options,
+                                                           "reward_model"), [out])  # fmt: skip
+            specs = [f"best_of_n:n={n},reward_model={out}" for n in a.orm_n]
+            self.evaluate(optimal, self.data_dir("backtrack"), self.out / "eval" / "optimal-orm", "eval_orm", specs)
 
     def pool_problems(self, k: int) -> list[dict[str, Any]]:
         """Round k's pool: the k-th slice of a seeded shuffle of the distinct TRAIN questions (never test ones)."""
@@ -656,6 +748,7 @@ class Study:
         self.init_model()
         self.train()
         self.evaluate_round0()
+        self.table1_baselines()
         for k in range(1, self.args.rounds + 1):
             self.run_round(k)
             if k == 1 and self.args.control:

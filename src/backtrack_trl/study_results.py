@@ -31,6 +31,8 @@ def decoder_key(entry: dict[str, Any], label: str) -> str:
         return f"beam_{options.get('n', 16)}"
     if method == "best_of_n" and not extra and "b" not in options:
         return f"bon_{options.get('n', 8)}"
+    if method == "best_of_n" and extra == {"reward_model"} and "b" not in options:
+        return f"orm_{options.get('n', 8)}"
     if method == "self_backtracking" and not extra:
         return f"sbt_b{options.get('b', 1)}_n{options.get('n', 8)}"
     return label
@@ -81,11 +83,16 @@ def read_fact_probes(study_dir: str | Path) -> dict[str, dict]:
     return probes
 
 
+# Evaluation folders of the study (under <study>/eval/) and the model each one's rows belong to in Table 1.
+EVAL_FOLDERS = {"optimal": "optimal", "backtrack": "backtrack", "dpo": "dpo", "kto": "kto", "optimal-orm": "optimal"}
+
+
 def collect_decoder_results(study_dir: str | Path) -> dict[tuple[str, str], dict[str, dict[str, float]]]:
-    """Round-0 results of the optimal-only and backtrack models, keyed by (model, decoder key)."""
+    """Round-0 results of the optimal-only and backtrack models (and of the DPO / KTO models and the optimal model's
+    best-of-N with an outcome reward model, when the study ran them), keyed by (model, decoder key)."""
     results = {}
-    for model in ("optimal", "backtrack"):
-        for key, by_split in read_metrics(Path(study_dir) / "eval" / model).items():
+    for folder, model in EVAL_FOLDERS.items():
+        for key, by_split in read_metrics(Path(study_dir) / "eval" / folder).items():
             results[(model, key)] = by_split
     return results
 
