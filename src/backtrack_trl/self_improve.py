@@ -356,6 +356,12 @@ class Study:
                 "accelerate_config",
                 "eval_accelerate_config",
                 "recipes_dir",
+                # Adding the optional Table 1 baselines to a finished study only adds stages.
+                *(
+                    f"{key}{suffix}"
+                    for key in ("dpo_config", "kto_config", "reward_model_config", "orm_n")
+                    for suffix in ("", "_content")
+                ),  # fmt: skip
             ),
             overwrite=self.args.overwrite,
         )
