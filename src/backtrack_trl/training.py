@@ -328,17 +328,19 @@ def _card_example(task: Task, train_dataset) -> Any:
 
 
 def _problem_code(problem: Any, prompt: str) -> tuple[str, str]:
-    """(import line, expression) that build ``problem`` in the card's quick start: the problem's own ``repr`` when it
-    evaluates back to the same problem (e.g. Countdown's ``Problem(numbers=(2, 39, 45, 10), target=62)``), else the
-    prompt string."""
+    """(import line, expression) that build ``problem`` in the card's quick start: the dataclass constructor call when
+    calling it with the problem's fields gives the same problem (e.g. Countdown's ``Problem(numbers=(2, 39, 45, 10),
+    target=62)``), else the prompt string. Built from the fields, never by evaluating text."""
     cls = type(problem)
-    try:
-        code = repr(problem)
-        rebuilt = eval(code, {"__builtins__": {}, cls.__name__: cls})  # noqa: S307  (our own problem's repr)
-        if rebuilt == problem and cls.__module__ not in ("__main__", "builtins"):
-            return f"\nfrom {cls.__module__} import {cls.__name__}", code
-    except Exception:  # a repr that is not code: show the prompt instead
-        pass
+    if dataclasses.is_dataclass(problem) and cls.__module__ not in ("__main__", "builtins"):
+        values = {f.name: getattr(problem, f.name) for f in dataclasses.fields(problem) if f.init}
+        try:
+            same = cls(**values) == problem
+        except (TypeError, ValueError):
+            same = False
+        if same:
+            arguments = ", ".join(f"{name}={value!r}" for name, value in values.items())
+            return f"\nfrom {cls.__module__} import {cls.__name__}", f"{cls.__name__}({arguments})"
     return "", repr(prompt)
 
 

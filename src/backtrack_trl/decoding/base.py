@@ -10,6 +10,7 @@ results = decoder.solve([Problem((3, 5, 2), 16), "###Question: numbers [1, 2]->t
 
 from __future__ import annotations
 
+import abc
 import math
 import time
 from collections.abc import Iterable, Sequence
@@ -115,7 +116,7 @@ def check_options(**options) -> None:
         check_rule(options.get("selection", "likelihood"), options.get("duplicates", "mean"))
 
 
-class Decoder:
+class Decoder(abc.ABC):
     """Base class: turns problems into prompts, batches them, seeds them, and returns :class:`SearchResult` s.
 
     Args:
@@ -210,9 +211,9 @@ class Decoder:
 
     __call__ = solve
 
+    @abc.abstractmethod
     def _solve_batch(self, prompts: list[str], prompt_ids: list[list[int]], seeds: list[int]) -> list[SearchResult]:
         """The one method a decoder implements: one :class:`SearchResult` per prompt of the batch."""
-        raise NotImplementedError(f"{type(self).__name__} must implement _solve_batch (see Decoder).")
 
     def build_result(
         self,

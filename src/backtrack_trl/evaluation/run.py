@@ -1,6 +1,7 @@
 """Evaluate a model folder on a task's test splits with a list of decoders (the orchestration: load, shard over
-processes, decode, gather, score, write); write generations, metrics and a markdown table. ``recipes/evaluate_decoders.py`` is the command-line front end; ``accelerate launch`` with several
-processes shards the problems (``split_between_processes``) and gathers one result set (``gather_object``).
+processes, decode, gather, score, write); write generations, metrics and a markdown table.
+``recipes/evaluate_decoders.py`` is the command-line front end; ``accelerate launch`` with several processes shards
+the problems (``split_between_processes``) and gathers one result set (``gather_object``).
 
 Decoders are given as compact specs ``method[:key=value,...]`` (a ``label=`` key renames the row), e.g.
 ``greedy``, ``beam:n=16``, ``best_of_n:n=8``, ``self_backtracking:n=32,b=1``, ``released:n=8,b=1``.
@@ -8,21 +9,7 @@ Decoders are given as compact specs ``method[:key=value,...]`` (a ``label=`` key
 Every problem is sampled with the seed ``seed + its index in the split``, so results do not depend on the number of
 processes or on the batch composition.
 
-Usage:
-
-```python
-from backtrack_trl.evaluation import EvaluationArguments, evaluate_decoders
-
-args = EvaluationArguments(
-    model_name_or_path="models/countdown-tiny/backtrack-sft",
-    dataset_name="data/countdown-tiny/backtrack",
-    decoders=["greedy", "self_backtracking:n=8,b=1"],
-    max_problems=50,
-    output_dir="results/countdown-tiny/eval-quick",
-)
-metrics = evaluate_decoders(args)
-print(metrics["test_seen"]["greedy"]["accuracy_strict"])
-```
+Usage: see the package docstring (:mod:`backtrack_trl.evaluation`).
 """
 
 from __future__ import annotations
