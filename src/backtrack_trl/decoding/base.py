@@ -223,9 +223,11 @@ class Decoder(abc.ABC):
         duplicates: str = "mean",
         backtrack_weight: float = 1.0,
         choose_first: bool = False,
+        states: list[dict] | None = None,
         **counters,
     ) -> SearchResult:
-        """Merge duplicates, score, and choose (the best goal-reaching candidate, else the fallback)."""
+        """Merge duplicates, score, and choose (the best goal-reaching candidate, else the fallback); with the
+        search's ``states``, the result's ``tree`` links every sample to its state and candidate."""
         candidates = aggregate_samples(samples, rule, duplicates, backtrack_weight)
         if choose_first:
             index = 0 if candidates else None
@@ -238,12 +240,17 @@ class Decoder(abc.ABC):
         if index is not None:
             first = next(sample for sample in samples if sample.text == candidates[index].text)
             completion_ids = [i for i in first.token_ids if i not in self.tokens.strip_ids]
+        tree = None
+        if states is not None:
+            index_of = {candidate.text: i for i, candidate in enumerate(candidates)}
+            tree = {"states": states, "samples": [[s.state, index_of[s.text], s.rolled_to] for s in samples]}
         return SearchResult(
             prompt=prompt,
             completion=completion,
             candidates=candidates,
             chosen_index=index,
             completion_ids=completion_ids,
+            tree=tree,
             **counters,
         )
 

@@ -55,6 +55,17 @@ class SearchResult:
     Counters: ``tokens_generated`` (sampled tokens, all rows, all rounds), ``forward_passes`` (model calls that
     involved this problem), ``rollbacks`` (states re-expanded after a ``<backtrack>``), ``wall_time`` (seconds; for
     problems decoded together in one batch, the batch time divided by the number of problems).
+
+    ``tree`` (the self-backtracking search; None for the other decoders) is what a view of the search needs
+    (:mod:`backtrack_trl.visualize`), in plain JSON types:
+
+    - ``states``: the expanded states, ``{"id", "parent", "round", "prefix", "num_tokens", "wrong_steps"}``; id 0 is
+      the root (the prompt); a rolled-back state's ``parent`` is the state its rolled-back sample was drawn from,
+      ``round`` the round that expands it, ``prefix`` its response text and ``wrong_steps`` the steps rolled back
+      to reach it in the round that created it;
+    - ``samples``: one ``[state, candidate, rolled_to]`` per sample in sampling order: the state it was drawn from,
+      its index in ``candidates`` and the state its ``<backtrack>`` rolled back to (None: not rolled back, e.g. in
+      the last round or beyond the K states kept).
     """
 
     prompt: str
@@ -67,6 +78,7 @@ class SearchResult:
     rollbacks: int = 0
     wall_time: float = 0.0
     completion_ids: list[int] | None = None
+    tree: dict | None = None
 
     @property
     def chosen(self) -> Candidate | None:

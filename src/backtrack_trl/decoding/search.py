@@ -71,6 +71,12 @@ def rollback_cut(tokens, is_newline, is_blank=None) -> int:
     return 0
 
 
+def _tree_state(index: int, parent: int | None, round_index: int, prefix: str, num_tokens: int, wrong: list) -> dict:
+    """One entry of ``SearchResult.tree["states"]`` (see :class:`~backtrack_trl.decoding.results.SearchResult`)."""
+    return {"id": index, "parent": parent, "round": round_index, "prefix": prefix, "num_tokens": num_tokens,
+            "wrong_steps": wrong}  # fmt: skip
+
+
 @dataclass
 class _Pending:
     order: tuple[int, int]
@@ -165,6 +171,10 @@ class SelfBacktrackingDecoder(Decoder):
         rollbacks = dict.fromkeys(problems, 0)
         forward_passes = dict.fromkeys(problems, 0)
         generated = dict.fromkeys(problems, 0)
+        # The tree a view of the search needs (SearchResult.tree): the expanded states and, per sample, its state and
+        # the state it rolled back to. Ints and token-tuple keys only; a state's text is decoded once, when created.
+        states = {p: [_tree_state(0, None, 0, "", 0, [])] for p in problems}
+        state_ids = {p: {(): 0} for p in problems}
 
         for round_index in range(self.b + 1):
             expansions = [
@@ -176,8 +186,12 @@ class SelfBacktrackingDecoder(Decoder):
                 break
             pending: dict[int, dict[tuple, _Pending]] = {p: {} for p in problems}
             last_round = round_index == self.b
+            expansion_state = [state_ids[e.problem][e.state.tokens] for e in expansions]
+            rolled_keys: dict[tuple[int, int], tuple] = {}  # (expansion, sample) -> the state it rolls back to
 
-            def keep_prefix(sample: Sample, expansions=expansions, pending=pending, last_round=last_round):
+            def keep_prefix(
+                sample: Sample, expansions=expansions, pending=pending, last_round=last_round, rolled_keys=rolled_keys
+            ):
                 # Called when a row finishes: returns the prefix length whose KV cache must be kept, or None.
                 if last_round or sample.end != "backtrack":
                     return None
@@ -185,6 +199,7 @@ class SelfBacktrackingDecoder(Decoder):
                 body = sample.tokens[:-1]
                 cut = rollback_cut(body, is_newline, self.tokens.is_blank)
                 key = body[:cut]
+                rolled_keys[sample.expansion, sample.sample] = key
                 if key in visited[problem]:
                     return None
                 wrong = tuple(body[cut:])
@@ -202,11 +217,15 @@ class SelfBacktrackingDecoder(Decoder):
                 forward_passes[p] += count
             for p, count in output.tokens_generated.items():
                 generated[p] += count
+            rolled_samples = []
             for sample in sorted(output.samples, key=lambda s: (s.expansion, s.sample)):
                 problem = expansions[sample.expansion].problem
-                samples[problem].append(
-                    self.raw_sample(sample.tokens, sample.logprobs, sample.no_backtrack, sample.end, round_index)
-                )
+                raw = self.raw_sample(sample.tokens, sample.logprobs, sample.no_backtrack, sample.end, round_index)
+                raw.state = expansion_state[sample.expansion]
+                samples[problem].append(raw)
+                key = rolled_keys.get((sample.expansion, sample.sample))
+                if key is not None:
+                    rolled_samples.append((problem, raw, key))
 
             for p in problems:
                 chosen = sorted(pending[p].items(), key=lambda item: item[1].order)[: self.k]
@@ -226,8 +245,16 @@ class SelfBacktrackingDecoder(Decoder):
                         )
                     )
                     visited[p].add(key)
+                    state_ids[p][key] = len(states[p])
+                    wrong = sorted(self.decode_response(step) for step in entry.wrong_steps)
+                    parent_id = expansion_state[entry.sample.expansion]
+                    states[p].append(
+                        _tree_state(len(states[p]), parent_id, round_index + 1, self.decode_response(key), cut, wrong)
+                    )
                 rollbacks[p] += len(next_states)
                 frontier[p] = next_states
+            for p, raw, key in rolled_samples:  # None: rolled back to a state beyond the K kept
+                raw.rolled_to = state_ids[p].get(key)
 
         return [
             self.build_result(
@@ -240,6 +267,7 @@ class SelfBacktrackingDecoder(Decoder):
                 tokens_generated=generated[p],
                 forward_passes=forward_passes[p],
                 rollbacks=rollbacks[p],
+                states=states[p],
             )
             for p in problems
         ]

@@ -42,7 +42,8 @@ DUPLICATE_AGGREGATIONS = ("sum", "mean", "max")
 
 @dataclass
 class RawSample:
-    """One output before duplicates are merged."""
+    """One output before duplicates are merged. ``state`` / ``rolled_to``: the search state it was sampled from and
+    the state its ``<backtrack>`` rolled back to (None: not rolled back), ids into ``SearchResult.tree["states"]``."""
 
     text: str
     end_reason: str
@@ -51,6 +52,8 @@ class RawSample:
     num_tokens: int
     round: int = 0
     token_ids: tuple[int, ...] = ()
+    state: int = 0
+    rolled_to: int | None = None
 
     @property
     def reached_goal(self) -> bool:
