@@ -52,7 +52,7 @@ RECIPE_SCRIPTS = ("build_dataset.py", "init_model.py", "sft.py", "evaluate_decod
 #: Options added after studies were first run, with their defaults: left out of a study's fingerprint while at the
 #: default, so folders written before them stay resumable.
 ADDED_OPTIONS = {"search_max_new_tokens": 64, "dpo_config": None, "kto_config": None, "reward_model_config": None,
-                 "orm_n": [8, 16, 32]}  # fmt: skip
+                 "orm_n": [8, 16, 32], "num_processes": None}  # fmt: skip
 
 
 @dataclass
@@ -161,6 +161,13 @@ class SelfImproveArguments:
         default=None,
         metadata={"help": "accelerate config of the evaluations (None: accelerate_config), e.g. ddp.yaml on GPUs."},
     )
+    num_processes: int | None = field(
+        default=None,
+        metadata={
+            "help": "Processes (GPUs) of every accelerate launch, passed as `accelerate launch --num_processes` "
+            "(None: the accelerate config's num_processes)."
+        },
+    )
     recipes_dir: str | None = field(
         default=None,
         metadata={
@@ -174,6 +181,14 @@ class SelfImproveArguments:
     hub_dataset_id: str | None = field(default=None, metadata={"help": "Hub dataset id for --push_to_hub."})
 
     def __post_init__(self):
+        # On the command line `--optimal_data_config None` arrives as the string "None": the help says None disables.
+        # (The annotations, not the fields' types: HfArgumentParser rewrites `str | None` fields to `str`.)
+        for name, annotation in type(self).__annotations__.items():
+            value = getattr(self, name)
+            if "None" in str(annotation) and isinstance(value, str) and value.strip().lower() in ("none", "null", ""):
+                setattr(self, name, None)
+        if self.num_processes is not None and self.num_processes < 1:
+            raise ValueError(f"num_processes={self.num_processes}: must be >= 1 (or unset for the config's count).")
         if self.rounds < 0:
             raise ValueError(f"rounds={self.rounds}: must be >= 0.")
         if self.pool_size < 1:
@@ -355,6 +370,7 @@ class Study:
                 "hub_dataset_id",
                 "accelerate_config",
                 "eval_accelerate_config",
+                "num_processes",
                 "recipes_dir",
                 # Adding the optional Table 1 baselines to a finished study only adds stages.
                 *(
@@ -472,6 +488,8 @@ class Study:
                 accelerate_config = self.args.eval_accelerate_config
             # --quiet: a failing recipe's own one-line error is the message, not accelerate's CalledProcessError.
             cmd += ["-m", "accelerate.commands.launch", "--quiet", "--config_file", accelerate_config]
+            if self.args.num_processes is not None:
+                cmd += ["--num_processes", str(self.args.num_processes)]
         cmd += [str(self.recipes / script), *(["--config", config] if config else []), *_cli(overrides)]
         run_logged(cmd, self.out / "logs" / f"{log}.log", self.lock_fds)
 
