@@ -22,6 +22,7 @@ print(stats["kept"], stats["search_accuracy"])
 
 from __future__ import annotations
 
+import gc
 import logging
 from pathlib import Path
 from typing import Any, Iterable
@@ -106,6 +107,11 @@ def harvest(
         str(model_dir), device=device, seed=seed, task=task, **search_options
     )
     results = decoder.solve(pool, progress=progress)
+    # The next stage (a round's SFT) is another process: hand this process's GPU memory back before it starts.
+    del decoder
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
     rows, chosen_correct, oracle = [], 0, 0
     for problem, result in zip(pool, results):
