@@ -98,3 +98,21 @@ def test_harvest_frees_the_decoder_and_empties_the_cuda_cache(tmp_path, monkeypa
         harvest(tmp_path / "model", [{"numbers": [3, 5, 2], "target": 16}], tmp_path / "rounds", "round_1", {"n": 2},
                 progress=False)  # fmt: skip
     assert emptied == [True]
+
+
+# -- item 3: the collator's counters survive DataLoader worker processes ----------------------------------------------
+def test_collator_counters_survive_dataloader_workers():
+    from _training_utils import sample_rows
+
+    from backtrack_trl.collator import BacktrackMaskingCollator
+    from backtrack_trl.tokenization import build_countdown_tokenizer
+
+    rows = sample_rows(6)  # 12 rows
+    # max_length=10 cuts every example inside its prompt: all are truncated and none has a trained token.
+    collator = BacktrackMaskingCollator(build_countdown_tokenizer(), max_length=10)
+    loader = torch.utils.data.DataLoader(rows, batch_size=4, num_workers=2, collate_fn=collator)
+    assert sum(len(batch["input_ids"]) for batch in loader) == 12
+    # The recipes' dataloader_num_workers: 2 ran the collator in the workers; the main process read 0 before.
+    assert (collator.num_examples, collator.num_truncated, collator.num_untrained) == (12, 12, 12)
+    collator([rows[0]])  # and in the main process, added to the same totals
+    assert (collator.num_examples, collator.num_truncated, collator.num_untrained) == (13, 13, 13)

@@ -52,6 +52,8 @@ from .tokenization import single_token_id
 logger = logging.getLogger(__name__)
 
 IGNORE_INDEX = -100
+# Rows of the collator's shared counters: the main process + up to 63 DataLoader workers (more share rows).
+_COUNTER_ROWS = 64
 REQUIRED_COLUMNS = ("prompt", "completion", "kind", "prefix", "wrong_step")
 ROW_KINDS = ("optimal", "backtrack")
 
@@ -299,7 +301,9 @@ class BacktrackMaskingCollator:
             "warn" (counted in ``num_untrained`` and logged) or "raise".
         cache_size: how many distinct text segments to memoise (see :class:`SegmentEncoder`; 0 disables it).
 
-    The counters ``num_examples``, ``num_truncated`` and ``num_untrained`` accumulate over calls (per process).
+    The counters ``num_examples``, ``num_truncated`` and ``num_untrained`` accumulate over calls, including the calls
+    made in DataLoader worker processes (``dataloader_num_workers > 0``): they live in a shared-memory tensor with one
+    row per worker, so the main process reads the totals (per training process: each rank has its own collator).
     """
 
     tokenizer: PreTrainedTokenizerBase
@@ -310,9 +314,7 @@ class BacktrackMaskingCollator:
     padding_side: str | None = None
     on_untrained: str = "warn"
     cache_size: int = 200_000
-    num_examples: int = field(default=0, init=False)
-    num_truncated: int = field(default=0, init=False)
-    num_untrained: int = field(default=0, init=False)
+    _counts: torch.Tensor = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
         if self.padding_side is None:
@@ -327,6 +329,26 @@ class BacktrackMaskingCollator:
         self.trained_error_types = tuple(sorted(check_trained_error_types(self.trained_error_types)))
         self._layout = special_token_layout(self.tokenizer)
         self._encoder = SegmentEncoder(self.tokenizer, max_entries=self.cache_size)
+        # Columns: examples, truncated, untrained. Row 0 is the main process, row 1 + i DataLoader worker i: each
+        # process writes only its own row (no lost updates), in shared memory (the workers' writes reach the main
+        # process whether they were forked or spawned).
+        self._counts = torch.zeros(_COUNTER_ROWS, 3, dtype=torch.int64).share_memory_()
+
+    @property
+    def num_examples(self) -> int:
+        return int(self._counts[:, 0].sum())
+
+    @property
+    def num_truncated(self) -> int:
+        return int(self._counts[:, 1].sum())
+
+    @property
+    def num_untrained(self) -> int:
+        return int(self._counts[:, 2].sum())
+
+    def _count_row(self) -> torch.Tensor:
+        worker = torch.utils.data.get_worker_info()
+        return self._counts[0 if worker is None else 1 + worker.id % (_COUNTER_ROWS - 1)]
 
     def __call__(self, rows: list[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
         full = build_examples(
@@ -337,11 +359,12 @@ class BacktrackMaskingCollator:
             encoder=self._encoder,
             trained_error_types=self.trained_error_types,
         )
+        counts = self._count_row()
         examples = []
         for example in full:
             if self.max_length is not None and len(example["input_ids"]) > self.max_length:
-                self.num_truncated += 1
-                if self.num_truncated == 1:
+                counts[1] += 1
+                if int(counts[1]) == 1:  # once per process
                     logger.warning(
                         "An example has %d tokens and was truncated to max_length=%d (its end, EOS included, is not "
                         "trained); raise max_length if this happens often (counter: collator.num_truncated).",
@@ -350,11 +373,11 @@ class BacktrackMaskingCollator:
                     )
                 example = {key: value[: self.max_length] for key, value in example.items()}
             examples.append(example)
-        self.num_examples += len(examples)
+        counts[0] += len(examples)
 
         untrained = sum(ex["labels"].count(IGNORE_INDEX) == len(ex["labels"]) for ex in examples)
         if untrained:
-            self.num_untrained += untrained
+            counts[2] += untrained
             message = (
                 f"{untrained} of {len(examples)} examples in this batch have no trained token (max_length="
                 f"{self.max_length} cuts them inside the prompt); {self.num_untrained} of {self.num_examples} so far. "
