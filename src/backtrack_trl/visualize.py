@@ -600,3 +600,74 @@ def pick_examples(path: str | Path) -> dict[str, int]:
             best = max(matching, key=lambda row: (row.get("rollbacks", 0) > 0, -row.get("index", 0)))
             picked[kind] = best.get("index", rows.index(best))
     return picked
+
+
+@dataclass
+class VisualizeArguments:
+    """Arguments of ``recipes/visualize_search.py`` (also the YAML keys of ``--config``)."""
+
+    model: str | None = field(default=None, metadata={"help": "Model folder to search with (a backtrack model)."})
+    numbers: list[int] | None = field(default=None, metadata={"help": "Countdown numbers, e.g. --numbers 3 5 2."})
+    target: int | None = field(default=None, metadata={"help": "Countdown target, e.g. --target 16."})
+    prompt: str | None = field(default=None, metadata={"help": "A prompt of any task (instead of numbers/target)."})
+    generations: str | None = field(
+        default=None, metadata={"help": "Draw a recorded search: an evaluation's generations .jsonl/.parquet file."}
+    )
+    index: int = field(default=0, metadata={"help": "Problem index in --generations."})
+    task: str | None = field(default=None, metadata={"help": "Task name (default: read from the prompt)."})
+    n: int = field(default=8, metadata={"help": "Samples per expanded state (N)."})
+    b: int = field(default=1, metadata={"help": "Backtracking rounds (b)."})
+    selection: str = field(default="likelihood", metadata={"help": "likelihood | backtrack_value | combined | vote."})
+    temperature: float = field(default=0.7, metadata={"help": "Sampling temperature."})
+    max_new_tokens: int = field(default=64, metadata={"help": "Response length limit in tokens."})
+    seed: int = field(default=0, metadata={"help": "Sampling seed."})
+    output: str = field(default="search_tree.html", metadata={"help": "HTML page to write."})
+    png: str | None = field(default=None, metadata={"help": "PNG to write (default: the HTML path with .png)."})
+
+    def __post_init__(self):
+        sources = [self.model is not None, self.generations is not None]
+        if sum(sources) != 1:
+            raise ValueError(
+                "Give either --model <folder> with a problem (--numbers ... --target T, or --prompt), or "
+                "--generations <file> --index k to draw a recorded search."
+            )
+        if self.model is not None and self.prompt is None and (self.numbers is None or self.target is None):
+            raise ValueError(
+                "--model needs a problem: --numbers 3 5 2 --target 16 (Countdown) or --prompt '<prompt>'."
+            )
+
+
+def problem_prompt(numbers=None, target=None, prompt=None, task=None) -> str:
+    """The prompt of a Countdown problem (``numbers``, ``target``) or a prompt of any task, validated."""
+    if prompt is not None:
+        task_of(prompt, task).parse_prompt(prompt)  # a ValueError naming the expected format
+        return prompt
+    task = get_task(task or "countdown")
+    if set(task.problem_columns) != {"numbers", "target"}:
+        raise ValueError(f"--numbers/--target make Countdown problems; task {task.name!r} needs --prompt.")
+    return task.format_prompt(task.problem_from_row({"numbers": list(numbers), "target": int(target)}))
+
+
+def visualize_search(args: VisualizeArguments) -> SearchView:
+    """Run the search on one problem (or read a recorded one) and write its HTML page and PNG."""
+    if args.generations is not None:
+        result = load_generation(args.generations, args.index)
+    else:
+        from .decoding import SelfBacktrackingDecoder
+
+        prompt = problem_prompt(args.numbers, args.target, args.prompt, args.task)
+        task = task_of(prompt, args.task)
+        decoder = SelfBacktrackingDecoder.from_pretrained(
+            args.model, device="cpu", n=args.n, b=args.b, selection=args.selection, temperature=args.temperature,
+            max_new_tokens=args.max_new_tokens, seed=args.seed, task=task,
+        )  # fmt: skip
+        result = decoder.solve([prompt])[0]
+    png = args.png or str(Path(args.output).with_suffix(".png"))
+    view = write_search_view(result, args.output, png=png, task=args.task)
+    info = summary(view)
+    verdicts = ", ".join(
+        f"{mode}: {'correct' if v['correct'] else v['reason']}" for mode, v in info["verdicts"].items()
+    )
+    print(f"{info['question']}: {info['samples']} samples, {info['states']} states, {info['rollbacks']} rollbacks; "
+          f"answer {info['answer']!r} ({verdicts})\nwrote {args.output} and {png}")  # fmt: skip
+    return view

@@ -1,0 +1,29 @@
+"""Draw one self-backtracking search as a tree: a self-contained HTML page and a PNG (backtrack_trl.visualize).
+
+Usage:
+
+# search a problem with a model folder and draw it (CPU)
+python recipes/visualize_search.py --model results/countdown-tiny/models/backtrack-sft --numbers 3 5 2 --target 16 \
+    --n 8 --b 1 --output search_tree.html     # also writes search_tree.png
+
+# draw a recorded search: problem 3 of an evaluation's generations file
+python recipes/visualize_search.py \
+    --generations results/countdown-tiny/eval/backtrack/generations/test_seen/sbt_b1_n32.jsonl --index 3
+
+`python recipes/visualize_search.py --help` lists every option (backtrack_trl.visualize.VisualizeArguments).
+"""
+
+from trl import TrlParser
+
+from backtrack_trl.cli import run_recipe
+from backtrack_trl.visualize import VisualizeArguments, visualize_search
+
+
+def main():
+    parser = TrlParser((VisualizeArguments,))
+    (args,) = parser.parse_args_and_config()
+    visualize_search(args)
+
+
+if __name__ == "__main__":
+    run_recipe(main)
