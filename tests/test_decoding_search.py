@@ -65,7 +65,7 @@ def test_rollback_keeps_the_prefix_and_visited_states_are_not_expanded_again(mon
     assert not result.goal_candidates and result.chosen_index is not None  # fallback output
 
 
-@pytest.mark.parametrize(("k", "expected"), [(1, 1), (2, 2), ("paper", 4), ("released", 1), (3, 3)])
+@pytest.mark.parametrize(("k", "expected"), [(1, 1), (2, 2), ("paper", 4), ("released", 4), ("sqrt_b", 1), (3, 3)])
 def test_k_states_re_expanded_per_round_in_sample_order(monkeypatch, k, expected):
     calls = _spy(monkeypatch)
     firsts = ["1+1=2", "2+2=4", "3+3=6", "4+4=8"]
@@ -222,7 +222,9 @@ def test_results_do_not_depend_on_the_batch():
 
 
 def test_resolve_k_and_sampler():
-    assert (resolve_k("paper", 32, 1), resolve_k("released", 32, 1), resolve_k("released", 8, 4)) == (5, 1, 2)
+    # "released" is the released code's rule, floor(sqrt N) like the paper's; floor(sqrt b) is "sqrt_b"
+    assert (resolve_k("paper", 32, 1), resolve_k("released", 32, 1), resolve_k("released", 8, 4)) == (5, 5, 2)
+    assert (resolve_k("sqrt_b", 32, 1), resolve_k("sqrt_b", 8, 4), resolve_k("sqrt_b", 8, 0)) == (1, 2, 1)
     keys = torch.tensor([[7, 0, 0, i] for i in range(20000)])
     uniforms = row_uniforms(keys, step=3)
     assert torch.equal(uniforms, row_uniforms(keys, step=3)) and 0 < uniforms.min() and uniforms.max() < 1

@@ -40,17 +40,21 @@ from .engine import EngineOutput, Expansion, Sample, SamplingEngine, State
 from .results import SearchResult
 
 
-K_RULES = ("paper", "released")
+K_RULES = ("paper", "released", "sqrt_b")
 
 
 def resolve_k(k: int | str, n: int, b: int) -> int:
-    """States re-expanded per round: ``"paper"`` floor(sqrt(N)), ``"released"`` floor(sqrt(b)) (at least 1)."""
-    if k == "paper":
+    """States re-expanded per round: ``"paper"`` and ``"released"`` floor(sqrt(N)) (the released code's
+    ``self.n = int(np.sqrt(k))`` with k = N: the same rule as the paper), ``"sqrt_b"`` floor(sqrt(b)) (at least 1;
+    what ``"released"`` meant before the released code was run side by side), or an int."""
+    if k in ("paper", "released"):
         return max(1, math.isqrt(n))
-    if k == "released":
+    if k == "sqrt_b":
         return max(1, math.isqrt(b))
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"k must be 'paper', 'released' or an integer >= 1, got {k!r}.")
+        raise ValueError(
+            f"k must be 'paper', 'released' (both floor(sqrt N)), 'sqrt_b' or an integer >= 1, got {k!r}."
+        )
     return k
 
 
@@ -91,8 +95,10 @@ class SelfBacktrackingDecoder(Decoder):
     Args:
         n: samples per expanded state (N).
         b: rounds of backtracking (0 = one expansion; the ``<backtrack>`` token then only filters samples).
-        k: states re-expanded per round: ``"paper"`` (floor sqrt N), ``"released"`` (floor sqrt b) or an int.
-        temperature, top_p, top_k: sampling (temperature 0 = greedy rows).
+        k: states re-expanded per round: ``"paper"`` or ``"released"`` (floor sqrt N, the paper's and the released
+            code's rule), ``"sqrt_b"`` (floor sqrt b) or an int.
+        temperature, top_p, top_k: sampling (temperature 0 = greedy rows; top_k 0 = off). The released code's options
+            are ``k="released", top_k=50, duplicates="sum"`` (its generate call leaves transformers' top-k 50 on).
         max_new_tokens: response length limit in tokens (a rolled-back prefix counts towards it).
         sampling: ``"independent"`` (default) or ``"beam"`` (stochastic beam search with N beams per state, as the
             released code draws its samples; runs through ``model.generate``, re-encoding states from token ids).
