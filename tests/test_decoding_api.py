@@ -8,6 +8,7 @@ from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
 from backtrack_trl.decoding import (
     DECODERS,
+    ReleasedSelfBacktrackingDecoder,
     SelfBacktrackingDecoder,
     build_decoder,
     decode,
@@ -89,6 +90,26 @@ def test_every_search_method_runs_through_the_remote_code_path(tmp_path, method,
     )
 
 
+def test_released_decoder_on_a_remote_code_model_reaches_the_stock_generate(tmp_path):
+    # The folder's custom generate replaces the instance's generate; the released decoder must not call it (it used to
+    # fail inside, and the failure was swallowed into empty answers).
+    tok = tokenizer()
+    folder = tmp_path / "model"
+    save_model_and_tokenizer(tiny_llama(hidden_size=32, layers=1, biased=True), tok, folder)
+    write_custom_generate(folder)
+    remote = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True)
+    assert getattr(remote.generate, "__func__", None) is not type(remote).generate  # the search, not the stock one
+    plain = AutoModelForCausalLM.from_pretrained(folder)
+    options = {"n": 3, "b": 1, "max_length": 40, "seed": 7}
+    got = ReleasedSelfBacktrackingDecoder(remote, tok, **options).solve([PROMPT, PROMPT_8])
+    expected = ReleasedSelfBacktrackingDecoder(plain, tok, **options).solve([PROMPT, PROMPT_8])
+    assert all(result.completion and result.forward_passes > 0 for result in got)
+    assert [r.completion for r in got] == [r.completion for r in expected]
+    assert [[c.to_dict() for c in r.candidates] for r in got] == [
+        [c.to_dict() for c in r.candidates] for r in expected
+    ]
+
+
 def test_registry_and_from_pretrained(tmp_path):
     tok = tokenizer()
     folder = tmp_path / "model"
@@ -118,7 +139,9 @@ def test_clear_errors():
         SelfBacktrackingDecoder(model, tok, n=0)
     with pytest.raises(ValueError, match=r"b \(backtracking rounds\) must be an integer in \[0, 64\], got -1"):
         SelfBacktrackingDecoder(model, tok, b=-1)
-    with pytest.raises(ValueError, match="k must be 'paper', 'released' or an integer"):
+    with pytest.raises(
+        ValueError, match=r"k must be 'paper', 'released' \(both floor\(sqrt N\)\), 'sqrt_b' or an integer"
+    ):
         SelfBacktrackingDecoder(model, tok, k=0)
     with pytest.raises(ValueError, match="selection='best' is not one of"):
         SelfBacktrackingDecoder(model, tok, selection="best")

@@ -96,3 +96,51 @@ def test_every_decoder_runs_on_a_tiny_random_llama():
         for result in results:
             assert result.method == method and result.wall_time > 0 and result.forward_passes > 0
             assert "</s>" not in result.completion and "<pad>" not in result.completion
+
+
+def _four_dead_ends():
+    """Four equally likely first lines, each followed by a wrong line and <backtrack>: every rollback is a new state."""
+    firsts = ["1+1=2", "2+2=4", "3+3=6", "4+4=8"]
+    table = {(): dict.fromkeys(firsts, 0.25)}
+    for first in firsts:
+        table[(first,)] = {"9*9=81": 1.0}
+        table[(first, "9*9=81")] = {BT: 1.0}
+    return table
+
+
+@pytest.mark.parametrize(("options", "k"), [({}, 2), ({"k": "paper"}, 2), ({"k": "sqrt_b"}, 1), ({"k": 4}, 4)])
+def test_released_decoder_re_expands_floor_sqrt_n_states_and_samples_with_top_k_50(monkeypatch, options, k):
+    # The released code: self.n = int(np.sqrt(k)) with k = N, and a generate call without top_k (transformers' 50).
+    import backtrack_trl.decoding.released as released_module
+
+    calls = []
+    stock = released_module.stock_generate
+    monkeypatch.setattr(released_module, "stock_generate", lambda model, **kw: calls.append(kw) or stock(model, **kw))
+    decoder = ReleasedSelfBacktrackingDecoder(
+        scripted(_four_dead_ends()), tokenizer(), n=4, b=1, max_length=64, **options
+    )
+    assert decoder.k == k and decoder.top_k == 50
+    result = decoder.solve([PROMPT])[0]
+    assert result.rollbacks == k and len(calls) == 1 + k  # the root, then the k rolled-back states
+    assert all(call["top_k"] == 50 and call["num_beams"] == 4 for call in calls)
+    assert (ReleasedSelfBacktrackingDecoder(scripted({}), tokenizer(), n=32).k, decoder.top_k) == (5, 50)
+    off = ReleasedSelfBacktrackingDecoder(scripted(_four_dead_ends()), tokenizer(), n=4, b=0, top_k=0, max_length=64)
+    calls.clear()
+    off.solve([PROMPT])
+    assert calls[0]["top_k"] is None  # 0 turns the filter off (None for generate; its default would be 50)
+
+
+def test_released_decoder_raises_generate_errors_instead_of_skipping_the_state(monkeypatch):
+    # An error inside generate (here: a broken model; before, e.g. a folder's custom generate re-entered) must not
+    # turn into an empty answer.
+    import backtrack_trl.decoding.released as released_module
+
+    def broken(model, **kwargs):
+        raise RuntimeError("generate failed")
+
+    monkeypatch.setattr(released_module, "stock_generate", broken)
+    decoder = ReleasedSelfBacktrackingDecoder(scripted({}), tokenizer(), n=2, b=1, max_length=64)
+    with pytest.raises(RuntimeError, match="generate failed"):
+        decoder.solve([PROMPT])
+    with pytest.raises(ValueError, match="max_length=10 counts the prompt too"):
+        ReleasedSelfBacktrackingDecoder(scripted({}), tokenizer(), n=2, b=1, max_length=10).solve([PROMPT])

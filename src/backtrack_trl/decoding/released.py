@@ -3,16 +3,19 @@ reference for speed and agreement. Written from the algorithm's description, not
 
 What it does, quirks included:
 
-- one problem at a time (batch 1); for each state of the frontier, ``model.generate`` with stochastic beam search
-  (``num_beams=N, num_return_sequences=N, do_sample=True, temperature``), ``max_length`` total tokens (prompt
-  included, default 50), EOS as padding, no stop strings: every beam runs until EOS or the length limit;
+- one problem at a time (batch 1); for each state of the frontier, the stock ``generate`` with stochastic beam search
+  (``num_beams=N, num_return_sequences=N, do_sample=True, temperature``, and transformers' default ``top_k=50``: the
+  released call passes none), ``max_length`` total tokens (prompt included, default 50), EOS as padding, no stop
+  strings: every beam runs until EOS or the length limit; a state already ``max_length`` tokens long is skipped (the
+  released code skips the ``generate`` call that fails on it);
 - a second, teacher-forced forward pass over all N outputs to score them: the mean log-probability of every token
   after the *original* prompt, padding included;
 - an output is a candidate if its text contains ``Goal Reached!``; if it contains ``<backtrack>`` and fewer than K
   states were kept this round, it is rolled back *in text*: decoded without special tokens, cut before its
   second-to-last newline, re-tokenized (the root if that is not longer than the prompt); kept if that text was not
   visited;
-- rounds: ``b + 1`` expansions (the released ``backtrack_times``); K = floor(sqrt(b)) by default;
+- rounds: ``b + 1`` expansions (the released ``backtrack_times``); K = floor(sqrt(N)) (the released
+  ``self.n = int(np.sqrt(k))`` with k = N: K = 2 at N=8, 5 at N=32);
 - duplicates (same text between ``###Response:\\n`` and ``Goal Reached!``) have their scores summed;
 - the answer is the best candidate; with none, the first output of the last ``generate`` call. The answer text is
   cut after the first marker, like the released evaluation script.
@@ -49,8 +52,9 @@ def cut_at_marker(text: str) -> str:
 
 
 class ReleasedSelfBacktrackingDecoder(Decoder):
-    """See the module docstring. Options: ``n`` (N), ``b``, ``k`` (``"released"``, ``"paper"`` or an int),
-    ``temperature``, ``max_length`` (total tokens), ``duplicates`` (``"sum"`` as released, or ``"mean"``/``"max"``).
+    """See the module docstring. Options: ``n`` (N), ``b``, ``k`` (``"released"`` = ``"paper"`` = floor(sqrt N) as
+    released, ``"sqrt_b"`` or an int), ``temperature``, ``top_k`` (50 as released; 0 = off), ``max_length`` (total
+    tokens), ``duplicates`` (``"sum"`` as released, or ``"mean"``/``"max"``).
     """
 
     method = "released"
@@ -63,6 +67,7 @@ class ReleasedSelfBacktrackingDecoder(Decoder):
         b: int = 1,
         k: int | str = "released",
         temperature: float = 0.7,
+        top_k: int = 50,
         max_length: int = 50,
         duplicates: str = "sum",
         seed: int = 0,
@@ -74,7 +79,10 @@ class ReleasedSelfBacktrackingDecoder(Decoder):
         self.n, self.b = n, b
         super().__init__(model, tokenizer, batch_size=1, seed=seed, validate_prompts=validate_prompts, task=task)
         self.k = resolve_k(k, self.n, self.b)
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
+            raise ValueError(f"top_k must be an integer >= 0 (0 = no top-k filter; 50 as released), got {top_k!r}.")
         self.temperature = temperature
+        self.top_k = top_k
         self.max_length = max_length
         self.duplicates = duplicates
         self._special_texts = [t for t in (tokenizer.eos_token, tokenizer.pad_token, tokenizer.bos_token) if t]
@@ -102,6 +110,11 @@ class ReleasedSelfBacktrackingDecoder(Decoder):
         torch.manual_seed(int(_mix32(torch.tensor([seed]))))
         device = self.device
         init_ids = torch.tensor([ids], device=device)
+        if init_ids.shape[1] >= self.max_length:
+            raise ValueError(
+                f"The prompt has {init_ids.shape[1]} tokens but max_length={self.max_length} counts the prompt too "
+                "(the released decoder's budget): raise max_length above the prompt length."
+            )
         eos = self.tokenizer.eos_token_id
         visited = [self.tokenizer.decode(init_ids[0], skip_special_tokens=True)]
         frontier = [init_ids]
@@ -111,22 +124,22 @@ class ReleasedSelfBacktrackingDecoder(Decoder):
         for round_index in range(self.b + 1):
             next_frontier = []
             for state in frontier:
-                try:
-                    output = stock_generate(
-                        self.model,
-                        input_ids=state,
-                        attention_mask=torch.ones_like(state),
-                        pad_token_id=eos,
-                        max_length=self.max_length,
-                        num_return_sequences=self.n,
-                        do_sample=True,
-                        temperature=self.temperature,
-                        num_beams=self.n,
-                        top_k=None,
-                        return_dict_in_generate=True,
-                    )
-                except Exception:  # the released code skips a state whose generate call fails (e.g. too long)
+                if state.shape[1] >= self.max_length:  # generate raises on it; the released code skips the state
                     continue
+                # The stock generate: a folder loaded with trust_remote_code has our search as its generate.
+                output = stock_generate(
+                    self.model,
+                    input_ids=state,
+                    attention_mask=torch.ones_like(state),
+                    pad_token_id=eos,
+                    max_length=self.max_length,
+                    num_return_sequences=self.n,
+                    do_sample=True,
+                    temperature=self.temperature,
+                    num_beams=self.n,
+                    top_k=self.top_k or None,  # None: no top-k filter
+                    return_dict_in_generate=True,
+                )
                 steps = output.sequences.shape[1] - state.shape[1]
                 tokens_generated += steps * self.n
                 forward_passes += steps + 1
