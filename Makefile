@@ -1,4 +1,4 @@
-.PHONY: install style quality test test-slow test-all data init-model sft evaluate probe self-improve bench clean
+.PHONY: install style quality test test-slow test-all data init-model sft evaluate probe self-improve bench demo clean
 
 # Every target sets itself up: a virtual environment in $(VENV) with torch==2.13.0 installed first
 # (a plain `torch` pulls a multi-GB CUDA build), then this package with its dev extras.
@@ -82,6 +82,10 @@ self-improve: install
 
 bench: install
 	$(PY) bench/run_all.py
+
+# The Gradio demo of the search on CPU, offline (http://127.0.0.1:7860), e.g. `make demo MODEL=<model folder>`.
+demo: install
+	GRADIO_ANALYTICS_ENABLED=False $(PY) recipes/demo.py --model $(MODEL) --data $(DATA)
 
 clean:
 	rm -rf data models outputs results
