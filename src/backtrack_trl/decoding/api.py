@@ -37,6 +37,7 @@ from .baselines import BeamSearchDecoder, BestOfNDecoder, GreedyDecoder
 from .released import ReleasedSelfBacktrackingDecoder
 from .results import SearchResult
 from .search import SelfBacktrackingDecoder
+from .vllm_backend import VLLMClient
 
 
 DECODERS: dict[str, type[Decoder]] = {
@@ -89,10 +90,19 @@ def check_decoder_options(method: str, options: dict) -> None:
             raise ValueError(f"reward_model must be a reward model folder, got {folder!r}.")
         options["reward_model"] = _FolderPlaceholder()
     model, tokenizer = _stand_in()
+    if options.get("backend") == "vllm":
+        model = _StandInClient()
     try:
         cls(model, tokenizer, **options)
     except TypeError as error:
         raise ValueError(f"{error} ({method!r} takes the options {', '.join(known)}).") from None
+
+
+class _StandInClient(VLLMClient):
+    """Stands for a vLLM engine while a spec is checked (nothing is sampled)."""
+
+    def generate(self, requests, settings):
+        raise RuntimeError("a stand-in of the spec check; it never samples")
 
 
 class _FolderPlaceholder:
@@ -157,10 +167,24 @@ def load_model_and_tokenizer(path: str, device: str | torch.device | None = None
     return model.eval(), AutoTokenizer.from_pretrained(path)
 
 
-def _from_pretrained(cls, path: str, device=None, dtype=None, **options):
-    """Load a model folder and build this decoder: ``SelfBacktrackingDecoder.from_pretrained(path, n=32, b=1)``."""
+def _from_pretrained(
+    cls, path: str, device=None, dtype=None, backend=None, vllm_server_base_url=None, vllm_options=None, **options
+):
+    """Load a model folder and build this decoder: ``SelfBacktrackingDecoder.from_pretrained(path, n=32, b=1)``.
+
+    ``backend="vllm"`` samples with vLLM instead: an in-process engine on the folder (``vllm_options`` are its
+    ``vllm.LLM`` arguments), or the server at ``vllm_server_base_url`` (serving this folder)."""
+    if backend == "vllm" or vllm_server_base_url:
+        from transformers import AutoTokenizer
+
+        from .vllm_backend import make_vllm_client
+
+        if "dtype" not in (vllm_options or {}) and dtype is not None:
+            vllm_options = {**(vllm_options or {}), "dtype": dtype}
+        client = make_vllm_client(str(path), vllm_server_base_url, **(vllm_options or {}))
+        return cls(client, AutoTokenizer.from_pretrained(path), backend="vllm", **options)
     model, tokenizer = load_model_and_tokenizer(path, device=device, dtype=dtype)
-    return cls(model, tokenizer, **options)
+    return cls(model, tokenizer, backend=backend, **options) if backend else cls(model, tokenizer, **options)
 
 
 Decoder.from_pretrained = classmethod(_from_pretrained)

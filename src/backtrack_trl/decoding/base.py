@@ -116,6 +116,12 @@ def check_options(**options) -> None:
         check_rule(options.get("selection", "likelihood"), options.get("duplicates", "mean"))
 
 
+def _is_generation_client(model) -> bool:
+    from .vllm_backend import VLLMClient
+
+    return isinstance(model, VLLMClient)
+
+
 class Decoder(abc.ABC):
     """Base class: turns problems into prompts, batches them, seeds them, and returns :class:`SearchResult` s.
 
@@ -142,7 +148,8 @@ class Decoder(abc.ABC):
     ):
         self.model = model
         self.tokenizer = tokenizer
-        self.tokens = TaskTokens.from_tokenizer(tokenizer, model)
+        # A vLLM client has no embedding matrix to check the tokenizer against (the server checks its own).
+        self.tokens = TaskTokens.from_tokenizer(tokenizer, None if _is_generation_client(model) else model)
         self.batch_size = batch_size or self.default_batch_size
         check_options(batch_size=self.batch_size)
         self.seed = int(seed)

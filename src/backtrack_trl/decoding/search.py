@@ -38,6 +38,7 @@ from .base import Decoder, check_options
 from .beam import BeamEngine
 from .engine import EngineOutput, Expansion, Sample, SamplingEngine, State
 from .results import SearchResult
+from .vllm_backend import VLLMEngine, check_vllm_options, resolve_backend
 
 
 K_RULES = ("paper", "released", "sqrt_b")
@@ -110,6 +111,9 @@ class SelfBacktrackingDecoder(Decoder):
         reuse_cache: reuse the KV cache across rollbacks (False re-encodes the state's token ids: same results,
             used to test the cache path).
         batch_size: problems per batch (default: about 512 rows / N).
+        backend: ``"hf"`` (this process's model, the default) or ``"vllm"`` (``model`` is a
+            :class:`~backtrack_trl.decoding.vllm_backend.VLLMClient`: vLLM samples, the search is the same; see
+            ``vllm_backend.py``); None picks it from the model's type.
         seed, validate_prompts: see :class:`~backtrack_trl.decoding.base.Decoder`.
     """
 
@@ -139,7 +143,13 @@ class SelfBacktrackingDecoder(Decoder):
         validate_prompts: bool = True,
         task="countdown",
         logits_processor=None,
+        backend: str | None = None,
     ):
+        backend = resolve_backend(backend, model)
+        if backend == "vllm":
+            check_vllm_options(
+                sampling=sampling, tabu=tabu, max_backtracks=max_backtracks, logits_processor=logits_processor
+            )
         check_options(
             n=n, b=b, temperature=temperature, top_p=top_p, sampling=sampling, max_new_tokens=max_new_tokens,
             tabu_tokens=tabu_tokens, max_backtracks=max_backtracks, selection=selection, duplicates=duplicates,
@@ -156,7 +166,10 @@ class SelfBacktrackingDecoder(Decoder):
         self.tabu = tabu
         self.tabu_tokens = tabu_tokens
         self.selection, self.duplicates, self.backtrack_weight = selection, duplicates, backtrack_weight
-        if sampling == "beam":
+        self.backend = backend
+        if backend == "vllm":
+            self.engine = VLLMEngine(model, self.tokens, temperature, top_p, top_k, max_new_tokens)
+        elif sampling == "beam":
             self.engine = BeamEngine(
                 model, self.tokens, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
                 do_sample=temperature > 0, max_backtracks=max_backtracks, tabu_tokens=tabu_tokens if tabu else 0,
