@@ -48,11 +48,11 @@ from .tasks import get_task
 logger = logging.getLogger(__name__)
 
 #: The sub-recipes the stages run, looked up in ``--recipes_dir``.
-RECIPE_SCRIPTS = ("build_dataset.py", "init_model.py", "sft.py", "evaluate_decoders.py")
+RECIPE_SCRIPTS = ("build_dataset.py", "init_model.py", "sft.py", "evaluate_decoders.py", "harvest.py")
 #: Options added after studies were first run, with their defaults: left out of a study's fingerprint while at the
 #: default, so folders written before them stay resumable.
 ADDED_OPTIONS = {"search_max_new_tokens": 64, "dpo_config": None, "kto_config": None, "reward_model_config": None,
-                 "orm_n": [8, 16, 32], "num_processes": None}  # fmt: skip
+                 "orm_n": [8, 16, 32], "num_processes": None, "search_backend": "hf"}  # fmt: skip
 
 
 @dataclass
@@ -138,6 +138,22 @@ class SelfImproveArguments:
     search_max_new_tokens: int = field(
         default=64, metadata={"help": "Response length limit of the harvesting search (tokens; as the eval config's)."}
     )
+    search_backend: str = field(
+        default="hf",
+        metadata={
+            "help": "Engine of the harvesting search: 'hf' (the model in each harvest process) or 'vllm' (vLLM; with "
+            "vllm_server_base_url every harvest process sends its requests to one server).",
+            "choices": ["hf", "vllm"],
+        },
+    )
+    vllm_server_base_url: str | None = field(
+        default=None,
+        metadata={
+            "help": "A vLLM server for the harvest (search_backend vllm), e.g. http://localhost:8000. It must serve the "
+            "round's model: the study does not restart it, so on GPU nodes restart the server on each round's model "
+            "(see the README) or leave this unset to start an in-process engine per round."
+        },
+    )
     keep: str = field(
         default="best_correct",
         metadata={
@@ -207,6 +223,8 @@ class SelfImproveArguments:
         from .evaluation import check_decoder_specs
 
         check_decoder_specs(self.round_eval_decoders, where="round_eval_decoders: ")
+        if self.search_backend not in ("hf", "vllm"):
+            raise ValueError(f"search_backend={self.search_backend!r}: choose 'hf' or 'vllm'.")
         search = {"n": self.search_n, "b": self.search_b, "temperature": self.search_temperature}
         try:
             check_decoder_options("self_backtracking", {**search, "batch_size": self.search_batch_size})
@@ -484,7 +502,7 @@ class Study:
         cmd = [self.python]
         if launch:
             accelerate_config = self.args.accelerate_config
-            if script == "evaluate_decoders.py" and self.args.eval_accelerate_config:
+            if script in ("evaluate_decoders.py", "harvest.py") and self.args.eval_accelerate_config:
                 accelerate_config = self.args.eval_accelerate_config
             # --quiet: a failing recipe's own one-line error is the message, not accelerate's CalledProcessError.
             cmd += ["-m", "accelerate.commands.launch", "--quiet", "--config_file", accelerate_config]
@@ -647,31 +665,40 @@ class Study:
         return self.out / "round_datasets"
 
     def harvest(self, k: int) -> None:
-        from .harvest import harvest, test_problem_keys
+        """``accelerate launch recipes/harvest.py`` (the eval accelerate config: the pool is sharded over its
+        processes) on this round's pool, written to ``rounds/round_<k>/pool.jsonl``."""
+        from .harvest import write_pool_file
 
-        search = {
+        rdir = self.round_dir(k)
+        write_pool_file(self.pool_problems(k), rdir / "pool.jsonl")
+        options = {
             "n": self.args.search_n,
             "b": self.args.search_b,
             "temperature": self.args.search_temperature,
             "batch_size": self.args.search_batch_size,
             "max_new_tokens": self.args.search_max_new_tokens,
         }
-        stats = harvest(
-            self.round_model(k - 1),
-            problems=self.pool_problems(k),
-            output_folder=self.round_datasets(),
-            config_name=f"round_{k}",
-            search_options=search,
-            keep=self.args.keep,
-            seed=self.args.seed + 1000 * k,
-            forbidden_keys=test_problem_keys(self.data_dir("backtrack"), task=self.task),
-            task=self.task,
-        )
+        if self.args.search_backend != "hf":
+            options["backend"] = self.args.search_backend
+        overrides = {
+            "model_name_or_path": self.round_model(k - 1),
+            "pool_file": rdir / "pool.jsonl",
+            "test_dataset_name": self.data_dir("backtrack"),
+            "output_dir": self.round_datasets(),
+            "config_name": f"round_{k}",
+            "search": "self_backtracking:" + ",".join(f"{key}={value}" for key, value in options.items()),
+            "vllm_server_base_url": self.args.vllm_server_base_url,
+            "keep": self.args.keep,
+            "seed": self.args.seed + 1000 * k,
+            "stats_file": rdir / "harvest.json",
+            "task": self.args.task,
+            "progress": False,
+        }
+        self.recipe("harvest.py", None, overrides, f"round_{k}_search", launch=True)
         if self.args.push_to_hub:
             from .hub_dataset import push_hub_dataset
 
             push_hub_dataset(self.round_datasets(), self.args.hub_dataset_id, config_name=f"round_{k}")
-        atomic_write_json(self.round_dir(k) / "harvest.json", stats)
 
     def run_round(self, k: int) -> None:
         rdir = self.round_dir(k)
