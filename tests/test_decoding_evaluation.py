@@ -107,6 +107,10 @@ def test_evaluate_decoders_writes_generations_metrics_and_table(model_and_data, 
 
     frame = pd.read_parquet(out / "generations" / "test_seen" / "SB.parquet")
     assert list(frame["index"]) == [0, 1] and {"completion", "correct_strict", "oracle_strict"} <= set(frame)
+    from backtrack_trl.visualize import load_generation  # the search tree comes back from parquet too
+
+    tree = load_generation(out / "generations" / "test_seen" / "SB.parquet", 1).tree
+    assert tree["states"][0]["prefix"] == "" and len(tree["samples"]) >= 2
 
 
 def _run(command, env):

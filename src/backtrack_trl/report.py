@@ -19,6 +19,7 @@ print(table1_markdown(results))
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from pathlib import Path
@@ -300,6 +301,64 @@ def _save_figure(fig, path: str | Path) -> None:
         plt.close(fig)
 
 
+def search_generations(eval_dir: str | Path, split: str) -> tuple[str, Path] | None:
+    """(label, generations file) of the self-backtracking search with the most rounds, then the most samples, in an
+    evaluation folder's ``metrics.json`` (None when it ran no such search or its file is missing)."""
+    from .evaluation.specs import spec_file_name
+
+    path = Path(eval_dir) / "metrics.json"
+    if not path.is_file():
+        return None
+    by_label = json.loads(path.read_text()).get(split, {})
+    searches = [
+        (entry.get("options", {}).get("b", 1), entry.get("options", {}).get("n", 8), label)
+        for label, entry in by_label.items()
+        if entry.get("method") == "self_backtracking"
+    ]
+    for _, _, label in sorted(searches, reverse=True):
+        file = Path(eval_dir) / "generations" / split / f"{spec_file_name(label)}.jsonl"
+        if file.is_file():
+            return label, file
+    return None
+
+
+def search_trees_markdown(eval_dir: str | Path, folder: str | Path, task=None) -> str:
+    """Draw a solved and an unsolved problem (strict checker) of each test split, as searched by the self-backtracking
+    search of ``eval_dir`` (:func:`search_generations`), into ``folder/trees/`` (PNG + HTML,
+    :mod:`backtrack_trl.visualize`); returns the report's markdown for them ("" when there is no search to draw)."""
+    from .visualize import load_generation, pick_examples, write_search_view
+
+    lines = []
+    for split in SPLITS:
+        found = search_generations(eval_dir, split)
+        if found is None:
+            continue
+        label, file = found
+        for kind, index in pick_examples(file).items():
+            name = f"trees/{split}_{kind}_{index}"
+            view = write_search_view(
+                load_generation(file, index),
+                Path(folder) / f"{name}.html",
+                png=Path(folder) / f"{name}.png",
+                task=task,
+            )
+            lines.append(
+                f"**{split}, {kind}** (problem {index}, `{label}`): `{view.question}`, {view.result.rollbacks} "
+                f"rollback(s); [interactive page]({name}.html)\n\n![{split} {kind}]({name}.png)\n"
+            )
+    if not lines:
+        return ""
+    return (
+        "## The search, seen as trees\n\n"
+        "One solved and one unsolved problem per test split (preferring searches that rolled back). Nodes are steps; "
+        "a path from the prompt is a sample, coloured by how it ended: green = goal and strictly correct, orange = "
+        "goal but wrong, red = `<backtrack>`, grey = length limit, purple = stopped without the goal; S<id> = an "
+        "expanded state, dashed red arcs = rollbacks, blue = the chosen answer (`recipes/visualize_search.py`).\n\n"
+        + "\n".join(lines)
+        + "\n"
+    )
+
+
 def write_report(
     folder: str | Path,
     decoder_results: dict[tuple[str, str], dict[str, dict[str, float]]],
@@ -308,11 +367,13 @@ def write_report(
     settings_md: str = "",
     probes: dict[str, dict] | None = None,
     task=None,
+    study_dir: str | Path | None = None,
 ) -> Path:
     """Write ``report.md`` (tables + timings) and the two PNG plots into ``folder``; returns the report path.
 
     ``probes``: the single-fact probe of each model (``{model: run_fact_probe(...)}``), shown with the arithmetic of
-    the answers."""
+    the answers. ``study_dir``: the study folder; its backtrack model's search is drawn as trees
+    (:func:`search_trees_markdown`)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     plot_accuracy_vs_n(decoder_results, folder / "accuracy_vs_n.png")
@@ -325,6 +386,7 @@ def write_report(
     timings += f"| **total** | **{total:.0f}** |\n"
     task = get_task(task or "countdown")
     published = task.reference_results.get("note", "no published figures for this task")
+    trees = search_trees_markdown(Path(study_dir) / "eval" / "backtrack", folder, task) if study_dir else ""
     text = (
         f"# Self-backtracking study report ({task.name})\n\n"
         + (settings_md + "\n\n" if settings_md else "")
@@ -338,6 +400,7 @@ def write_report(
         + "## Self-improvement rounds (accuracy %, strict checker)\n\n"
         + (rounds_table(round_rows, task) if round_rows else "No rounds run.\n")
         + ("\n![rounds](rounds.png)\n" if round_rows else "")
+        + ("\n" + trees if trees else "")
         + "\n## Wall time per stage\n\n"
         + timings
     )

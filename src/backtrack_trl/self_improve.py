@@ -787,6 +787,7 @@ class Study:
             settings,
             read_fact_probes(self.out),
             task=self.task,
+            study_dir=self.out,  # the search trees of the backtrack model's evaluation
         )
 
     def run(self) -> Path:

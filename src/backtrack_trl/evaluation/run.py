@@ -106,7 +106,10 @@ def _write_generations(path: Path, rows: list[dict], output_format: str) -> Path
     else:
         import pandas as pd
 
-        frame = pd.DataFrame([{**row, "candidates": json.dumps(row["candidates"])} for row in rows])
+        # Nested lists and dicts as JSON text (a search tree's mixed ints and nulls do not fit one Arrow type).
+        frame = pd.DataFrame(
+            [{**row, "candidates": json.dumps(row["candidates"]), "tree": json.dumps(row.get("tree"))} for row in rows]
+        )
         with atomic_path(path) as temporary:
             frame.to_parquet(temporary, index=False)
     return path
