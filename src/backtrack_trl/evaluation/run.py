@@ -56,6 +56,13 @@ class EvaluationArguments:
     )
     backtrack_weight: float = field(default=1.0, metadata={"help": "Weight of the backtrack value in 'combined'."})
     device: str | None = field(default=None, metadata={"help": "cpu / cuda; default: accelerate's device."})
+    vllm_server_base_url: str | None = field(
+        default=None,
+        metadata={
+            "help": "Decoder specs with backend=vllm send their requests to this vLLM server (serving "
+            "model_name_or_path), e.g. http://localhost:8000; None: an in-process vLLM engine (one process only)."
+        },
+    )
     probe_facts: bool = field(
         default=False,
         metadata={
@@ -141,6 +148,22 @@ def load_eval_dataset(name: str, config: str | None, splits: list[str]):
     return dataset
 
 
+def _vllm_client(args: EvaluationArguments, num_processes: int):
+    """The vLLM engine of the backend=vllm specs (a server client, or an in-process engine) and the tokenizer."""
+    from transformers import AutoTokenizer
+
+    from ..decoding.vllm_backend import make_vllm_client
+
+    if not args.vllm_server_base_url and num_processes > 1:
+        raise ValueError(
+            f"backend=vllm without --vllm_server_base_url in {num_processes} processes would start one vLLM engine "
+            "per process: start one server (`vllm serve <model folder> --enable-prefix-caching`) and pass "
+            "--vllm_server_base_url, or evaluate in one process."
+        )
+    client = make_vllm_client(args.model_name_or_path, args.vllm_server_base_url)
+    return client, AutoTokenizer.from_pretrained(args.model_name_or_path)
+
+
 def evaluate_decoders(args: EvaluationArguments) -> dict:
     """Run every decoder on every split; write the files (main process) and return the metrics."""
     import torch
@@ -152,7 +175,12 @@ def evaluate_decoders(args: EvaluationArguments) -> dict:
     # On a machine without GPUs, `accelerate launch` (torchrun) ranks must be told to use CPU + gloo.
     state = PartialState(cpu=args.device == "cpu" or (args.device is None and not torch.cuda.is_available()))
     device = args.device or state.device
-    model, tokenizer = load_model_and_tokenizer(args.model_name_or_path, device=device)
+    backends = {parse_decoder_spec(spec)[2].get("backend", "hf") for spec in args.decoders}
+    model = client = None
+    if backends - {"vllm"}:
+        model, tokenizer = load_model_and_tokenizer(args.model_name_or_path, device=device)
+    if "vllm" in backends:
+        client, tokenizer = _vllm_client(args, state.num_processes)
     dataset = load_eval_dataset(args.dataset_name, args.dataset_config, args.splits)
     task = get_task(args.task)
     metric = load_task_metric(task, args.metrics_dir) if state.is_main_process else None
@@ -171,7 +199,8 @@ def evaluate_decoders(args: EvaluationArguments) -> dict:
                 options.setdefault("max_new_tokens", args.max_new_tokens)
             if args.batch_size is not None and method != "released":
                 options.setdefault("batch_size", args.batch_size)
-            decoder = build_decoder(method, model, tokenizer, task=task, **options)
+            engine = client if options.get("backend") == "vllm" else model
+            decoder = build_decoder(method, engine, tokenizer, task=task, **options)
             indices = list(range(len(prompts)))
             with state.split_between_processes(indices) as shard:
                 shard = list(shard)
