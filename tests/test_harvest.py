@@ -8,15 +8,13 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
+from _memorized_model import memorized_countdown_model
 from datasets import Dataset, DatasetDict, load_dataset
 
 from backtrack_trl.harvest import HarvestArguments, dataset_pool, read_pool_file, run_harvest, write_pool_file
 from backtrack_trl.hub_dataset import write_hub_dataset
-from backtrack_trl.modeling import init_tiny_llama, save_model_and_tokenizer
 from backtrack_trl.tasks import get_task
 from backtrack_trl.tasks.countdown.format import Problem
-from backtrack_trl.tokenization import build_countdown_tokenizer
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,20 +33,7 @@ def study(tmp_path_factory):
     """A tiny model that has half-memorised the pool's solutions (so the search keeps some paths, not all), and a
     dataset whose train split is the pool."""
     root = tmp_path_factory.mktemp("harvest")
-    tokenizer = build_countdown_tokenizer()
-    model = init_tiny_llama(tokenizer, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                            num_attention_heads=2, seed=0)  # fmt: skip
-    texts = [r["prompt"] + r["completion"] + tokenizer.eos_token for r in _rows(POOL)]
-    batch = tokenizer(texts, return_tensors="pt", padding=True)
-    labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
-    torch.manual_seed(0)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    model.train()
-    for _ in range(60):
-        model(**batch, labels=labels).loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-    save_model_and_tokenizer(model.eval(), tokenizer, root / "model")
+    memorized_countdown_model(root / "model", POOL, steps=60)
     splits = {"train": _rows(POOL) * 2, "test_seen": _rows(TEST[:1]), "test_new": _rows(TEST[1:])}
     write_hub_dataset(DatasetDict({k: Dataset.from_list(v) for k, v in splits.items()}), root / "data")
     write_pool_file([TASK.problem_to_row(p) for p in POOL], root / "pool.jsonl")
