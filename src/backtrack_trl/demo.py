@@ -105,7 +105,7 @@ def tree_fragment(view) -> str:
 def answer_markdown(view) -> str:
     info = summary(view)
     verdicts = " · ".join(
-        f"**{mode} checker**: {'✅ correct' if v['correct'] else '❌ ' + v['reason'].replace('_', ' ')}"
+        f"**{mode} checker**: {'✓ correct' if v['correct'] else '✗ ' + v['reason'].replace('_', ' ')}"
         for mode, v in info["verdicts"].items()
     )
     answer = info["answer"] or "(no answer)"
@@ -149,8 +149,8 @@ class SearchRunner:
 
 
 def build_demo(model=None, data: str | None = None, tokenizer=None, task="countdown", test_problems: int = 50):
-    """The Gradio Blocks app. ``model``: a model folder, or a model object with ``tokenizer``. The page runs the
-    default problem once on load, so it opens with a tree."""
+    """The Gradio Blocks app. ``model``: a model folder, or a model object with ``tokenizer``. The page opens with
+    the default problem (3 5 2 -> 16, N=8, b=1) searched."""
     import gradio as gr
 
     from .decoding import load_model_and_tokenizer
@@ -181,6 +181,10 @@ def build_demo(model=None, data: str | None = None, tokenizer=None, task="countd
             return gr.update(), gr.update(), gr.update()
         return " ".join(map(str, row["numbers"])), row["target"], ""
 
+    # The page opens with the default problem already searched (its outputs are the components' initial values), so
+    # a first visit shows a tree without a round trip.
+    initial = runner.run(runner.prompt(" ".join(map(str, numbers0)), target0), 8, 1, "likelihood", 0)
+
     with gr.Blocks(title="Self-backtracking search") as demo:
         gr.Markdown(
             "# Self-backtracking search, seen as a tree\n"
@@ -200,14 +204,16 @@ def build_demo(model=None, data: str | None = None, tokenizer=None, task="countd
             selection = gr.Radio(list(SELECTION_RULES), value="likelihood", label="Selection rule")
             seed = gr.Number(value=0, precision=0, label="Seed")
         button = gr.Button("Search", variant="primary")
-        answer = gr.Markdown()
-        tree = gr.HTML(label="Search tree")
-        table = gr.Dataframe(headers=headers, label="Candidates", wrap=True)
+        with gr.Row():
+            with gr.Column(scale=3):
+                tree = gr.HTML(value=initial[0], label="Search tree")
+            with gr.Column(scale=1):
+                answer = gr.Markdown(value=initial[2])
+        table = gr.Dataframe(value=initial[1], headers=headers, label="Candidates", wrap=True)
         inputs = [numbers, target, test_problem, n, b, selection, seed]
         outputs = [tree, table, answer]
         button.click(search, inputs, outputs, api_name="search")
         test_problem.change(pick, [test_problem], [numbers, target, test_problem], api_name=False)
-        demo.load(search, inputs, outputs, api_name=False)
     return demo
 
 
