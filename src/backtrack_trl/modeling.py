@@ -218,7 +218,8 @@ def init_model(args: InitModelArguments) -> Path:
                 f"Could not load the model {args.model_name_or_path!r} (not a local folder, or the Hub is unreachable "
                 f"with HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE', '0')})."
             ) from error
-        backtrack_id = add_backtrack_token(tokenizer, model)
+        # Padded to a multiple of 64 rows (Llama-3.2: 128,257 tokens -> 128,320 rows), as the SFT recipe does.
+        backtrack_id = add_backtrack_token(tokenizer, model, pad_to_multiple_of=64)
     else:
         backtrack_id = add_backtrack_token(tokenizer)
         model = init_tiny_llama(

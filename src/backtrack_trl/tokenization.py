@@ -23,7 +23,7 @@ For an existing tokenizer (e.g. Llama-3.2) and its model::
 
     tokenizer = AutoTokenizer.from_pretrained("meta-llama/Llama-3.2-1B")
     model = AutoModelForCausalLM.from_pretrained("meta-llama/Llama-3.2-1B")
-    add_backtrack_token(tokenizer, model)  # vocab 128,256 -> 128,257, new embedding row = mean of the others
+    add_backtrack_token(tokenizer, model, pad_to_multiple_of=64)  # 128,257 tokens; 128,320 rows (mean-initialised)
 """
 
 from __future__ import annotations
@@ -160,7 +160,8 @@ def add_backtrack_token(tokenizer: PreTrainedTokenizerBase, model=None, pad_to_m
     - ``model`` (optional): if the tokenizer grew past the embedding matrix, the input embeddings (and the LM head
       if untied) are resized and the new rows set to the mean of the old rows (the usual recipe for new tokens:
       the new token starts with an average logit instead of a random one). ``config.pad_token_id`` and the
-      generation config's pad id are set when they were unset.
+      generation config's pad id are set when they were unset. ``pad_to_multiple_of`` rounds the new row count up
+      (the SFT recipe and ``init_model`` use 64); the decoders never sample the ids past ``len(tokenizer)``.
     - Idempotent: a second call changes nothing and returns the same id.
     """
     if single_token_id(tokenizer, BACKTRACK_TOKEN) is None:

@@ -53,6 +53,12 @@ from .tokenization import add_backtrack_token, mean_init_rows
 
 logger = logging.getLogger(__name__)
 
+# A resized vocabulary is padded to a multiple of this (Llama-3.2: 128,256 + <backtrack> -> 128,320 rows): matmuls
+# over the embedding and LM head are faster on aligned shapes. Decoders never sample the padding ids.
+VOCAB_MULTIPLE = 64
+# Generation-config fields of sampling, reset when a trained model is saved (see configure_generation).
+SAMPLING_FIELDS = ("temperature", "top_p", "top_k", "min_p", "typical_p")
+
 
 @dataclass
 class SFTScriptArguments(ScriptArguments):
@@ -232,7 +238,7 @@ def ensure_backtrack_token(tokenizer: PreTrainedTokenizerBase, model: PreTrained
     """
     old_rows = model.get_input_embeddings().weight.shape[0]
     if not is_deepspeed_zero3_enabled():
-        token_id = add_backtrack_token(tokenizer, model)
+        token_id = add_backtrack_token(tokenizer, model, pad_to_multiple_of=VOCAB_MULTIPLE)
     else:
         import deepspeed
 
@@ -241,7 +247,7 @@ def ensure_backtrack_token(tokenizer: PreTrainedTokenizerBase, model: PreTrained
         with deepspeed.zero.GatheredParameters([embeddings.weight]):
             old_rows = embeddings.weight.shape[0]
         if len(tokenizer) > old_rows:
-            model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+            model.resize_token_embeddings(len(tokenizer), pad_to_multiple_of=VOCAB_MULTIPLE, mean_resizing=False)
             output = model.get_output_embeddings()
             tied = output is None or output.weight is model.get_input_embeddings().weight
             params = [model.get_input_embeddings().weight] + ([] if tied else [output.weight])
@@ -252,15 +258,23 @@ def ensure_backtrack_token(tokenizer: PreTrainedTokenizerBase, model: PreTrained
             model.config.pad_token_id = tokenizer.pad_token_id
     if len(tokenizer) > old_rows:
         logger.info(
-            "Added %s (id %d); embeddings resized %d -> %d rows.", BACKTRACK_TOKEN, token_id, old_rows, len(tokenizer)
-        )
+            "Added %s (id %d); embeddings resized %d -> %d rows (%d tokens, padded to a multiple of %d).",
+            BACKTRACK_TOKEN, token_id, old_rows, model.config.vocab_size, len(tokenizer), VOCAB_MULTIPLE,
+        )  # fmt: skip
     return token_id
 
 
 def configure_generation(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
-    """Make ``generate`` stop at the EOS the collator trains, and pad with the tokenizer's pad id."""
+    """Make ``generate`` stop at the EOS the collator trains, pad with the tokenizer's pad id, and decode greedily.
+
+    A base model's sampling defaults (Llama-3.2's ``do_sample: true, temperature: 0.6, top_p: 0.9``) are dropped:
+    saved with the fine-tuned model they would apply silently to every ``generate`` call that does not set them.
+    The decoders pass their own sampling options."""
     model.config.pad_token_id = tokenizer.pad_token_id
     generation_config = model.generation_config
+    generation_config.do_sample = False
+    for name in SAMPLING_FIELDS:
+        setattr(generation_config, name, None)
     others = generation_config.eos_token_id
     others = [] if others is None else [others] if isinstance(others, int) else list(others)
     eos = [tokenizer.eos_token_id] + [i for i in others if i != tokenizer.eos_token_id]

@@ -119,10 +119,12 @@ class BeamSearchDecoder(Decoder):
 
     method = "beam"
 
-    def __init__(self, model, tokenizer, n: int = 16, max_new_tokens: int = 64, batch_size: int | None = 16, **kw):
+    def __init__(self, model, tokenizer, n: int = 16, max_new_tokens: int = 64, batch_size: int | None = None, **kw):
         check_options(beams=n)
         self.n = n
+        self.default_batch_size = max(1, 256 // n)  # 256 beam rows (16 problems at n=16)
         super().__init__(model, tokenizer, batch_size=batch_size, **kw)
+        # Large vocabularies: each generate call is capped further so its logits fit in memory (beam.py).
         self.engine = BeamEngine(model, self.tokens, max_new_tokens=max_new_tokens, do_sample=False)
 
     def _solve_batch(self, prompts, prompt_ids, seeds) -> list[SearchResult]:

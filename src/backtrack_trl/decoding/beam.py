@@ -16,7 +16,7 @@ out = engine.run(prompt_ids, [Expansion(problem=0, state=State())], n=16)
 from __future__ import annotations
 
 import torch
-from transformers import LogitsProcessorList, StoppingCriteriaList
+from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteriaList
 
 from .engine import EngineOutput, Expansion, Sample
 from .processors import BacktrackBudgetLogitsProcessor, TabuLogitsProcessor
@@ -25,12 +25,38 @@ from .stopping import BacktrackStoppingCriteria
 from .tokens import TaskTokens, stock_generate
 
 
+# ``output_logits`` keeps one float32 (rows, vocabulary) tensor per generated step until ``generate`` returns: with
+# Llama-3's 128k vocabulary, 64 steps and 1,024 beam rows (beam:n=16 x batch 64) that is 34 GB. A generate call gets
+# at most as many rows as fit in this budget (4 GiB: 130 rows, i.e. 8 problems of 16 beams, at 64 steps and 128k ids).
+LOGITS_BUDGET_BYTES = 4 << 30
+
+
+def beam_rows_per_call(n: int, steps: int, vocab: int, budget: int = LOGITS_BUDGET_BYTES) -> int:
+    """Rows (``n`` beams per expansion, a whole number of expansions, at least one) one ``generate`` call may hold
+    so that its ``steps`` x rows x ``vocab`` float32 logits fit in ``budget`` bytes."""
+    expansions = budget // max(1, steps * vocab * 4 * n)
+    return n * max(1, expansions)
+
+
+class _MaskPastVocab(LogitsProcessor):
+    """A logits processor that forbids the ids past the tokenizer (an embedding padded to a multiple of 64)."""
+
+    def __init__(self, vocab_size: int):
+        self.vocab_size = vocab_size
+
+    def __call__(self, input_ids, scores):
+        if scores.shape[-1] > self.vocab_size:
+            scores[:, self.vocab_size :] = -float("inf")
+        return scores
+
+
 class BeamEngine:
     """``run(prompts, expansions, n, keep_prefix)`` like :class:`SamplingEngine`, with N beams per expansion.
 
-    Deterministic beam search batches every expansion with the same remaining length into one ``generate`` call;
-    stochastic beam search runs one call per expansion, seeded from (problem seed, round, state index), so its
-    samples do not depend on which other problems share the batch.
+    Deterministic beam search batches every expansion with the same remaining length into ``generate`` calls of at
+    most :func:`beam_rows_per_call` rows (``logits_budget_bytes``); stochastic beam search runs one call per
+    expansion, seeded from (problem seed, round, state index), so its samples do not depend on which other problems
+    share the batch.
     """
 
     def __init__(
@@ -43,8 +69,10 @@ class BeamEngine:
         do_sample: bool = True,
         max_backtracks: int | None = None,
         tabu_tokens: int = 0,
+        logits_budget_bytes: int = LOGITS_BUDGET_BYTES,
     ):
         self.model = model
+        self.logits_budget_bytes = logits_budget_bytes
         self.tokens = tokens
         self.temperature = temperature
         self.top_p = top_p
@@ -57,13 +85,18 @@ class BeamEngine:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    def _groups(self, expansions: list[Expansion]) -> list[list[int]]:
+    def _groups(self, expansions: list[Expansion], n: int) -> list[list[int]]:
         if self.do_sample:
             return [[i] for i in range(len(expansions))]
         groups: dict[int, list[int]] = {}
         for index, expansion in enumerate(expansions):
             groups.setdefault(len(expansion.state.tokens), []).append(index)
-        return list(groups.values())
+        vocab = max(self.tokens.vocab_size, getattr(self.model.config, "vocab_size", 0) or 0)
+        chunks = []
+        for length, group in groups.items():
+            size = beam_rows_per_call(n, self.max_new_tokens - length, vocab, self.logits_budget_bytes) // n
+            chunks += [group[i : i + size] for i in range(0, len(group), size)]
+        return chunks
 
     @torch.no_grad()
     def run(self, prompts, expansions: list[Expansion], n: int, keep_prefix=None) -> EngineOutput:
@@ -72,7 +105,7 @@ class BeamEngine:
         samples: list[Sample] = []
         forward_passes: dict[int, int] = {}
         generated: dict[int, int] = {}
-        for group in self._groups(expansions):
+        for group in self._groups(expansions, n):
             group = [i for i in group if self.max_new_tokens - len(expansions[i].state.tokens) > 0]
             if not group:
                 continue
@@ -84,7 +117,7 @@ class BeamEngine:
             for row, context in enumerate(contexts):
                 ids[row, width - len(context) :] = torch.tensor(context, device=device)
                 mask[row, width - len(context) :] = 1
-            processors = LogitsProcessorList()
+            processors = LogitsProcessorList([_MaskPastVocab(tokens.vocab_size)])
             if self.max_backtracks is not None:
                 used = torch.tensor([s.rollbacks for s in states], device=device).repeat_interleave(n)
                 processors.append(
@@ -120,16 +153,20 @@ class BeamEngine:
             )
             sequences = output.sequences[:, width:]
             steps = sequences.shape[1]
-            logprobs = self.model.compute_transition_scores(
-                output.sequences, output.logits, output.beam_indices, normalize_logits=True
-            )
+            # Scores over the tokenizer's ids only (the padding ids of a padded embedding are not tokens).
+            # (compute_transition_scores cannot take them: it reshapes by config.vocab_size.)
+            step_logits = tuple(logits[:, : tokens.vocab_size] for logits in output.logits)
+            logprobs = torch.zeros(sequences.shape, dtype=torch.float32, device=device)
             no_backtrack = torch.zeros(sequences.shape, dtype=torch.float32, device=device)
             beam_rows = output.beam_indices.clamp(min=0)
-            for step in range(min(steps, len(output.logits))):
-                logits = output.logits[step][beam_rows[:, step]].float()
+            for step in range(min(steps, len(step_logits), beam_rows.shape[1])):
+                logits = step_logits[step][beam_rows[:, step]].float()
+                logprobs[:, step] = torch.log_softmax(logits, -1).gather(1, sequences[:, step : step + 1]).squeeze(1)
                 others = logits.clone()
                 others[:, tokens.backtrack_id] = -float("inf")
                 no_backtrack[:, step] = torch.logsumexp(others, -1) - torch.logsumexp(logits, -1)
+            ended = output.beam_indices[:, : logprobs.shape[1]] < 0  # past a beam's end (as compute_transition_scores)
+            logprobs[:, : ended.shape[1]][ended] = 0.0
             for row in range(sequences.shape[0]):
                 expansion_index = group[row // n]
                 state = expansions[expansion_index].state

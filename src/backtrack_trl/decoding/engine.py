@@ -48,6 +48,26 @@ def log1mexp(logp_token: torch.Tensor, logits: torch.Tensor, token: int) -> torc
     return out.float()
 
 
+def _log1mexp_fast(logp_token: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`log1mexp` without the exact recomputation (no host sync): the values and the rows that need it."""
+    x = logp_token.double().clamp(max=0.0)
+    out = torch.where(x > -0.6931, torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
+    return out.float(), x > -1e-5
+
+
+def _log1mexp_exact(logits: torch.Tensor, token: int) -> torch.Tensor:
+    """``log(1 - p(token))`` per row as a log-sum-exp over the other tokens (rows where p rounds to 1)."""
+    rows = logits.double()
+    others = rows.clone()
+    others[:, token] = -float("inf")
+    return (torch.logsumexp(others, -1) - torch.logsumexp(rows, -1)).float()
+
+
+# Stop reasons of a row at one step, as bits (see SamplingEngine.run).
+_BACKTRACK, _GOAL, _EOS, _LENGTH, _MAYBE_GOAL, _CLOSE = 1, 2, 4, 8, 16, 32
+_STOPS = _BACKTRACK | _GOAL | _EOS | _LENGTH | _MAYBE_GOAL
+
+
 @dataclass
 class State:
     """A node of the search: the response tokens so far and what the model said about them.
@@ -282,11 +302,13 @@ class SamplingEngine:
         )
         goal = torch.tensor(tokens.goal_ids, device=device) if tokens.goal_ids else None
         eos = torch.tensor(tokens.eos_ids, device=device)
+        goal_end = tokens.goal_end_mask_on(device)
         samples: list[Sample] = []
         problems_of = [e.problem for e in expansions]
 
         step = 0
         steps_of: dict[int, int] = {}
+        remaining = rows  # live rows, counted here so that no step asks the device
         while True:
             attention = torch.cat([batch.mask, batch.mask.new_ones(batch.mask.shape[0], 1)], dim=1)
             output = self._forward(
@@ -299,11 +321,19 @@ class SamplingEngine:
             batch.mask = attention
             batch.valid = batch.valid + 1
 
-            logits = output.logits[:, -1, :].float()
+            # Ids past the tokenizer (an embedding padded to a multiple of 64) are not tokens: never sampled or scored.
+            logits = output.logits[:, -1, : tokens.vocab_size].float()
             logp = torch.log_softmax(logits, dim=-1)
-            no_backtrack = log1mexp(logp[:, tokens.backtrack_id], logits, tokens.backtrack_id)
+            no_backtrack, close = _log1mexp_fast(logp[:, tokens.backtrack_id])
 
-            scores = logits  # logp is computed: the bans below may modify the logits in place
+            # The bans and processors below may write into the scores; rows whose p(<backtrack>) rounds to 1 need the
+            # model's own logits afterwards (exact log(1 - p)), so they work on a copy then.
+            edits = (
+                self.max_backtracks is not None
+                or (batch.tabu is not None and step < self.tabu_tokens)
+                or self.logits_processor is not None
+            )
+            scores = logits.clone() if edits else logits
             if self.max_backtracks is not None:
                 ban_backtrack(scores, tokens.backtrack_id, batch.ban)
             if batch.tabu is not None and step < self.tabu_tokens:
@@ -324,33 +354,37 @@ class SamplingEngine:
             batch.current = next_tokens
             step += 1
 
-            is_backtrack = next_tokens == tokens.backtrack_id
-            is_eos = torch.isin(next_tokens, eos)
-            is_goal = torch.zeros_like(is_eos)
+            # Why each row may stop, as bits; one transfer per step brings the flagged rows to the host. "maybe_goal":
+            # the last token can end the marker through a merged token (e.g. "!\n"); its text is checked on the host.
+            is_goal = torch.zeros_like(batch.alive)
             if goal is not None and step >= len(goal):
                 is_goal = (batch.out_tokens[:, step - len(goal) : step] == goal).all(dim=1)
-            # The text check also sees a marker whose last token carries more (e.g. a merged "!\n").
-            is_goal |= tokens.goal_rows(batch.alive & ~is_goal, batch.out_tokens[:, :step])
-            finished = (is_backtrack | is_eos | is_goal | (step >= batch.limit)) & batch.alive
-
-            if finished.any():
-                for row in finished.nonzero().flatten().tolist():
-                    end = (
-                        "backtrack"
-                        if is_backtrack[row]
-                        else "goal"
-                        if is_goal[row]
-                        else "eos"
-                        if is_eos[row]
-                        else "length"
-                    )
-                    samples.append(self._finish(row, step, end, expansions, batch, keep_prefix, cache))
-                    problem = problems_of[int(batch.expansion_of[row])]
+            flags = (
+                (next_tokens == tokens.backtrack_id).long() * _BACKTRACK
+                | is_goal.long() * _GOAL
+                | torch.isin(next_tokens, eos).long() * _EOS
+                | (step >= batch.limit).long() * _LENGTH
+                | (goal_end[next_tokens] & ~is_goal).long() * _MAYBE_GOAL
+            ) * batch.alive.long() | close.long() * _CLOSE
+            flagged = flags.nonzero().flatten()
+            pairs = torch.stack([flagged, flags[flagged]], dim=1).tolist() if flagged.numel() else []
+            exact = [row for row, bits in pairs if bits & _CLOSE]
+            if exact:  # p(<backtrack>) rounds to 1: log(1 - p) again, exactly, from these rows' logits
+                index = torch.tensor(exact, device=device)
+                value = _log1mexp_exact(logits[index], tokens.backtrack_id)
+                batch.out_no_backtrack[index, step - 1] = value
+            candidates = [(row, bits) for row, bits in pairs if bits & _STOPS]
+            if candidates:
+                finished = self._finish_rows(candidates, step, expansions, batch, keep_prefix, cache)
+                for row, sample in finished:
+                    samples.append(sample)
+                    problem = problems_of[sample.expansion]
                     generated[problem] = generated.get(problem, 0) + step
                     # Every row starts at step 0, so a problem took part in as many steps as its longest row.
                     steps_of[problem] = max(steps_of.get(problem, 0), step)
-                batch.alive = batch.alive & ~finished
-                remaining = int(batch.alive.sum())
+                if finished:
+                    batch.alive[torch.tensor([row for row, _ in finished], device=device)] = False
+                    remaining -= len(finished)
                 if remaining == 0:
                     break
                 # Finished rows stay in the batch (fed padding, outputs ignored) until enough of them accumulate:
@@ -370,25 +404,54 @@ class SamplingEngine:
             forward_passes[problem] = forward_passes.get(problem, 0) + count
         return EngineOutput(samples, forward_passes, generated)
 
-    def _finish(self, row, step, end, expansions, batch: _Rows, keep_prefix, cache) -> Sample:
-        """Package a finished row; keep its prefix's KV cache when the caller will roll back to it."""
-        expansion_index = int(batch.expansion_of[row])
-        state = expansions[expansion_index].state
-        sample = Sample(
-            expansion=expansion_index,
-            sample=int(batch.sample_of[row]),
-            tokens=state.tokens + tuple(batch.out_tokens[row, :step].tolist()),
-            logprobs=state.logprobs + tuple(batch.out_logprobs[row, :step].tolist()),
-            no_backtrack=state.no_backtrack + tuple(batch.out_no_backtrack[row, :step].tolist()),
-            end=end,
-            new_tokens=step,
-        )
-        keep = keep_prefix(sample) if keep_prefix is not None else None
-        if keep is not None:
-            sample.kv_keep = keep
-            if self.reuse_cache:
-                # The row's real slots start after its left padding; keep prompt + `keep` tokens minus the last token
-                # (the next round feeds that token to get the logits that follow the prefix).
-                start = batch.mask.shape[1] - int(batch.valid[row])
-                sample.kv = extract_slots(cache, row, start, int(batch.prompt_len[row]) + keep - 1)
-        return sample
+    def _finish_rows(self, candidates, step, expansions, batch: _Rows, keep_prefix, cache) -> list[tuple[int, Sample]]:
+        """The rows among ``candidates`` ((row, stop bits) pairs) that stop now, packaged; their data comes to the
+        host in one transfer. A row flagged only as a possible merged goal marker stops if its text ends with it."""
+        index = torch.tensor([row for row, _ in candidates], device=batch.out_tokens.device)
+        per_row = torch.stack(
+            [batch.expansion_of[index], batch.sample_of[index], batch.valid[index], batch.prompt_len[index]], dim=1
+        ).tolist()
+        values = torch.cat(
+            [
+                batch.out_tokens[index, :step].double(),
+                batch.out_logprobs[index, :step].double(),
+                batch.out_no_backtrack[index, :step].double(),
+            ],
+            dim=1,
+        ).tolist()
+        finished = []
+        for (row, bits), (expansion_index, sample_index, valid, prompt_len), row_values in zip(
+            candidates, per_row, values
+        ):
+            new = [int(token) for token in row_values[:step]]
+            # The order of the reasons matters (as before): a <backtrack> stops as a rollback even at the limit.
+            if bits & _BACKTRACK:
+                end = "backtrack"
+            elif bits & _GOAL or (bits & _MAYBE_GOAL and self.tokens.ends_with_goal(new)):
+                end = "goal"
+            elif bits & _EOS:
+                end = "eos"
+            elif bits & _LENGTH:
+                end = "length"
+            else:
+                continue  # a "!" that does not end the marker: the row goes on
+            state = expansions[expansion_index].state
+            sample = Sample(
+                expansion=expansion_index,
+                sample=sample_index,
+                tokens=state.tokens + tuple(new),
+                logprobs=state.logprobs + tuple(row_values[step : 2 * step]),
+                no_backtrack=state.no_backtrack + tuple(row_values[2 * step :]),
+                end=end,
+                new_tokens=step,
+            )
+            keep = keep_prefix(sample) if keep_prefix is not None else None
+            if keep is not None:
+                sample.kv_keep = keep
+                if self.reuse_cache:
+                    # The row's real slots start after its left padding; keep prompt + `keep` tokens minus the last
+                    # token (the next round feeds that token to get the logits that follow the prefix).
+                    start = batch.mask.shape[1] - valid
+                    sample.kv = extract_slots(cache, row, start, prompt_len + keep - 1)
+            finished.append((row, sample))
+        return finished

@@ -122,11 +122,24 @@ class TaskTokens:
         tail = "".join(self.texts[int(i)] for i in ids[-len(GOAL_MARKER) :])
         return tail.rstrip().endswith(GOAL_MARKER)
 
+    def goal_end_mask_on(self, device) -> torch.Tensor:
+        """:attr:`goal_end_mask` on ``device``, copied there once (not once per decoding step)."""
+        device = torch.device(device)
+        if self.goal_end_mask.device == device:
+            return self.goal_end_mask
+        copies = self.__dict__.setdefault("_goal_end_masks", {})  # frozen dataclass: a cache beside the fields
+        if device not in copies:
+            copies[device] = self.goal_end_mask.to(device)
+        return copies[device]
+
     def goal_rows(self, rows: torch.Tensor, histories: torch.Tensor) -> torch.Tensor:
         """Bool per row of ``histories`` (generated ids, one row each): among ``rows``, those whose text now ends
         with the goal marker. The text is looked at only for rows whose last token can end it."""
         found = torch.zeros_like(rows)
-        maybe = rows & self.goal_end_mask.to(histories.device)[histories[:, -1]]
+        last = histories[:, -1]
+        mask = self.goal_end_mask_on(histories.device)
+        # Ids past the tokenizer (a padded vocabulary) cannot end the marker.
+        maybe = rows & (last < mask.numel()) & mask[last.clamp(max=mask.numel() - 1)]
         for row in maybe.nonzero().flatten().tolist():
             found[row] = self.ends_with_goal(histories[row, -len(GOAL_MARKER) :].tolist())
         return found
