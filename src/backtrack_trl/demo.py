@@ -44,6 +44,11 @@ class DemoArguments:
         metadata={"help": "Dataset folder whose test problems the app offers (skipped when absent)."},
     )
     test_problems: int = field(default=50, metadata={"help": "Test problems offered per split."})
+    numbers: list[int] = field(default_factory=lambda: list(DEFAULT_PROBLEM[0]), metadata={"help": "First problem."})
+    target: int = field(default=DEFAULT_PROBLEM[1], metadata={"help": "Its target."})
+    n: int = field(default=8, metadata={"help": "Initial N."})
+    b: int = field(default=1, metadata={"help": "Initial b."})
+    seed: int = field(default=0, metadata={"help": "Initial seed."})
     host: str = field(default="127.0.0.1", metadata={"help": "Address to serve on (0.0.0.0 in a Space)."})
     port: int = field(default=7860, metadata={"help": "Port."})
 
@@ -148,9 +153,19 @@ class SearchRunner:
         return tree_fragment(view), candidates_rows(view), answer_markdown(view)
 
 
-def build_demo(model=None, data: str | None = None, tokenizer=None, task="countdown", test_problems: int = 50):
+def build_demo(
+    model=None,
+    data: str | None = None,
+    tokenizer=None,
+    task="countdown",
+    test_problems: int = 50,
+    problem: tuple = DEFAULT_PROBLEM,
+    n: int = 8,
+    b: int = 1,
+    seed: int = 0,
+):
     """The Gradio Blocks app. ``model``: a model folder, or a model object with ``tokenizer``. The page opens with
-    the default problem (3 5 2 -> 16, N=8, b=1) searched."""
+    ``problem`` (numbers, target) searched with ``n`` and ``b``."""
     import gradio as gr
 
     from .decoding import load_model_and_tokenizer
@@ -161,7 +176,7 @@ def build_demo(model=None, data: str | None = None, tokenizer=None, task="countd
         raise ValueError("build_demo needs a model folder, or a model and its tokenizer.")
     runner = SearchRunner(model, tokenizer, task)
     choices = test_problem_choices(data, test_problems, task)
-    numbers0, target0 = DEFAULT_PROBLEM
+    numbers0, target0 = problem
     headers = candidates_headers(runner.task.name)
 
     def search(numbers, target, test_problem, n, b, selection, seed):
@@ -183,7 +198,7 @@ def build_demo(model=None, data: str | None = None, tokenizer=None, task="countd
 
     # The page opens with the default problem already searched (its outputs are the components' initial values), so
     # a first visit shows a tree without a round trip.
-    initial = runner.run(runner.prompt(" ".join(map(str, numbers0)), target0), 8, 1, "likelihood", 0)
+    initial = runner.run(runner.prompt(" ".join(map(str, numbers0)), target0), n, b, "likelihood", seed)
 
     with gr.Blocks(title="Self-backtracking search") as demo:
         gr.Markdown(
@@ -199,10 +214,10 @@ def build_demo(model=None, data: str | None = None, tokenizer=None, task="countd
                 choices=[""] + list(choices), value="", label="...or a test problem", scale=3, allow_custom_value=False
             )
         with gr.Row():
-            n = gr.Slider(1, 64, value=8, step=1, label="N (samples per state)")
-            b = gr.Slider(0, 3, value=1, step=1, label="b (backtracking rounds)")
+            n_slider = gr.Slider(1, 64, value=n, step=1, label="N (samples per state)")
+            b_slider = gr.Slider(0, 3, value=b, step=1, label="b (backtracking rounds)")
             selection = gr.Radio(list(SELECTION_RULES), value="likelihood", label="Selection rule")
-            seed = gr.Number(value=0, precision=0, label="Seed")
+            seed_box = gr.Number(value=seed, precision=0, label="Seed")
         button = gr.Button("Search", variant="primary")
         with gr.Row():
             with gr.Column(scale=3):
@@ -210,7 +225,7 @@ def build_demo(model=None, data: str | None = None, tokenizer=None, task="countd
             with gr.Column(scale=1):
                 answer = gr.Markdown(value=initial[2])
         table = gr.Dataframe(value=initial[1], headers=headers, label="Candidates", wrap=True)
-        inputs = [numbers, target, test_problem, n, b, selection, seed]
+        inputs = [numbers, target, test_problem, n_slider, b_slider, selection, seed_box]
         outputs = [tree, table, answer]
         button.click(search, inputs, outputs, api_name="search")
         test_problem.change(pick, [test_problem], [numbers, target, test_problem], api_name=False)
@@ -219,5 +234,13 @@ def build_demo(model=None, data: str | None = None, tokenizer=None, task="countd
 
 def serve(args: DemoArguments) -> None:
     """Load the model and serve the app (``recipes/demo.py``)."""
-    demo = build_demo(args.model, args.data, test_problems=args.test_problems)
+    demo = build_demo(
+        args.model,
+        args.data,
+        test_problems=args.test_problems,
+        problem=(args.numbers, args.target),
+        n=args.n,
+        b=args.b,
+        seed=args.seed,
+    )
     demo.launch(server_name=args.host, server_port=args.port)

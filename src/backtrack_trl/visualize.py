@@ -251,8 +251,8 @@ def _node_text(view: SearchView, node: Node) -> str:
 
 
 def _layout(view: SearchView) -> None:
-    """Leaves on consecutive rows (depth-first, children in sampling order), a parent centred on its children,
-    one column per depth as wide as its widest label."""
+    """Leaves on consecutive rows (depth-first, children in sampling order), a parent on its first child's row, one
+    column per depth as wide as its widest label."""
     nodes = view.nodes
     widths: dict[int, float] = {}
     for node in nodes:
@@ -271,8 +271,8 @@ def _layout(view: SearchView) -> None:
         node.x = column_x[node.depth]
         for child_id in node.children:
             place(child_id)
-        if node.children:
-            node.y = (nodes[node.children[0]].y + nodes[node.children[-1]].y) / 2
+        if node.children:  # on its first child's row: the root stays at the top of a tall tree
+            node.y = nodes[node.children[0]].y
         else:
             node.y = legend_height + _ROW * row + _ROW
             row += 1
@@ -325,8 +325,8 @@ def render_svg(view: SearchView) -> str:
     out.append(f'<rect x="{x}" y="10" width="14" height="14" rx="3" fill="none" stroke="{CHOSEN_COLOUR}" '
                f'stroke-width="3"/><text x="{x + 20}" y="21">chosen answer</text>')  # fmt: skip
     nodes = view.nodes
-    # Edges, then rollback arcs, then nodes on top.
-    for node in nodes:
+    # Edges (the chosen path's last, on top), then rollback arcs, then nodes on top.
+    for node in sorted(nodes, key=lambda node: node.chosen):
         if node.parent is None:
             continue
         parent = nodes[node.parent]
@@ -519,7 +519,7 @@ def render_png(view: SearchView, path: str | Path, dpi: int = 100) -> Path:
                                 edgecolor=CHOSEN_COLOUR, linewidth=2))  # fmt: skip
     ax.text(x + 20, 21, "chosen answer", **font)
     nodes = view.nodes
-    for node in nodes:
+    for node in sorted(nodes, key=lambda node: node.chosen):
         if node.parent is None:
             continue
         parent = nodes[node.parent]
