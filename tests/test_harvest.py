@@ -120,3 +120,64 @@ def test_two_processes_write_exactly_the_dataset_one_process_writes(study, tmp_p
         assert stats["one"][key] == stats["two"][key], key
     for row in one:
         assert TASK.check(TASK.problem_from_row(row), row["completion"], mode="strict").correct
+
+
+def test_study_options_of_the_vllm_harvest_are_checked():
+    from backtrack_trl.self_improve import SelfImproveArguments
+
+    with pytest.raises(ValueError, match="set search_backend: vllm too"):
+        SelfImproveArguments(vllm_serve=True)
+    with pytest.raises(ValueError, match="not both"):
+        SelfImproveArguments(search_backend="vllm", vllm_serve=True, vllm_server_base_url="http://x:8000")
+    with pytest.raises(ValueError, match="'CUDA_VISIBLE_DEVICES' is not KEY=VALUE"):
+        SelfImproveArguments(search_backend="vllm", vllm_serve=True, vllm_server_env=["CUDA_VISIBLE_DEVICES"])
+    with pytest.raises(ValueError, match="search_backend='tgi'"):
+        SelfImproveArguments(search_backend="tgi")
+
+
+def test_study_harvest_launches_the_recipe_with_a_server_per_round(tmp_path, monkeypatch):
+    """The harvest stage: pool file written, `accelerate launch recipes/harvest.py` with the eval accelerate config,
+    the search spec and, with vllm_serve, a server started on round k-1's model (its env and args) for the launch."""
+    import contextlib
+
+    from backtrack_trl import self_improve
+    from backtrack_trl.decoding import vllm_backend
+    from backtrack_trl.self_improve import SelfImproveArguments, Study
+
+    servers, commands = [], []
+
+    @contextlib.contextmanager
+    def fake_server(model, python, extra_args, env, log_file):
+        servers.append({"model": str(model), "python": python, "args": extra_args, "env": env, "up": True})
+        yield "http://127.0.0.1:5555"
+        servers[-1]["up"] = False
+
+    def fake_run(cmd, log, fds=()):
+        assert servers and servers[-1]["up"]  # the server is up while the harvest runs
+        commands.append(cmd)
+
+    monkeypatch.setattr(vllm_backend, "launch_vllm_server", fake_server)
+    monkeypatch.setattr(self_improve, "run_logged", fake_run)
+    study = Study.__new__(Study)
+    study.args = SelfImproveArguments(
+        output_dir=str(tmp_path), search_backend="vllm", vllm_serve=True, vllm_python="/venv/bin/python",
+        vllm_server_args="--data-parallel-size 4 --gpu-memory-utilization 0.9",
+        vllm_server_env=["CUDA_VISIBLE_DEVICES=4,5,6,7"], eval_accelerate_config="accelerate_configs/ddp.yaml",
+        search_n=16, search_b=1,
+    )  # fmt: skip
+    study.python, study.recipes, study.out, study.lock_fds = "python", tmp_path, tmp_path, ()
+    study.task = TASK
+    monkeypatch.setattr(study, "pool_problems", lambda k: [TASK.problem_to_row(p) for p in POOL[:3]], raising=False)
+    monkeypatch.setattr(study, "round_model", lambda k: tmp_path / f"model_{k}", raising=False)
+    study.harvest(2)
+    assert servers == [{"model": str(tmp_path / "model_1"), "python": "/venv/bin/python", "up": False,
+                        "args": ["--data-parallel-size", "4", "--gpu-memory-utilization", "0.9"],
+                        "env": {"CUDA_VISIBLE_DEVICES": "4,5,6,7"}}]  # fmt: skip
+    (cmd,) = commands
+    assert cmd[cmd.index("--config_file") + 1] == "accelerate_configs/ddp.yaml"
+    assert cmd[cmd.index("--vllm_server_base_url") + 1] == "http://127.0.0.1:5555"
+    search = cmd[cmd.index("--search") + 1]
+    assert search.startswith("self_backtracking:") and "n=16" in search and "backend=vllm" in search
+    assert cmd[cmd.index("--model_name_or_path") + 1] == str(tmp_path / "model_1")
+    pool = read_pool_file(cmd[cmd.index("--pool_file") + 1], "countdown")
+    assert pool == [TASK.problem_to_row(p) for p in POOL[:3]]

@@ -185,8 +185,10 @@ class _FakeVLLM(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    root = None
+
     def do_GET(self):
-        self._send({"object": "list", "data": [{"id": "tiny", "object": "model"}]})
+        self._send({"object": "list", "data": [{"id": "tiny", "object": "model", "root": type(self).root}]})
 
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
@@ -199,7 +201,7 @@ class _FakeVLLM(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def fake_server():
-    _FakeVLLM.bodies = []
+    _FakeVLLM.bodies, _FakeVLLM.root = [], None
     server = ThreadingHTTPServer(("127.0.0.1", 0), _FakeVLLM)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -222,3 +224,16 @@ def test_server_client_over_http(fake_server):
 def test_no_server_is_one_clear_error():
     with pytest.raises(ConnectionError, match="No vLLM server at http://127.0.0.1:9 .*vllm serve"):
         VLLMServer("http://127.0.0.1:9")
+
+
+def test_a_server_on_another_model_folder_is_refused(fake_server, tmp_path):
+    from backtrack_trl.decoding.vllm_backend import make_vllm_client
+
+    (tmp_path / "round_0").mkdir()
+    (tmp_path / "round_1").mkdir()
+    _FakeVLLM.root = str(tmp_path / "round_0")
+    assert make_vllm_client(str(tmp_path / "round_0"), fake_server).root == str(tmp_path / "round_0")
+    with pytest.raises(ValueError, match=r"serves .*round_0, not .*round_1: restart it"):
+        make_vllm_client(str(tmp_path / "round_1"), fake_server)
+    with pytest.raises(ValueError, match=r"serves \['tiny'\], not 'other'"):
+        VLLMServer(fake_server, model="other")

@@ -24,9 +24,11 @@ python recipes/self_improve.py --config recipes/countdown-tiny/self_improve/conf
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
+import shlex
 import shutil
 import signal
 import subprocess
@@ -154,6 +156,29 @@ class SelfImproveArguments:
             "(see the README) or leave this unset to start an in-process engine per round."
         },
     )
+    vllm_serve: bool = field(
+        default=False,
+        metadata={
+            "help": "With search_backend vllm: start a vLLM server on each round's model for its harvest (stopped "
+            "after it), from vllm_python with vllm_server_args and vllm_server_env; every harvest process sends its "
+            "requests there. The way to give vLLM its own GPUs on one node (see the README)."
+        },
+    )
+    vllm_python: str = field(
+        default="python",
+        metadata={"help": "Python of the environment with vLLM, for vllm_serve (CPU: .venv-vllm/bin/python)."},
+    )
+    vllm_server_args: str = field(
+        default="",
+        metadata={
+            "help": "Extra arguments of the vLLM server, e.g. '--data-parallel-size 4 --gpu-memory-utilization 0.9' "
+            "(CPU: '--dtype float32 --no-enable-chunked-prefill')."
+        },
+    )
+    vllm_server_env: list[str] = field(
+        default_factory=list,
+        metadata={"help": "KEY=VALUE environment of the vLLM server, e.g. CUDA_VISIBLE_DEVICES=4,5,6,7."},
+    )
     keep: str = field(
         default="best_correct",
         metadata={
@@ -225,6 +250,15 @@ class SelfImproveArguments:
         check_decoder_specs(self.round_eval_decoders, where="round_eval_decoders: ")
         if self.search_backend not in ("hf", "vllm"):
             raise ValueError(f"search_backend={self.search_backend!r}: choose 'hf' or 'vllm'.")
+        if self.vllm_serve and self.search_backend != "vllm":
+            raise ValueError("vllm_serve: true starts a vLLM server for the harvest: set search_backend: vllm too.")
+        if self.vllm_serve and self.vllm_server_base_url:
+            raise ValueError(
+                "Give vllm_serve (the study starts a server per round) or vllm_server_base_url, not both."
+            )
+        bad = [item for item in self.vllm_server_env if "=" not in item or not item.split("=", 1)[0]]
+        if bad:
+            raise ValueError(f"vllm_server_env: {bad[0]!r} is not KEY=VALUE (e.g. CUDA_VISIBLE_DEVICES=4,5,6,7).")
         search = {"n": self.search_n, "b": self.search_b, "temperature": self.search_temperature}
         try:
             check_decoder_options("self_backtracking", {**search, "batch_size": self.search_batch_size})
@@ -390,6 +424,12 @@ class Study:
                 "eval_accelerate_config",
                 "num_processes",
                 "recipes_dir",
+                # Where the vLLM engine runs does not change what it samples.
+                "vllm_server_base_url",
+                "vllm_serve",
+                "vllm_python",
+                "vllm_server_args",
+                "vllm_server_env",
                 # Adding the optional Table 1 baselines to a finished study only adds stages.
                 *(
                     f"{key}{suffix}"
@@ -694,7 +734,20 @@ class Study:
             "task": self.args.task,
             "progress": False,
         }
-        self.recipe("harvest.py", None, overrides, f"round_{k}_search", launch=True)
+        server = contextlib.nullcontext(self.args.vllm_server_base_url)
+        if self.args.vllm_serve:
+            from .decoding.vllm_backend import launch_vllm_server
+
+            server = launch_vllm_server(
+                self.round_model(k - 1),
+                python=self.args.vllm_python,
+                extra_args=shlex.split(self.args.vllm_server_args),
+                env=dict(item.split("=", 1) for item in self.args.vllm_server_env),
+                log_file=self.out / "logs" / f"round_{k}_vllm_server.log",
+            )
+        with server as url:
+            overrides["vllm_server_base_url"] = url
+            self.recipe("harvest.py", None, overrides, f"round_{k}_search", launch=True)
         if self.args.push_to_hub:
             from .hub_dataset import push_hub_dataset
 

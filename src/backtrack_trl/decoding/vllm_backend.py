@@ -187,8 +187,27 @@ class VLLMServer(VLLMClient):
             self.base_url = self.base_url[: -len("/v1")]
         self.timeout = timeout
         self.max_workers = max_workers
-        self.model = model or self._first_model()
+        served = self._call("/v1/models").get("data") or []
+        if not served:
+            raise RuntimeError(f"The vLLM server at {self.base_url} serves no model.")
+        entry = next((m for m in served if m.get("id") == model), None) if model else served[0]
+        if entry is None:
+            raise ValueError(
+                f"The vLLM server at {self.base_url} serves {[m.get('id') for m in served]}, not {model!r}."
+            )
+        self.model = entry["id"]
+        # The folder the server loaded (vLLM reports it as "root"), to check it is the model the caller means.
+        self.root = entry.get("root") or self.model
         self.name_or_path = self.model
+
+    def check_serves(self, folder: str | os.PathLike) -> None:
+        """Raise a ValueError when the server loaded another folder than ``folder`` (a stale server of an earlier
+        round would otherwise sample from the wrong model)."""
+        if Path(folder).exists() and Path(self.root).exists() and Path(folder).resolve() != Path(self.root).resolve():
+            raise ValueError(
+                f"The vLLM server at {self.base_url} serves {self.root}, not {folder}: restart it on {folder} (the "
+                "study can start one per round itself: vllm_serve: true)."
+            )
 
     def _call(self, path: str, body: dict | None = None) -> dict:
         url = f"{self.base_url}{path}"
@@ -206,12 +225,6 @@ class VLLMServer(VLLMClient):
                 "--enable-prefix-caching` (or `python -m vllm.entrypoints.openai.api_server --model <folder>`) and "
                 "pass its address as vllm_server_base_url."
             ) from None
-
-    def _first_model(self) -> str:
-        models = self._call("/v1/models").get("data") or []
-        if not models:
-            raise RuntimeError(f"The vLLM server at {self.base_url} serves no model.")
-        return models[0]["id"]
 
     def generate(self, requests, settings):
         def one(request: Request) -> list[Completion]:
@@ -280,7 +293,9 @@ def make_vllm_client(
 ) -> VLLMClient:
     """A server client when ``vllm_server_base_url`` is given, else the in-process engine on folder ``model``."""
     if vllm_server_base_url:
-        return VLLMServer(vllm_server_base_url, model=served_model_name)
+        client = VLLMServer(vllm_server_base_url, model=served_model_name)
+        client.check_serves(model)
+        return client
     return VLLMOffline(model, **engine_options)
 
 
