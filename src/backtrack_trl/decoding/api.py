@@ -147,10 +147,35 @@ def decode(
     return build_decoder(method, model, tokenizer, **options).solve(prompts, seeds=seeds, progress=progress)
 
 
+DTYPES = ("auto", "bfloat16", "float16", "float32")
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> str | torch.device:
+    """``"auto"`` (or None): ``"cuda"`` when a GPU is visible, else ``"cpu"``; anything else is returned as is."""
+    if device is None or device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def resolve_dtype(dtype: str | torch.dtype | None, device) -> torch.dtype | str | None:
+    """A dtype for ``from_pretrained``: a name of :data:`DTYPES` or a ``torch.dtype``. ``"auto"`` is the checkpoint's
+    dtype on a GPU (bfloat16 for a bfloat16 checkpoint) and float32 on CPU; None leaves transformers' default
+    (float32)."""
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}.")
+    if dtype == "auto":
+        return "auto" if torch.device(device).type == "cuda" else torch.float32
+    return getattr(torch, dtype)
+
+
 def load_model_and_tokenizer(path: str, device: str | torch.device | None = None, dtype=None):
-    """``AutoModelForCausalLM`` + ``AutoTokenizer`` from one folder (or Hub id), in eval mode."""
+    """``AutoModelForCausalLM`` + ``AutoTokenizer`` from one folder (or Hub id), in eval mode (``dtype``: see
+    :func:`resolve_dtype`; ``device`` None leaves the model where ``from_pretrained`` puts it)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    dtype = resolve_dtype(dtype, device if device is not None else "cpu")
     kwargs = {"dtype": dtype} if dtype is not None else {}
     try:
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
@@ -168,9 +193,11 @@ def load_model_and_tokenizer(path: str, device: str | torch.device | None = None
 
 
 def _from_pretrained(
-    cls, path: str, device=None, dtype=None, backend=None, vllm_server_base_url=None, vllm_options=None, **options
+    cls, path: str, device="auto", dtype=None, backend=None, vllm_server_base_url=None, vllm_options=None, **options
 ):
     """Load a model folder and build this decoder: ``SelfBacktrackingDecoder.from_pretrained(path, n=32, b=1)``.
+
+    ``device="auto"`` (or None) puts the model on the GPU when there is one; ``dtype`` as :func:`resolve_dtype`.
 
     ``backend="vllm"`` samples with vLLM instead: an in-process engine on the folder (``vllm_options`` are its
     ``vllm.LLM`` arguments), or the server at ``vllm_server_base_url`` (serving this folder)."""
@@ -183,7 +210,7 @@ def _from_pretrained(
             vllm_options = {**(vllm_options or {}), "dtype": dtype}
         client = make_vllm_client(str(path), vllm_server_base_url, **(vllm_options or {}))
         return cls(client, AutoTokenizer.from_pretrained(path), backend="vllm", **options)
-    model, tokenizer = load_model_and_tokenizer(path, device=device, dtype=dtype)
+    model, tokenizer = load_model_and_tokenizer(path, device=resolve_device(device), dtype=dtype)
     return cls(model, tokenizer, backend=backend, **options) if backend else cls(model, tokenizer, **options)
 
 

@@ -55,7 +55,18 @@ class EvaluationArguments:
         metadata={"help": "Selection rules replayed on the candidates of sampling decoders (extra table)."},
     )
     backtrack_weight: float = field(default=1.0, metadata={"help": "Weight of the backtrack value in 'combined'."})
-    device: str | None = field(default=None, metadata={"help": "cpu / cuda; default: accelerate's device."})
+    device: str | None = field(
+        default=None,
+        metadata={"help": "cpu / cuda (each process its own GPU, cuda:<local rank>) / cuda:N; default: accelerate's."},
+    )
+    dtype: str = field(
+        default="auto",
+        metadata={
+            "help": "Weights dtype of the decoded model: 'auto' (the checkpoint's on a GPU, float32 on CPU), "
+            "'bfloat16', 'float16' or 'float32'.",
+            "choices": ["auto", "bfloat16", "float16", "float32"],
+        },
+    )
     vllm_server_base_url: str | None = field(
         default=None,
         metadata={
@@ -95,6 +106,8 @@ class EvaluationArguments:
                              f"{self.max_problems!r}.")  # fmt: skip
         if self.max_new_tokens < 1:
             raise ValueError(f"--max_new_tokens must be >= 1, got {self.max_new_tokens!r}.")
+        if self.dtype not in ("auto", "bfloat16", "float16", "float32"):
+            raise ValueError(f"dtype must be auto, bfloat16, float16 or float32, got {self.dtype!r}.")
         if self.output_format not in ("jsonl", "parquet"):
             raise ValueError(f"output_format must be 'jsonl' or 'parquet', got {self.output_format!r}.")
         for rule in self.selection_rules:
@@ -164,6 +177,16 @@ def _vllm_client(args: EvaluationArguments, num_processes: int):
     return client, AutoTokenizer.from_pretrained(args.model_name_or_path)
 
 
+def process_device(requested: str | None, state):
+    """This process's device: accelerate's when ``requested`` is None; a bare ``"cuda"`` means this process's own GPU
+    (``cuda:<local rank>``, not every rank on ``cuda:0``); anything else as given."""
+    if requested is None:
+        return state.device
+    if requested == "cuda":
+        return f"cuda:{state.local_process_index}"
+    return requested
+
+
 def evaluate_decoders(args: EvaluationArguments) -> dict:
     """Run every decoder on every split; write the files (main process) and return the metrics."""
     import torch
@@ -174,11 +197,11 @@ def evaluate_decoders(args: EvaluationArguments) -> dict:
 
     # On a machine without GPUs, `accelerate launch` (torchrun) ranks must be told to use CPU + gloo.
     state = PartialState(cpu=args.device == "cpu" or (args.device is None and not torch.cuda.is_available()))
-    device = args.device or state.device
+    device = process_device(args.device, state)
     backends = {parse_decoder_spec(spec)[2].get("backend", "hf") for spec in args.decoders}
     model = client = None
     if backends - {"vllm"}:
-        model, tokenizer = load_model_and_tokenizer(args.model_name_or_path, device=device)
+        model, tokenizer = load_model_and_tokenizer(args.model_name_or_path, device=device, dtype=args.dtype)
     if "vllm" in backends:
         client, tokenizer = _vllm_client(args, state.num_processes)
     dataset = load_eval_dataset(args.dataset_name, args.dataset_config, args.splits)
