@@ -199,3 +199,26 @@ def test_study_report_embeds_a_solved_and_an_unsolved_tree_per_split(tmp_path):
     # A study without a search evaluation gets no section.
     bare = write_report(tmp_path / "bare", {}, [], {}, study_dir=tmp_path / "nothing")
     assert "seen as trees" not in bare.read_text()
+
+
+def test_recipe_arguments_draw_a_search_or_a_recorded_one(tmp_path, capsys):
+    from _decoding_utils import tiny_llama
+
+    from backtrack_trl.visualize import VisualizeArguments, visualize_search
+
+    model = tiny_llama(biased=True)
+    model.save_pretrained(tmp_path / "model")
+    tokenizer().save_pretrained(tmp_path / "model")
+    out = tmp_path / "one.html"
+    view = visualize_search(VisualizeArguments(model=str(tmp_path / "model"), numbers=[3, 5, 2], target=16, n=4,
+                                               b=1, output=str(out)))  # fmt: skip
+    assert view.question == "numbers [3, 5, 2]->target 16" and sum(view.sample_outcomes.values()) >= 4
+    assert out.is_file() and out.with_suffix(".png").is_file() and "wrote" in capsys.readouterr().out
+    path = tmp_path / "generations.jsonl"
+    path.write_text(json.dumps({"index": 0, **view.result.to_dict()}) + "\n")
+    again = visualize_search(VisualizeArguments(generations=str(path), index=0, output=str(tmp_path / "two.html")))
+    assert again.result.tree == view.result.tree
+    with pytest.raises(ValueError, match="Give either --model"):
+        VisualizeArguments(model="m", generations=str(path))
+    with pytest.raises(ValueError, match="--numbers 3 5 2 --target 16"):
+        VisualizeArguments(model="m", numbers=[3, 5, 2])

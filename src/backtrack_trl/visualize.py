@@ -136,8 +136,8 @@ def task_of(prompt: str, task=None):
 
 
 def step_lines(text: str, end_reason: str) -> list[str]:
-    """A response as the labels of its path: its non-empty lines, ``<backtrack>`` as a line of its own, and a
-    terminal marker for a length limit or an EOS stop."""
+    """A response as the labels of its path: its non-empty lines (control characters escaped), ``<backtrack>`` as a
+    line of its own, and a terminal marker for a length limit or an EOS stop."""
     lines = []
     for line in text.split("\n"):
         if line.endswith(BACKTRACK_TOKEN) and line != BACKTRACK_TOKEN:
@@ -146,7 +146,8 @@ def step_lines(text: str, end_reason: str) -> list[str]:
             lines.append(line)
     if end_reason in _TERMINAL_LABELS:
         lines.append(_TERMINAL_LABELS[end_reason])
-    return lines
+    # Control characters an untrained model writes (form feeds, tabs) are shown escaped, not as missing glyphs.
+    return ["".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in line) for line in lines]
 
 
 def _question(prompt: str) -> str:
