@@ -38,8 +38,9 @@ def beam_rows_per_call(n: int, steps: int, vocab: int, budget: int = LOGITS_BUDG
     return n * max(1, expansions)
 
 
-class _MaskPastVocab(LogitsProcessor):
-    """A logits processor that forbids the ids past the tokenizer (an embedding padded to a multiple of 64)."""
+class MaskPastVocabLogitsProcessor(LogitsProcessor):
+    """A logits processor that forbids the ids past the tokenizer (an embedding padded to a multiple of 64), for any
+    ``generate`` call on such a model: ``LogitsProcessorList([MaskPastVocabLogitsProcessor(len(tokenizer))])``."""
 
     def __init__(self, vocab_size: int):
         self.vocab_size = vocab_size
@@ -117,7 +118,7 @@ class BeamEngine:
             for row, context in enumerate(contexts):
                 ids[row, width - len(context) :] = torch.tensor(context, device=device)
                 mask[row, width - len(context) :] = 1
-            processors = LogitsProcessorList([_MaskPastVocab(tokens.vocab_size)])
+            processors = LogitsProcessorList([MaskPastVocabLogitsProcessor(tokens.vocab_size)])
             if self.max_backtracks is not None:
                 used = torch.tensor([s.rollbacks for s in states], device=device).repeat_interleave(n)
                 processors.append(

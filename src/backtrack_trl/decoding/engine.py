@@ -365,7 +365,7 @@ class SamplingEngine:
                 | torch.isin(next_tokens, eos).long() * _EOS
                 | (step >= batch.limit).long() * _LENGTH
                 | (goal_end[next_tokens] & ~is_goal).long() * _MAYBE_GOAL
-            ) * batch.alive.long() | close.long() * _CLOSE
+            ) * batch.alive.long() | (close & batch.alive).long() * _CLOSE
             flagged = flags.nonzero().flatten()
             pairs = torch.stack([flagged, flags[flagged]], dim=1).tolist() if flagged.numel() else []
             exact = [row for row, bits in pairs if bits & _CLOSE]
