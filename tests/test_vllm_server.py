@@ -5,6 +5,7 @@ Slow: the server takes about a minute to start on CPU. Without ``.venv-vllm`` (o
 tests skip, saying how to install it.
 """
 
+import json
 import os
 import random
 from pathlib import Path
@@ -127,3 +128,34 @@ def test_server_client_reports_the_served_model(served):
     assert client.model == str(model)
     _, tokenizer = load_model_and_tokenizer(str(model))
     assert SelfBacktrackingDecoder(client, tokenizer).backend == "vllm"
+
+
+def test_study_round_harvests_through_a_server_it_starts(tmp_path):
+    """vllm_serve: the study starts a vLLM server on the round's model, the harvest recipe searches through it, and
+    the server is gone afterwards."""
+    if not VLLM_PYTHON.exists():
+        pytest.skip(f"no vLLM environment at {VLLM_PYTHON}: `make vllm-env` installs the CPU build of vLLM there")
+    import subprocess
+
+    import yaml
+    from test_self_improve_loop import _configs, _run
+
+    config = _configs(tmp_path / "configs", tmp_path / "study", baseline=False)
+    settings = yaml.safe_load(config.read_text())
+    settings.update(rounds=1, round_eval_decoders=["greedy"])
+    config.write_text(yaml.safe_dump(settings))
+    proc = _run(
+        config, tmp_path, "--search_backend", "vllm", "--vllm_serve", "true", "--vllm_python", str(VLLM_PYTHON),
+        "--vllm_server_args", "--dtype float32 --no-enable-chunked-prefill --max-model-len 128",
+        "--vllm_server_env", "OMP_NUM_THREADS=1", "VLLM_CPU_KVCACHE_SPACE=1",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    study = tmp_path / "study"
+    stats = json.loads((study / "rounds" / "round_1" / "harvest.json").read_text())
+    assert stats["kept"] == len(load_dataset(str(study / "round_datasets"), "round_1", split="train")) > 0
+    assert "backend=vllm" in (study / "round_datasets" / "README.md").read_text()
+    server_log = (study / "logs" / "round_1_vllm_server.log").read_text()
+    assert "POST /v1/completions" in server_log
+    running = subprocess.run(["pgrep", "-f", "vllm.entrypoints.openai.api_server --model " + str(study)],
+                             capture_output=True, text=True)  # fmt: skip
+    assert running.stdout.strip() == ""  # the server was stopped
