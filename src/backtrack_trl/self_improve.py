@@ -6,8 +6,9 @@ Stages, each recorded in ``<output_dir>/state.json`` once all its outputs are wr
 2. ``init_model``: ``recipes/init_model.py`` (skipped when the SFT recipes start from a pretrained model);
 3. ``sft_optimal`` / ``sft_backtrack``: ``accelerate launch recipes/sft.py`` (so GPU users get DeepSpeed);
 4. ``eval_optimal`` / ``eval_backtrack``: ``accelerate launch recipes/evaluate_decoders.py`` (Table 1 decoders);
-5. for every round k = 1..R: ``round_k_search`` (self-backtracking search on a pool of TRAINING problems, the paths
-   the strict checker accepts become round k's Hub-layout dataset), ``round_k_sft`` (fine-tune round k-1's model
+5. for every round k = 1..R: ``round_k_search`` (``accelerate launch recipes/harvest.py``: the self-backtracking
+   search, sharded over processes, on a pool of TRAINING problems, on the HF model or on vLLM; the paths the strict
+   checker accepts become round k's Hub-layout dataset), ``round_k_sft`` (fine-tune round k-1's model
    on it through ``recipes/sft.py``) and ``round_k_eval`` (greedy and search on the held-out test splits);
 6. ``report``: ``report.md`` with Table 1 (both checkers) and the per-round table, plus PNG plots.
 
