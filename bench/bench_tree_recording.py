@@ -2,10 +2,11 @@
 self-backtracking search. Prints a markdown table (not a test: timings are never asserted).
 
 "Before" and "after" are two commits (``--before``, ``--after``; default: the commit that added the recording and its
-parent, so only the recording differs), each one's ``src/`` extracted with ``git archive`` into a temporary folder
-(``--after .`` takes this checkout's ``src/``, uncommitted edits included). Each version runs in its own process
-(same model, same problems, same seeds; a warm-up solve first), the processes interleaved, best of ``--repeats``
-processes x ``--inner`` runs.
+parent, so only the recording differs; ``--after .`` takes this checkout's ``src/``, uncommitted edits included).
+Each one's package is extracted with ``git archive`` and imported under its own name (``bt_before``, ``bt_after``:
+the decoding code imports itself relatively), so both run in one process on the same model object, problems and
+seeds, alternating run by run (the order flips every round), which keeps a shared machine's load swings out of the
+comparison. Reported: the best of ``--repeats`` runs per version and the median of the per-round ratios.
 
 Model: ``--model``, else ``results/countdown-tiny/models/backtrack-sft`` or ``models/countdown-tiny/backtrack-sft``
 when one exists, else a tiny random Llama (``recipes/countdown-tiny/init_model.yaml``'s size). Problems: the first
@@ -20,9 +21,10 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import importlib
 import io
-import json
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -42,48 +44,14 @@ MODELS = (
 DATA = ROOT / "data" / "countdown-tiny" / "backtrack"
 
 
-def worker(args) -> None:
-    """Run in a process whose PYTHONPATH points at one version's src/: time the search, print JSON."""
-    import torch
-
-    torch.set_num_threads(args.threads)
-    import backtrack_trl
-    from backtrack_trl.decoding import SelfBacktrackingDecoder, load_model_and_tokenizer
-
-    if args.model:
-        model, tokenizer = load_model_and_tokenizer(args.model, device="cpu")
-    else:
-        import yaml
-
-        from backtrack_trl.modeling import init_tiny_llama
-        from backtrack_trl.tokenization import build_countdown_tokenizer
-
-        size = yaml.safe_load((ROOT / "recipes" / "countdown-tiny" / "init_model.yaml").read_text())
-        keys = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
-        tokenizer = build_countdown_tokenizer()
-        model = init_tiny_llama(tokenizer, **{k: size[k] for k in keys if k in size}, seed=0).eval()
-    prompts = json.loads(Path(args.prompts).read_text())
-    out = {"src": os.path.dirname(backtrack_trl.__file__), "threads": torch.get_num_threads(), "runs": {}}
-    for n in args.ns:
-        decoder = SelfBacktrackingDecoder(model, tokenizer, n=n, b=1, max_new_tokens=args.max_new_tokens)
-        decoder.solve(prompts[:8])  # warm-up: first-call costs are not the search's
-        best = float("inf")
-        for _ in range(args.inner):
-            began = time.perf_counter()
-            results = decoder.solve(prompts)
-            best = min(best, time.perf_counter() - began)
-        out["runs"][str(n)] = {
-            "seconds": best,
-            "tokens": sum(r.tokens_generated for r in results),
-            "completions": [r.completion for r in results],
-            "tree": getattr(results[0], "tree", None) is not None,
-        }
-    print("RESULT " + json.dumps(out), flush=True)
-
-
 def extract_src(commit: str, folder: Path) -> Path:
     """``src/`` of ``commit`` into ``folder`` (git archive: no worktree, nothing left in the repository)."""
-    data = subprocess.run(["git", "archive", commit, "src"], cwd=ROOT, check=True, capture_output=True).stdout
+    done = subprocess.run(["git", "archive", commit, "src"], cwd=ROOT, capture_output=True)
+    if done.returncode != 0:
+        raise SystemExit(
+            f"git archive {commit}: {done.stderr.decode().strip()} (a shallow clone? pass --before/--after)"
+        )
+    data = done.stdout
     with tarfile.open(fileobj=io.BytesIO(data)) as archive:
         archive.extractall(folder, filter="data")
     return folder / "src"
@@ -106,17 +74,31 @@ def problems(count: int) -> tuple[list[str], str]:
     return [format_prompt(p) for p in generate_problems(config, count, seen, random.Random(0))], "sampled problems"
 
 
-def run_version(src: Path, args, prompts_file: str) -> dict:
-    env = dict(os.environ, PYTHONPATH=str(src), OMP_NUM_THREADS=str(args.threads), HF_HUB_OFFLINE="1")
-    command = [sys.executable, __file__, "--worker", "--prompts", prompts_file, "--threads", str(args.threads),
-               "--max_new_tokens", str(args.max_new_tokens), "--inner", str(args.inner), "--ns", *map(str, args.ns)]  # fmt: skip
-    if args.model:
-        command += ["--model", args.model]
-    done = subprocess.run(command, env=env, capture_output=True, text=True)
-    line = next((x for x in done.stdout.splitlines() if x.startswith("RESULT ")), None)
-    if done.returncode != 0 or line is None:
-        raise RuntimeError(f"worker on {src} failed:\n{done.stderr[-3000:]}")
-    return json.loads(line[len("RESULT ") :])
+def load_versions(folder: Path, before: str, after: str) -> dict:
+    """``{"before": decoding module, "after": decoding module}``, each version's package imported under its own name."""
+    packages = folder / "packages"
+    modules = {}
+    for label, commit in (("before", before), ("after", after)):
+        src = ROOT / "src" if commit == "." else extract_src(commit, folder / label)
+        shutil.copytree(src / "backtrack_trl", packages / f"bt_{label}")
+    sys.path.insert(0, str(packages))
+    for label in ("before", "after"):
+        modules[label] = importlib.import_module(f"bt_{label}.decoding")
+    return modules
+
+
+def load_model(path: str | None, decoding):
+    if path:
+        return decoding.load_model_and_tokenizer(path, device="cpu")
+    import yaml
+
+    tokenization = importlib.import_module("bt_after.tokenization")
+    modeling = importlib.import_module("bt_after.modeling")
+    size = yaml.safe_load((ROOT / "recipes" / "countdown-tiny" / "init_model.yaml").read_text())
+    keys = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
+    tokenizer = tokenization.build_countdown_tokenizer()
+    model = modeling.init_tiny_llama(tokenizer, **{k: size[k] for k in keys if k in size}, seed=0).eval()
+    return model, tokenizer
 
 
 def main(argv=None) -> None:
@@ -124,58 +106,65 @@ def main(argv=None) -> None:
     parser.add_argument("--model", default=None)
     parser.add_argument("--problems", type=int, default=200)
     parser.add_argument("--ns", type=int, nargs="+", default=[8, 32])
-    parser.add_argument("--repeats", type=int, default=3, help="interleaved processes per version")
-    parser.add_argument("--inner", type=int, default=2, help="timed runs per process (after a warm-up)")
+    parser.add_argument("--repeats", type=int, default=5, help="alternating timed runs per version")
     parser.add_argument("--max_new_tokens", type=int, default=64)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--before", default=BEFORE, help="commit without tree recording")
     parser.add_argument("--after", default=AFTER, help="commit with tree recording ('.': this checkout's src/)")
-    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--prompts", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.worker:
-        return worker(args)
+    import torch
+
+    torch.set_num_threads(args.threads)
     if args.model is None:
         args.model = next((str(path) for path in MODELS if path.is_dir()), None)
     prompts, source = problems(args.problems)
-    best: dict[tuple[str, int], float] = {}
-    tokens: dict[tuple[str, int], int] = {}
-    same = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        prompts_file = os.path.join(tmp, "prompts.json")
-        Path(prompts_file).write_text(json.dumps(prompts))
-        after = ROOT / "src" if args.after == "." else extract_src(args.after, Path(tmp) / "after")
-        versions = {"before": extract_src(args.before, Path(tmp) / "before"), "after": after}
-        for _ in range(args.repeats):
-            outputs = {}
-            for name, src in versions.items():  # interleaved: a busy moment hits both
-                outputs[name] = run_version(src, args, prompts_file)
-                for n, run in outputs[name]["runs"].items():
-                    key = (name, int(n))
-                    best[key] = min(best.get(key, float("inf")), run["seconds"])
-                    tokens[key] = run["tokens"]
-                    if name == "after" and not run["tree"] or name == "before" and run["tree"]:
-                        raise RuntimeError(f"{name} ({outputs[name]['src']}): tree recorded = {run['tree']}")
-            for n in args.ns:
-                same[n] = (
-                    outputs["before"]["runs"][str(n)]["completions"] == outputs["after"]["runs"][str(n)]["completions"]
-                )
     count = len(prompts)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        versions = load_versions(Path(tmp), args.before, args.after)
+        model, tokenizer = load_model(args.model, versions["after"])
+        for n in args.ns:
+            decoders = {
+                label: module.SelfBacktrackingDecoder(model, tokenizer, n=n, b=1, max_new_tokens=args.max_new_tokens)
+                for label, module in versions.items()
+            }
+            for decoder in decoders.values():
+                decoder.solve(prompts[:8])  # warm-up: first-call costs are not the search's
+            times = {label: [] for label in decoders}
+            outputs = {}
+            for round_index in range(args.repeats):
+                order = ["before", "after"] if round_index % 2 == 0 else ["after", "before"]
+                for label in order:
+                    began = time.perf_counter()
+                    outputs[label] = decoders[label].solve(prompts)
+                    times[label].append(time.perf_counter() - began)
+            if getattr(outputs["before"][0], "tree", None) is not None or outputs["after"][0].tree is None:
+                raise SystemExit(f"--before {args.before} must not record the tree and --after {args.after} must.")
+            ratios = sorted(a / b for a, b in zip(times["after"], times["before"]))
+            rows.append({
+                "n": n,
+                "before": min(times["before"]) / count,
+                "after": min(times["after"]) / count,
+                "median_ratio": ratios[len(ratios) // 2],
+                "tokens": sum(r.tokens_generated for r in outputs["after"]) / count,
+                "same": [r.completion for r in outputs["before"]] == [r.completion for r in outputs["after"]],
+            })  # fmt: skip
+    after = "this checkout" if args.after == "." else f"commit {args.after}"
     print(
         f"Model: {args.model or 'random tiny Llama (no trained model found)'}. Problems: {count} from {source}. "
         f"Search b=1, K=floor(sqrt N), max_new_tokens={args.max_new_tokens}, seeds 0..{count - 1}. "
-        f"Threads: {args.threads} (OMP_NUM_THREADS={args.threads}). Best of {args.repeats} interleaved processes x {args.inner} runs each (after a warm-up). "
-        f"Before: commit {args.before} (no tree); after: {'this checkout' if args.after == '.' else 'commit ' + args.after}.\n"
+        f"Threads: {torch.get_num_threads()} (OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}). "
+        f"{args.repeats} alternating runs per version in one process (after a warm-up). "
+        f"Before: commit {args.before} (no tree); after: {after}.\n"
     )
-    print(
-        "| N | ms / problem before | ms / problem after (tree recorded) | Overhead | Tokens / problem | Same answers |"
-    )
-    print("|---|---|---|---|---|---|")
-    for n in args.ns:
-        before, after = best[("before", n)], best[("after", n)]
+    print("| N | ms / problem before | ms / problem after (tree recorded) | Overhead (best runs) "
+          "| Overhead (median of paired runs) | Tokens / problem | Same answers |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|")
+    for row in rows:
         print(
-            f"| {n} | {1000 * before / count:.2f} | {1000 * after / count:.2f} | {100 * (after - before) / before:+.1f}% "
-            f"| {tokens[('after', n)] / count:.0f} | {'yes' if same[n] else 'no'} |"
+            f"| {row['n']} | {1000 * row['before']:.2f} | {1000 * row['after']:.2f} "
+            f"| {100 * (row['after'] / row['before'] - 1):+.1f}% | {100 * (row['median_ratio'] - 1):+.1f}% "
+            f"| {row['tokens']:.0f} | {'yes' if row['same'] else 'no'} |"
         )
 
 
