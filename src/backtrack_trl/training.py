@@ -230,15 +230,19 @@ def load_model(model_args: ModelConfig, training_args: SFTConfig) -> PreTrainedM
     return AutoModelForCausalLM.from_pretrained(model_args.model_name_or_path, **model_kwargs)
 
 
-def ensure_backtrack_token(tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel) -> int:
-    """Add ``<backtrack>`` (and a pad token) when missing and resize + mean-initialise the embeddings.
+def ensure_backtrack_token(
+    tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel, pad_to_multiple_of: int | None = VOCAB_MULTIPLE
+) -> int:
+    """Add ``<backtrack>`` (and a pad token) when missing and resize + mean-initialise the embeddings, padded to a
+    multiple of ``pad_to_multiple_of`` rows (None: exactly ``len(tokenizer)``; LoRA runs use it, because
+    ``AutoPeftModelForCausalLM`` resizes the base model to ``len(tokenizer)`` when it loads the adapter).
 
     Runs before the trainer (hence before DeepSpeed) starts. Under ZeRO-3 the weights are already partitioned by
     ``from_pretrained``, so the new rows are set inside ``GatheredParameters`` (rank 0 writes, then re-partitions).
     """
     old_rows = model.get_input_embeddings().weight.shape[0]
     if not is_deepspeed_zero3_enabled():
-        token_id = add_backtrack_token(tokenizer, model, pad_to_multiple_of=VOCAB_MULTIPLE)
+        token_id = add_backtrack_token(tokenizer, model, pad_to_multiple_of=pad_to_multiple_of)
     else:
         import deepspeed
 
@@ -247,7 +251,7 @@ def ensure_backtrack_token(tokenizer: PreTrainedTokenizerBase, model: PreTrained
         with deepspeed.zero.GatheredParameters([embeddings.weight]):
             old_rows = embeddings.weight.shape[0]
         if len(tokenizer) > old_rows:
-            model.resize_token_embeddings(len(tokenizer), pad_to_multiple_of=VOCAB_MULTIPLE, mean_resizing=False)
+            model.resize_token_embeddings(len(tokenizer), pad_to_multiple_of=pad_to_multiple_of, mean_resizing=False)
             output = model.get_output_embeddings()
             tied = output is None or output.weight is model.get_input_embeddings().weight
             params = [model.get_input_embeddings().weight] + ([] if tied else [output.weight])
@@ -258,8 +262,8 @@ def ensure_backtrack_token(tokenizer: PreTrainedTokenizerBase, model: PreTrained
             model.config.pad_token_id = tokenizer.pad_token_id
     if len(tokenizer) > old_rows:
         logger.info(
-            "Added %s (id %d); embeddings resized %d -> %d rows (%d tokens, padded to a multiple of %d).",
-            BACKTRACK_TOKEN, token_id, old_rows, model.config.vocab_size, len(tokenizer), VOCAB_MULTIPLE,
+            "Added %s (id %d); embeddings resized %d -> %d rows (%d tokens).",
+            BACKTRACK_TOKEN, token_id, old_rows, model.get_input_embeddings().weight.shape[0], len(tokenizer),
         )  # fmt: skip
     return token_id
 
@@ -513,7 +517,7 @@ def train(script_args: SFTScriptArguments, training_args: SFTConfig, model_args:
     train_dataset, eval_dataset = load_sft_datasets(script_args, training_args)
     tokenizer = load_tokenizer(model_args, training_args)
     model = load_model(model_args, training_args)
-    ensure_backtrack_token(tokenizer, model)
+    ensure_backtrack_token(tokenizer, model, pad_to_multiple_of=None if model_args.use_peft else VOCAB_MULTIPLE)
     configure_generation(model, tokenizer)
     peft_config = lora_config_for_new_tokens(model_args, model)
 
