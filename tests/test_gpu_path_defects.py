@@ -390,3 +390,15 @@ def test_evaluation_dtype_option_loads_the_weights_in_that_dtype(tmp_path):
     save_model_and_tokenizer(tiny_llama(hidden_size=16, layers=1), tokenizer(), tmp_path / "m")
     model, _ = load_model_and_tokenizer(str(tmp_path / "m"), device="cpu", dtype="bfloat16")
     assert next(model.parameters()).dtype == torch.bfloat16
+
+
+def test_released_decoder_ignores_the_models_sampling_defaults():
+    from _decoding_utils import PROMPT, PROMPT_8, tiny_llama, tokenizer
+
+    from backtrack_trl.decoding import ReleasedSelfBacktrackingDecoder
+
+    model, options = tiny_llama(hidden_size=32, layers=1, biased=True), {"n": 3, "b": 1, "max_length": 40, "seed": 7}
+    expected = ReleasedSelfBacktrackingDecoder(model, tokenizer(), **options).solve([PROMPT, PROMPT_8])
+    model.generation_config.update(do_sample=True, temperature=0.6, top_p=0.5, min_p=0.3)  # a base model's defaults
+    got = ReleasedSelfBacktrackingDecoder(model, tokenizer(), **options).solve([PROMPT, PROMPT_8])
+    assert [[c.text for c in r.candidates] for r in got] == [[c.text for c in r.candidates] for r in expected]

@@ -138,6 +138,10 @@ class ReleasedSelfBacktrackingDecoder(Decoder):
                     temperature=self.temperature,
                     num_beams=self.n,
                     top_k=self.top_k or None,  # None: no top-k filter
+                    # Not the model's generation config (a Llama base's top_p 0.9): only the options above sample.
+                    top_p=None,
+                    min_p=None,
+                    typical_p=None,
                     return_dict_in_generate=True,
                 )
                 steps = output.sequences.shape[1] - state.shape[1]
