@@ -32,9 +32,11 @@ results = ReleasedSelfBacktrackingDecoder(model, tokenizer, n=8, b=1).solve(prob
 from __future__ import annotations
 
 import torch
+from transformers import LogitsProcessorList
 
 from ..tasks.base import BACKTRACK_TOKEN, GOAL_MARKER, RESPONSE_HEADER
 from .base import Decoder, check_options
+from .beam import MaskPastVocabLogitsProcessor
 from .results import Candidate, SearchResult
 from .sampling import _mix32
 from .search import resolve_k
@@ -142,13 +144,16 @@ class ReleasedSelfBacktrackingDecoder(Decoder):
                     top_p=None,
                     min_p=None,
                     typical_p=None,
+                    # Ids past the tokenizer (an embedding padded to a multiple of 64) are not tokens.
+                    logits_processor=LogitsProcessorList([MaskPastVocabLogitsProcessor(self.tokens.vocab_size)]),
                     return_dict_in_generate=True,
                 )
                 steps = output.sequences.shape[1] - state.shape[1]
                 tokens_generated += steps * self.n
                 forward_passes += steps + 1
                 # The second, teacher-forced scoring pass (no attention mask, padding scored too).
-                log_probs = torch.log_softmax(self.model(output.sequences).logits.float(), dim=-1)
+                logits = self.model(output.sequences).logits[..., : self.tokens.vocab_size]
+                log_probs = torch.log_softmax(logits.float(), dim=-1)
                 gathered = log_probs[:, :-1].gather(2, output.sequences[:, 1:, None]).squeeze(-1)
                 scored = gathered[:, init_ids.shape[1] - 1 :]
                 scores = (scored.sum(dim=1) / scored.shape[1]).tolist()
