@@ -94,6 +94,10 @@ $(VLLM_VENV)/.installed:
 	$(VLLM_VENV)/bin/python -m pip install torch==2.13.0
 	$(VLLM_VENV)/bin/python -m pip install $(VLLM_PACKAGE)
 	$(VLLM_VENV)/bin/python -m pip uninstall -y torchvision torchaudio torchcodec
+	# This package too, for the in-process engine (backend="vllm" without a server): its own pins are not installed
+	# there (vLLM's transformers stays), only what its decoders import besides.
+	$(VLLM_VENV)/bin/python -m pip install "datasets>=5.2.0,<5.3"
+	$(VLLM_VENV)/bin/python -m pip install --no-deps -e .
 	touch $@
 
 vllm-env: $(VLLM_VENV)/.installed

@@ -159,3 +159,29 @@ def test_study_round_harvests_through_a_server_it_starts(tmp_path):
     running = subprocess.run(["pgrep", "-f", "vllm.entrypoints.openai.api_server --model " + str(study)],
                              capture_output=True, text=True)  # fmt: skip
     assert running.stdout.strip() == ""  # the server was stopped
+
+
+def _offline(model, prompts, method, options, tmp_path):
+    import subprocess
+
+    (tmp_path / "prompts.json").write_text(json.dumps(prompts))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "VLLM_CPU_KVCACHE_SPACE": "1"}
+    command = [str(VLLM_PYTHON), str(Path(__file__).parent / "_vllm_offline_worker.py"), str(model),
+               str(tmp_path / "prompts.json"), method, json.dumps(options)]  # fmt: skip
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    line = next(line for line in done.stdout.splitlines() if line.startswith("RESULTS "))
+    return json.loads(line[len("RESULTS ") :])
+
+
+def test_in_process_engine_gives_the_hf_greedy_answers(served, tmp_path):
+    """backend="vllm" without a server: vllm.LLM in the process (run in the vLLM environment)."""
+    from backtrack_trl.tasks.countdown.format import format_prompt
+
+    _, model, _ = served
+    prompts = [format_prompt(p) for p in SEEN[:20] + UNSEEN[:10]]
+    offline = _offline(model, prompts, "greedy", {}, tmp_path)
+    hf = GreedyDecoder.from_pretrained(str(model)).solve(prompts)
+    assert [answer for answer, _, _ in offline] == [r.completion for r in hf]
+    search = _offline(model, prompts, "self_backtracking", {"n": 4, "b": 1, "max_new_tokens": 48}, tmp_path)
+    assert len(search) == len(prompts) and any(answer.endswith("Goal Reached!") for answer, _, _ in search)
