@@ -40,7 +40,7 @@ def _problems(count, seed):
 
 
 SEEN = _problems(40, 0)
-UNSEEN = _problems(20, 1)
+UNSEEN = [p for p in _problems(200, 1) if p not in SEEN][:160]
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +73,7 @@ def test_greedy_is_identical_on_both_backends(served):
     vllm = GreedyDecoder.from_pretrained(str(model), vllm_server_base_url=url).solve(problems)
     assert [r.completion for r in vllm] == [r.completion for r in hf]
     assert [r.tokens_generated for r in vllm] == [r.tokens_generated for r in hf]
+    print(f"greedy on {len(problems)} problems: {_accuracy(problems, hf):.1f}% strict on both backends")
     assert 0 < _accuracy(problems, hf) < 100  # a model that solves some problems, not all
 
 
@@ -83,8 +84,9 @@ def test_search_accuracy_agrees_within_noise(served):
     hf = SelfBacktrackingDecoder.from_pretrained(str(model), **options).solve(problems)
     vllm = SelfBacktrackingDecoder.from_pretrained(str(model), vllm_server_base_url=url, **options).solve(problems)
     hf_accuracy, vllm_accuracy = _accuracy(problems, hf), _accuracy(problems, vllm)
-    # Different random draws: a difference of two proportions on 60 problems has a standard error near 8 points.
-    assert abs(hf_accuracy - vllm_accuracy) <= 20, (hf_accuracy, vllm_accuracy)
+    print(f"search n=8 b=1 on {len(problems)} problems: HF {hf_accuracy:.1f}%, vLLM {vllm_accuracy:.1f}% strict")
+    # Different random draws: a difference of two proportions on 200 problems has a standard error near 4-5 points.
+    assert abs(hf_accuracy - vllm_accuracy) <= 10, (hf_accuracy, vllm_accuracy)
     assert vllm_accuracy > 0
     for result in vllm:
         assert all(c.end_reason in ("goal", "backtrack", "eos", "length") for c in result.candidates)

@@ -91,11 +91,14 @@ def harvest(
     forbidden_keys: set | None = None,
     progress: bool = True,
     task="countdown",
-) -> dict[str, Any]:
+    dtype: str | None = None,
+) -> dict[str, Any] | None:
     """Search ``problems`` with the model in ``model_dir``, write the kept paths, return the counts.
 
     ``forbidden_keys``: problem keys (:meth:`Task.problem_key`) that must never be written,
-    i.e. the test problems; a pool containing one is refused.
+    i.e. the test problems; a pool containing one is refused. ``dtype``: of the model's weights, as the evaluation's
+    (``"auto"``: the checkpoint's on a GPU, float32 on CPU). Under ``accelerate launch`` every process searches its
+    share of the pool; the main process writes the dataset and returns the counts, the others return None.
     """
     from datasets import Dataset, DatasetDict
 
@@ -130,7 +133,7 @@ def harvest(
         )
     device = state.device if torch.cuda.is_available() else None
     decoder = getattr(decoding, HARVEST_METHODS[method]).from_pretrained(
-        str(model_dir), device=device, seed=seed, task=task, **options
+        str(model_dir), device=device, dtype=dtype, seed=seed, task=task, **options
     )
     began = time.perf_counter()
     with state.split_between_processes(list(range(len(pool)))) as shard:
@@ -246,6 +249,14 @@ class HarvestArguments:
         default=None, metadata={"help": "Also write the counts (JSON) here, e.g. rounds/round_1/harvest.json."}
     )
     task: str = field(default="countdown", metadata={"help": "Registered task of the problems (backtrack_trl.tasks)."})
+    dtype: str = field(
+        default="auto",
+        metadata={
+            "help": "Weights dtype of the searching model: 'auto' (the checkpoint's on a GPU, float32 on CPU), "
+            "bfloat16, float16 or float32.",
+            "choices": ["auto", "bfloat16", "float16", "float32"],
+        },
+    )
     progress: bool = field(default=True, metadata={"help": "Show a progress bar (main process)."})
 
     def __post_init__(self):
@@ -351,6 +362,7 @@ def run_harvest(args: HarvestArguments) -> dict[str, Any] | None:
         forbidden_keys=forbidden,
         progress=args.progress,
         task=task,
+        dtype=args.dtype,
     )
     if stats is not None:
         if args.stats_file:
