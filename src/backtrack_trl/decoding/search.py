@@ -34,6 +34,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from ..tasks import BACKTRACK_TOKEN
 from .base import Decoder, check_options
 from .beam import BeamEngine
 from .engine import EngineOutput, Expansion, Sample, SamplingEngine, State
@@ -74,6 +75,14 @@ def rollback_cut(tokens, is_newline, is_blank=None) -> int:
         if is_newline(tokens[index]):
             return index + 1
     return 0
+
+
+def _rollback_text(text: str) -> tuple[str, str]:
+    """(state, wrong step) of a response text that ended in ``<backtrack>``: :func:`rollback_cut` on text (the last
+    non-empty line is the wrong step; the state ends with the newline before it)."""
+    body = text[: -len(BACKTRACK_TOKEN)] if text.endswith(BACKTRACK_TOKEN) else text
+    cut = body.rfind("\n", 0, len(body.rstrip())) + 1
+    return body[:cut], body[cut:]
 
 
 def _tree_state(index: int, parent: int | None, round_index: int, prefix: str, num_tokens: int, wrong: list) -> dict:
@@ -236,7 +245,7 @@ class SelfBacktrackingDecoder(Decoder):
                 forward_passes[p] += count
             for p, count in output.tokens_generated.items():
                 generated[p] += count
-            rolled_samples = []
+            rolled_samples = []  # (problem, raw sample, the state key it rolls back to)
             for sample in sorted(output.samples, key=lambda s: (s.expansion, s.sample)):
                 problem = expansions[sample.expansion].problem
                 raw = self.raw_sample(sample.tokens, sample.logprobs, sample.no_backtrack, sample.end, round_index)
@@ -246,6 +255,9 @@ class SelfBacktrackingDecoder(Decoder):
                 if key is not None:
                     rolled_samples.append((problem, raw, key))
 
+            rolled_to_key: dict[tuple, list] = {}
+            for p, raw, key in rolled_samples:
+                rolled_to_key.setdefault((p, key), []).append(raw.text)
             for p in problems:
                 chosen = sorted(pending[p].items(), key=lambda item: item[1].order)[: self.k]
                 next_states = []
@@ -265,11 +277,11 @@ class SelfBacktrackingDecoder(Decoder):
                     )
                     visited[p].add(key)
                     state_ids[p][key] = len(states[p])
-                    wrong = sorted(self.decode_response(step) for step in entry.wrong_steps)
+                    # The state's text and its wrong steps come from the rolled-back samples' texts (no decoding).
+                    split = [_rollback_text(text) for text in rolled_to_key[p, key]]
+                    wrong = sorted({step for _, step in split})
                     parent_id = expansion_state[entry.sample.expansion]
-                    states[p].append(
-                        _tree_state(len(states[p]), parent_id, round_index + 1, self.decode_response(key), cut, wrong)
-                    )
+                    states[p].append(_tree_state(len(states[p]), parent_id, round_index + 1, split[0][0], cut, wrong))
                 rollbacks[p] += len(next_states)
                 frontier[p] = next_states
             for p, raw, key in rolled_samples:  # None: rolled back to a state beyond the K kept
