@@ -1,12 +1,12 @@
 """Benchmark: what recording the search tree (``SearchResult.tree``, drawn by ``backtrack_trl.visualize``) costs the
 self-backtracking search. Prints a markdown table (not a test: timings are never asserted).
 
-"Before" and "after" are two commits (``--before``, ``--after``; default: the commit that added the recording and its
-parent, so only the recording differs; ``--after .`` takes this checkout's ``src/``, uncommitted edits included).
-Each one's package is extracted with ``git archive`` and imported under its own name (``bt_before``, ``bt_after``:
-the decoding code imports itself relatively), so both run in one process on the same model object, problems and
-seeds, alternating run by run (the order flips every round), which keeps a shared machine's load swings out of the
-comparison. Reported: the best of ``--repeats`` runs per version and the median of the per-round ratios.
+"After" is the search at ``--commit`` (default HEAD); "before" is the same source with the commits that brought in the
+tree recording (:data:`RECORDING_COMMITS`, their changes to ``decoding/``) reverse-applied, so only the recording
+differs. Both packages are extracted with ``git archive`` and imported under their own names (``bt_before``,
+``bt_after``: the decoding code imports itself relatively), so both run in one process on the same model object,
+problems and seeds, alternating run by run (the order flips every round), which keeps a shared machine's load swings
+out of the comparison. Reported: the best of ``--repeats`` runs per version and the median of the per-round ratios.
 
 Model: ``--model``, else ``results/countdown-tiny/models/backtrack-sft`` or ``models/countdown-tiny/backtrack-sft``
 when one exists, else a tiny random Llama (``recipes/countdown-tiny/init_model.yaml``'s size). Problems: the first
@@ -34,9 +34,8 @@ from pathlib import Path
 
 
 ROOT = Path(__file__).resolve().parents[1]
-# The commit that made the search record its tree, and its parent.
-AFTER = "cf95700"
-BEFORE = "bfb423c"
+# The commits that brought the tree recording into the search (a later change to it is added here).
+RECORDING_COMMITS = ("cf95700", "5c675d4")
 MODELS = (
     ROOT / "results" / "countdown-tiny" / "models" / "backtrack-sft",
     ROOT / "models" / "countdown-tiny" / "backtrack-sft",
@@ -48,9 +47,7 @@ def extract_src(commit: str, folder: Path) -> Path:
     """``src/`` of ``commit`` into ``folder`` (git archive: no worktree, nothing left in the repository)."""
     done = subprocess.run(["git", "archive", commit, "src"], cwd=ROOT, capture_output=True)
     if done.returncode != 0:
-        raise SystemExit(
-            f"git archive {commit}: {done.stderr.decode().strip()} (a shallow clone? pass --before/--after)"
-        )
+        raise SystemExit(f"git archive {commit}: {done.stderr.decode().strip()} (a shallow clone? pass --commit)")
     data = done.stdout
     with tarfile.open(fileobj=io.BytesIO(data)) as archive:
         archive.extractall(folder, filter="data")
@@ -74,17 +71,22 @@ def problems(count: int) -> tuple[list[str], str]:
     return [format_prompt(p) for p in generate_problems(config, count, seen, random.Random(0))], "sampled problems"
 
 
-def load_versions(folder: Path, before: str, after: str) -> dict:
-    """``{"before": decoding module, "after": decoding module}``, each version's package imported under its own name."""
+def load_versions(folder: Path, commit: str) -> dict:
+    """``{"before": decoding module, "after": decoding module}``: ``commit``'s package without and with the tree
+    recording, each imported under its own name."""
     packages = folder / "packages"
-    modules = {}
-    for label, commit in (("before", before), ("after", after)):
-        src = ROOT / "src" if commit == "." else extract_src(commit, folder / label)
+    after = extract_src(commit, folder / "after")
+    before = extract_src(commit, folder / "before")
+    for change in reversed(RECORDING_COMMITS):
+        patch = subprocess.run(["git", "diff", f"{change}^", change, "--", "src/backtrack_trl/decoding"], cwd=ROOT,
+                               capture_output=True, check=True).stdout  # fmt: skip
+        done = subprocess.run(["git", "apply", "-R", "-"], cwd=before.parent, input=patch, capture_output=True)
+        if done.returncode != 0:
+            raise SystemExit(f"Could not take the recording of {change} out of {commit}: {done.stderr.decode()}")
+    for label, src in (("before", before), ("after", after)):
         shutil.copytree(src / "backtrack_trl", packages / f"bt_{label}")
     sys.path.insert(0, str(packages))
-    for label in ("before", "after"):
-        modules[label] = importlib.import_module(f"bt_{label}.decoding")
-    return modules
+    return {label: importlib.import_module(f"bt_{label}.decoding") for label in ("before", "after")}
 
 
 def load_model(path: str | None, decoding):
@@ -109,8 +111,7 @@ def main(argv=None) -> None:
     parser.add_argument("--repeats", type=int, default=5, help="alternating timed runs per version")
     parser.add_argument("--max_new_tokens", type=int, default=64)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--before", default=BEFORE, help="commit without tree recording")
-    parser.add_argument("--after", default=AFTER, help="commit with tree recording ('.': this checkout's src/)")
+    parser.add_argument("--commit", default="HEAD", help="the search to measure, with and without its recording")
     args = parser.parse_args(argv)
     import torch
 
@@ -121,7 +122,7 @@ def main(argv=None) -> None:
     count = len(prompts)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        versions = load_versions(Path(tmp), args.before, args.after)
+        versions = load_versions(Path(tmp), args.commit)
         model, tokenizer = load_model(args.model, versions["after"])
         for n in args.ns:
             decoders = {
@@ -139,7 +140,7 @@ def main(argv=None) -> None:
                     outputs[label] = decoders[label].solve(prompts)
                     times[label].append(time.perf_counter() - began)
             if getattr(outputs["before"][0], "tree", None) is not None or outputs["after"][0].tree is None:
-                raise SystemExit(f"--before {args.before} must not record the tree and --after {args.after} must.")
+                raise SystemExit("The recording was not taken out of 'before' (or is missing from 'after').")
             ratios = sorted(a / b for a, b in zip(times["after"], times["before"]))
             rows.append({
                 "n": n,
@@ -149,13 +150,14 @@ def main(argv=None) -> None:
                 "tokens": sum(r.tokens_generated for r in outputs["after"]) / count,
                 "same": [r.completion for r in outputs["before"]] == [r.completion for r in outputs["after"]],
             })  # fmt: skip
-    after = "this checkout" if args.after == "." else f"commit {args.after}"
+    commit = subprocess.run(["git", "rev-parse", "--short=7", args.commit], cwd=ROOT, capture_output=True, text=True)
     print(
         f"Model: {args.model or 'random tiny Llama (no trained model found)'}. Problems: {count} from {source}. "
         f"Search b=1, K=floor(sqrt N), max_new_tokens={args.max_new_tokens}, seeds 0..{count - 1}. "
         f"Threads: {torch.get_num_threads()} (OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}). "
         f"{args.repeats} alternating runs per version in one process (after a warm-up). "
-        f"Before: commit {args.before} (no tree); after: {after}.\n"
+        f"After: commit {commit.stdout.strip()}; before: the same without the recording "
+        f"({', '.join(RECORDING_COMMITS)} reverse-applied).\n"
     )
     print("| N | ms / problem before | ms / problem after (tree recorded) | Overhead (best runs) "
           "| Overhead (median of paired runs) | Tokens / problem | Same answers |")  # fmt: skip
