@@ -187,3 +187,24 @@ def test_in_process_engine_gives_the_hf_greedy_answers(served, tmp_path):
     assert [answer for answer, _, _ in offline] == [r.completion for r in hf]
     search = _offline(model, prompts, "self_backtracking", {"n": 4, "b": 1, "max_new_tokens": 48}, tmp_path)
     assert len(search) == len(prompts) and any(answer.endswith("Goal Reached!") for answer, _, _ in search)
+
+
+def test_two_harvest_processes_share_one_server(served, tmp_path):
+    """`accelerate launch` with 2 processes, both sending their shares of the pool to the one server."""
+    import subprocess
+    import sys
+
+    _, model, url = served
+    write_pool_file([TASK.problem_to_row(p) for p in SEEN], tmp_path / "pool.jsonl")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
+    command = [
+        str(Path(sys.executable).parent / "accelerate"), "launch", "--config_file", "accelerate_configs/cpu_ddp.yaml",
+        "recipes/harvest.py", "--model_name_or_path", str(model), "--pool_file", str(tmp_path / "pool.jsonl"),
+        "--output_dir", str(tmp_path / "rounds"), "--search", "self_backtracking:n=4,b=1,max_new_tokens=48,backend=vllm",
+        "--vllm_server_base_url", url, "--stats_file", str(tmp_path / "stats.json"), "--progress", "false",
+    ]  # fmt: skip
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    stats = json.loads((tmp_path / "stats.json").read_text())
+    assert stats["processes"] == 2 and stats["pool_problems"] == len(SEEN)
+    assert stats["kept"] == len(load_dataset(str(tmp_path / "rounds"), "round_1", split="train")) > 0
