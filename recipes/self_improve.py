@@ -4,7 +4,7 @@ self-improvement rounds and a report (markdown tables + PNG plots). Every stage 
 Usage:
 
 ```bash
-# the default CPU study (about 45-55 minutes on 2 cores, measured); `make self-improve` runs the same
+# the default CPU study (about 17 minutes on 2 quiet cores, 45-55 shared, measured); `make self-improve` runs the same
 python recipes/self_improve.py --config recipes/countdown-tiny/self_improve/config_default.yaml
 
 # more rounds continue a finished study; a killed run continues from the last finished stage
