@@ -290,6 +290,21 @@ def _edge_colour(node: Node) -> str:
     return OUTCOMES[next(iter(node.outcomes))][0] if len(node.outcomes) == 1 else MIXED_COLOUR
 
 
+def _edge_width(node: Node) -> float:
+    """Stroke width in pixels: thicker for steps more samples took."""
+    return 1.2 + 1.6 * math.log2(max(1, node.count))
+
+
+def _legend(view: SearchView) -> tuple[list[tuple[float, str, str]], float]:
+    """The legend's entries ``(x, colour, label)`` and the x of the final "chosen answer" entry (both renderers)."""
+    entries, x = [], 40
+    for outcome, (colour, text) in OUTCOMES.items():
+        label = f"{text} ({view.sample_outcomes.get(outcome, 0)})"
+        entries.append((x, colour, label))
+        x += 20 + len(label) * _CHAR + 24
+    return entries, x
+
+
 def _tooltip(view: SearchView, node: Node) -> str:
     parts = [node.label]
     if node.state is not None:
@@ -317,12 +332,10 @@ def render_svg(view: SearchView) -> str:
         'font-family="DejaVu Sans Mono, Menlo, Consolas, monospace" font-size="12">'
     ]
     # Legend.
-    x = 40
-    for outcome, (colour, text) in OUTCOMES.items():
-        out.append(f'<rect x="{x}" y="10" width="14" height="14" rx="3" fill="{colour}"/>')
-        label = f"{text} ({view.sample_outcomes.get(outcome, 0)})"
-        out.append(f'<text x="{x + 20}" y="21">{esc(label)}</text>')
-        x += 20 + len(label) * _CHAR + 24
+    entries, x = _legend(view)
+    for left, colour, label in entries:
+        out.append(f'<rect x="{left}" y="10" width="14" height="14" rx="3" fill="{colour}"/>')
+        out.append(f'<text x="{left + 20}" y="21">{esc(label)}</text>')
     out.append(f'<rect x="{x}" y="10" width="14" height="14" rx="3" fill="none" stroke="{CHOSEN_COLOUR}" '
                f'stroke-width="3"/><text x="{x + 20}" y="21">chosen answer</text>')  # fmt: skip
     nodes = view.nodes
@@ -333,7 +346,7 @@ def render_svg(view: SearchView) -> str:
         parent = nodes[node.parent]
         x1, y1, x2, y2 = parent.x + parent.width, parent.y, node.x, node.y
         mid = (x1 + x2) / 2
-        width = 1.2 + 1.6 * math.log2(max(1, node.count))
+        width = _edge_width(node)
         colour = CHOSEN_COLOUR if node.chosen else _edge_colour(node)
         outcome = next(iter(node.outcomes)) if len(node.outcomes) == 1 else "mixed"
         out.append(
@@ -510,12 +523,10 @@ def render_png(view: SearchView, path: str | Path, dpi: int = 100) -> Path:
     ax.set_ylim(height, 0)
     ax.axis("off")
     font = {"family": "monospace", "size": 12 * 72 / dpi}
-    x = 40
-    for outcome, (colour, text) in OUTCOMES.items():
-        ax.add_patch(FancyBboxPatch((x, 10), 14, 14, boxstyle="round,pad=0,rounding_size=3", color=colour))
-        label = f"{text} ({view.sample_outcomes.get(outcome, 0)})"
-        ax.text(x + 20, 21, label, **font)
-        x += 20 + len(label) * _CHAR + 24
+    entries, x = _legend(view)
+    for left, colour, label in entries:
+        ax.add_patch(FancyBboxPatch((left, 10), 14, 14, boxstyle="round,pad=0,rounding_size=3", color=colour))
+        ax.text(left + 20, 21, label, **font)
     ax.add_patch(FancyBboxPatch((x, 10), 14, 14, boxstyle="round,pad=0,rounding_size=3", fill=False,
                                 edgecolor=CHOSEN_COLOUR, linewidth=2))  # fmt: skip
     ax.text(x + 20, 21, "chosen answer", **font)
@@ -528,7 +539,7 @@ def render_png(view: SearchView, path: str | Path, dpi: int = 100) -> Path:
         mid = (x1 + x2) / 2
         curve = MplPath([(x1, y1), (mid, y1), (mid, y2), (x2, y2)], [MplPath.MOVETO] + [MplPath.CURVE4] * 3)
         colour = CHOSEN_COLOUR if node.chosen else _edge_colour(node)
-        lw = (1.2 + 1.6 * math.log2(max(1, node.count))) * 72 / dpi
+        lw = _edge_width(node) * 72 / dpi
         ax.add_patch(PathPatch(curve, fill=False, edgecolor=colour, linewidth=lw, alpha=0.85))
     for leaf_id, state_id, count in view.rollbacks:
         leaf, state = nodes[leaf_id], nodes[state_id]

@@ -148,14 +148,17 @@ class Decoder(abc.ABC):
     ):
         self.model = model
         self.tokenizer = tokenizer
-        # A vLLM client has no embedding matrix to check the tokenizer against (the server checks its own).
-        self.tokens = TaskTokens.from_tokenizer(tokenizer, None if _is_generation_client(model) else model)
+        # A vLLM client has no embedding matrix to check the tokenizer against (the server checks its own), and no
+        # training mode to leave.
+        client = _is_generation_client(model)
+        self.tokens = TaskTokens.from_tokenizer(tokenizer, None if client else model)
         self.batch_size = batch_size or self.default_batch_size
         check_options(batch_size=self.batch_size)
         self.seed = int(seed)
         self.validate_prompts = validate_prompts
         self.task = get_task(task)
-        model.eval()
+        if not client:
+            model.eval()
 
     # -- text <-> ids ----------------------------------------------------------------------------------------------
     def encode_prompt(self, prompt: str) -> list[int]:

@@ -38,14 +38,15 @@ def log1mexp(logp_token: torch.Tensor, logits: torch.Tensor, token: int) -> torc
 
     Rows where ``p(token)`` rounds to 1 are recomputed exactly as a log-sum-exp over the other tokens. (The engine
     uses the two halves apart, so that finding those rows costs no extra host sync.)"""
-    out, close = _log1mexp_fast(logp_token)
+    out, close = log1mexp_fast(logp_token)
     if close.any():
         out[close] = _log1mexp_exact(logits[close], token)
     return out
 
 
-def _log1mexp_fast(logp_token: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`log1mexp` without the exact recomputation (no host sync): the values and the rows that need it."""
+def log1mexp_fast(logp_token: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`log1mexp` without the exact recomputation (no host sync, no logits needed): the values and the rows
+    where it is inexact (p rounds to 1)."""
     x = logp_token.double().clamp(max=0.0)
     out = torch.where(x > -0.6931, torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
     return out.float(), x > -1e-5
@@ -320,7 +321,7 @@ class SamplingEngine:
             # Ids past the tokenizer (an embedding padded to a multiple of 64) are not tokens: never sampled or scored.
             logits = output.logits[:, -1, : tokens.vocab_size].float()
             logp = torch.log_softmax(logits, dim=-1)
-            no_backtrack, close = _log1mexp_fast(logp[:, tokens.backtrack_id])
+            no_backtrack, close = log1mexp_fast(logp[:, tokens.backtrack_id])
 
             # The bans and processors below may write into the scores; rows whose p(<backtrack>) rounds to 1 need the
             # model's own logits afterwards (exact log(1 - p)), so they work on a copy then.

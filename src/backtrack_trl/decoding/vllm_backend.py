@@ -32,7 +32,6 @@ from __future__ import annotations
 import abc
 import contextlib
 import json
-import math
 import os
 import socket
 import subprocess
@@ -46,8 +45,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from ..tasks.base import GOAL_MARKER
-from .engine import EngineOutput, Expansion, Sample
+from .engine import EngineOutput, Expansion, Sample, log1mexp_fast
 from .tokens import TaskTokens
 
 
@@ -101,9 +102,6 @@ class VLLMClient(abc.ABC):
     @abc.abstractmethod
     def generate(self, requests: list[Request], settings: SamplingSettings) -> list[list[Completion]]:
         """Sample every request (all of them together: the engine batches them)."""
-
-    def eval(self):  # a decoder puts its model in eval mode
-        return self
 
 
 def request_body(request: Request, settings: SamplingSettings, model: str | None) -> dict:
@@ -400,11 +398,13 @@ def _request_seed(seed: int, round_index: int, state_index: int) -> int:
     return value & 0x7FFFFFFFFFFFFFFF
 
 
-def _log1mexp(logp: float) -> float:
-    """``log(1 - exp(logp))``, stable near both ends."""
-    if logp >= 0.0:
-        return -math.inf
-    return math.log(-math.expm1(logp)) if logp > -0.6931 else math.log1p(-math.exp(logp))
+def _no_backtrack(backtrack_logprobs: tuple[float, ...]) -> tuple[float, ...]:
+    """``log(1 - p(<backtrack>))`` per position, as the HF engine computes it (vLLM returns no logits, so a position
+    where p rounds to 1 keeps the closed-form value)."""
+    if not backtrack_logprobs:
+        return ()
+    values, _ = log1mexp_fast(torch.tensor(backtrack_logprobs, dtype=torch.float64))
+    return tuple(values.tolist())
 
 
 class VLLMEngine:
@@ -465,7 +465,7 @@ class VLLMEngine:
                     sample=sample_index,
                     tokens=tokens,
                     logprobs=state.logprobs + tuple(completion.logprobs),
-                    no_backtrack=state.no_backtrack + tuple(_log1mexp(v) for v in completion.backtrack_logprobs),
+                    no_backtrack=state.no_backtrack + _no_backtrack(completion.backtrack_logprobs),
                     end=self._end(new, tokens, completion.finish_reason),
                     new_tokens=len(new),
                 )
