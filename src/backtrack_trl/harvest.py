@@ -367,5 +367,10 @@ def run_harvest(args: HarvestArguments) -> dict[str, Any] | None:
     if stats is not None:
         if args.stats_file:
             atomic_write_json(Path(args.stats_file), stats)
-        logger.info("harvest %s: %s", args.config_name, json.dumps(stats))
+        # The recipe's result, readable where it ran (the counts are also in the dataset card and stats_file).
+        print(
+            f"{args.config_name}: kept {stats['kept']} of {stats['pool_problems']} pool problems "
+            f"(search accuracy {stats['search_accuracy']:.1f}%, any candidate correct {stats['oracle_accuracy']:.1f}%, "
+            f"{stats['processes']} process(es), {stats['wall_seconds']:.1f} s) -> {args.output_dir}"
+        )
     return stats
