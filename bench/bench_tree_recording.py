@@ -1,4 +1,4 @@
-"""Benchmark: what recording the search tree (``SearchResult.tree``, drawn by ``backtrack_trl.visualize``) costs the
+"""Benchmark: what recording the search tree (``SearchResult.tree``, drawn by ``backtrack_trl.viz.search_tree``) costs the
 self-backtracking search. Prints a markdown table (not a test: timings are never asserted).
 
 "After" is the search at ``--commit`` (default HEAD); "before" is the same source with the commits that brought in the

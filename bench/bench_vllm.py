@@ -29,7 +29,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from backtrack_trl.decoding import build_decoder, load_model_and_tokenizer  # noqa: E402
 from backtrack_trl.decoding.vllm_backend import VLLMServer, launch_vllm_server  # noqa: E402
-from backtrack_trl.intervals import format_with_interval  # noqa: E402
+from backtrack_trl.evaluation.intervals import format_with_interval  # noqa: E402
 from backtrack_trl.tasks import get_task  # noqa: E402
 
 

@@ -14,8 +14,8 @@ their questions and test splits. `task:` in the YAML (or `--task`) picks the tas
 keys and flags beside the builder's own.
 """
 
-from backtrack_trl.cli import run_recipe
-from backtrack_trl.data import build_and_save, parse_data_args
+from backtrack_trl.data.builder import build_and_save, parse_data_args
+from backtrack_trl.errors import run_recipe
 
 
 def main():

@@ -1,5 +1,5 @@
 """Build the DPO / KTO preference data of a backtrack dataset: the same questions and pairs (configs `pairwise`
-and `unpaired` of one Hub-layout folder; the pairing rule is in src/backtrack_trl/preference_data.py).
+and `unpaired` of one Hub-layout folder; the pairing rule is in src/backtrack_trl/data/preference_pairs.py).
 
 Usage:
 
@@ -16,8 +16,8 @@ import logging
 
 from trl import TrlParser
 
-from backtrack_trl.cli import run_recipe
-from backtrack_trl.preference_data import PreferenceDataArguments, build_and_save_preference
+from backtrack_trl.data.preference_pairs import PreferenceDataArguments, build_and_save_preference
+from backtrack_trl.errors import run_recipe
 
 
 def main():

@@ -1,4 +1,4 @@
-"""The Gradio demo of the self-backtracking search (backtrack_trl.demo): enter a problem or pick a test problem,
+"""The Gradio demo of the self-backtracking search (backtrack_trl.viz.demo): enter a problem or pick a test problem,
 choose N, b and the selection rule, and see the search tree, the candidates and the chosen answer with both
 checkers' verdicts. Runs on CPU, offline. Needs the demo extra: pip install -e ".[demo]" (make demo installs it).
 
@@ -8,13 +8,13 @@ make demo MODEL=results/countdown-tiny/models/backtrack-sft
 GRADIO_ANALYTICS_ENABLED=False python recipes/demo.py --model results/countdown-tiny/models/backtrack-sft \
     --data data/countdown-tiny/backtrack --port 7860
 
-`python recipes/demo.py --help` lists every option (backtrack_trl.demo.DemoArguments).
+`python recipes/demo.py --help` lists every option (backtrack_trl.viz.demo.DemoArguments).
 """
 
 from trl import TrlParser
 
-from backtrack_trl.cli import run_recipe
-from backtrack_trl.demo import DemoArguments, serve  # sets GRADIO_ANALYTICS_ENABLED=False before gradio loads
+from backtrack_trl.errors import run_recipe
+from backtrack_trl.viz.demo import DemoArguments, serve  # sets GRADIO_ANALYTICS_ENABLED=False before gradio loads
 
 
 def main():

@@ -20,7 +20,7 @@ python recipes/evaluate_decoders.py --config recipes/countdown-tiny/eval/config_
 
 from trl import TrlParser
 
-from backtrack_trl.cli import run_recipe
+from backtrack_trl.errors import run_recipe
 from backtrack_trl.evaluation import EvaluationArguments, evaluate_decoders
 
 

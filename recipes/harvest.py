@@ -19,13 +19,13 @@ accelerate launch --config_file accelerate_configs/cpu_ddp.yaml recipes/harvest.
 accelerate launch --config_file accelerate_configs/ddp.yaml recipes/harvest.py ... \\
     --search "self_backtracking:n=16,b=1,backend=vllm" --vllm_server_base_url http://localhost:8000
 
-`python recipes/harvest.py --help` lists every option (backtrack_trl.harvest.HarvestArguments).
+`python recipes/harvest.py --help` lists every option (backtrack_trl.study.harvest.HarvestArguments).
 """
 
 from trl import TrlParser
 
-from backtrack_trl.cli import run_recipe
-from backtrack_trl.harvest import HarvestArguments, run_harvest
+from backtrack_trl.errors import run_recipe
+from backtrack_trl.study.harvest import HarvestArguments, run_harvest
 
 
 def main():

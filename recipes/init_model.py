@@ -10,8 +10,8 @@ Usage:
 
 from trl import TrlParser
 
-from backtrack_trl.cli import run_recipe
-from backtrack_trl.modeling import InitModelArguments, init_model
+from backtrack_trl.errors import run_recipe
+from backtrack_trl.training.model_init import InitModelArguments, init_model
 
 
 def main():

@@ -22,9 +22,9 @@ accelerate launch --config_file accelerate_configs/zero2.yaml --num_processes 4 
 trl.ModelConfig).
 """
 
-from backtrack_trl.cli import run_recipe
-from backtrack_trl.preference import parse_preference_args, train_preference
-from backtrack_trl.training import shutdown_distributed
+from backtrack_trl.errors import run_recipe
+from backtrack_trl.training.preference import parse_preference_args, train_preference
+from backtrack_trl.training.sft import shutdown_distributed
 
 
 def main():

@@ -29,8 +29,8 @@ python recipes/evaluate_decoders.py ... --decoders "best_of_n:n=8,reward_model=m
 trl.ModelConfig).
 """
 
-from backtrack_trl.cli import run_recipe
-from backtrack_trl.reward_model import main
+from backtrack_trl.errors import run_recipe
+from backtrack_trl.training.reward_model import main
 
 
 if __name__ == "__main__":

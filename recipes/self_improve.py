@@ -20,8 +20,8 @@ from pathlib import Path
 
 from trl import TrlParser
 
-from backtrack_trl.cli import run_recipe
-from backtrack_trl.self_improve import SelfImproveArguments, main
+from backtrack_trl.errors import run_recipe
+from backtrack_trl.study.runner import SelfImproveArguments, main
 
 
 def parse_and_run():

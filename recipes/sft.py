@@ -25,8 +25,8 @@ accelerate launch --config_file accelerate_configs/cpu.yaml recipes/sft.py \
 `python recipes/sft.py --help` lists every option (SFTScriptArguments, trl.SFTConfig, trl.ModelConfig).
 """
 
-from backtrack_trl.cli import run_recipe
-from backtrack_trl.training import parse_args, shutdown_distributed, train
+from backtrack_trl.errors import run_recipe
+from backtrack_trl.training.sft import parse_args, shutdown_distributed, train
 
 
 def main():

@@ -1,4 +1,4 @@
-"""Draw one self-backtracking search as a tree: a self-contained HTML page and a PNG (backtrack_trl.visualize).
+"""Draw one self-backtracking search as a tree: a self-contained HTML page and a PNG (backtrack_trl.viz.search_tree).
 
 Usage:
 
@@ -10,13 +10,13 @@ python recipes/visualize_search.py --model results/countdown-tiny/models/backtra
 python recipes/visualize_search.py \
     --generations results/countdown-tiny/eval/backtrack/generations/test_seen/sbt_b1_n32.jsonl --index 3
 
-`python recipes/visualize_search.py --help` lists every option (backtrack_trl.visualize.VisualizeArguments).
+`python recipes/visualize_search.py --help` lists every option (backtrack_trl.viz.search_tree.VisualizeArguments).
 """
 
 from trl import TrlParser
 
-from backtrack_trl.cli import run_recipe
-from backtrack_trl.visualize import VisualizeArguments, visualize_search
+from backtrack_trl.errors import run_recipe
+from backtrack_trl.viz.search_tree import VisualizeArguments, visualize_search
 
 
 def main():

@@ -1,4 +1,4 @@
-"""Hugging Face Space entry point of the search demo (backtrack_trl.demo).
+"""Hugging Face Space entry point of the search demo (backtrack_trl.viz.demo).
 
 The Space holds this file, ``requirements.txt``, the package's ``src/`` and a model folder ``model/`` (the README of
 the repository, "Seeing the search", has the upload commands). Locally, from the repository root:
@@ -18,7 +18,7 @@ for src in (HERE / "src", HERE.parent / "src"):  # the Space's copy of the packa
         break
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-from backtrack_trl.demo import build_demo  # noqa: E402
+from backtrack_trl.viz.demo import build_demo  # noqa: E402
 
 
 demo = build_demo(os.environ.get("DEMO_MODEL", str(HERE / "model")), data=os.environ.get("DEMO_DATA"))

@@ -8,9 +8,9 @@ import torch
 from _scripted_lm import ScriptedLM
 from transformers import LlamaForCausalLM
 
-from backtrack_trl.modeling import init_tiny_llama
 from backtrack_trl.tasks.countdown.format import BACKTRACK_TOKEN, GOAL_MARKER, Problem, format_prompt
-from backtrack_trl.tokenization import build_countdown_tokenizer
+from backtrack_trl.training.model_init import init_tiny_llama
+from backtrack_trl.training.tokenizers import build_countdown_tokenizer
 
 
 # Tiny models gain nothing from several threads, and on a shared 2-core machine they mostly spin.
@@ -128,3 +128,16 @@ def llama3_style_tokenizer():
     return PreTrainedTokenizerFast(
         tokenizer_object=bpe, bos_token="<s>", eos_token="</s>", pad_token="<pad>", model_max_length=256
     )
+
+
+# 5 3 2 -> 16: "5+3=8, 8*2=16" is right; "3*5=15, 15+2=17" reaches the goal marker but is wrong; every step after
+# "5-3=2" is followed by <backtrack>, so the search rolls back to the state "5-3=2\n" and expands it in round 1.
+PLANTED = {
+    (): {"5-3=2": 0.4, "5+3=8": 0.4, "3*5=15": 0.2},
+    ("5-3=2",): {"2*2=4": 0.5, "2+2=4": 0.5},
+    ("5-3=2", "2*2=4"): {BT: 1.0},
+    ("5-3=2", "2+2=4"): {BT: 1.0},
+    ("5+3=8",): {"8*2=16": 1.0},
+    ("3*5=15",): {"15+2=17": 1.0},
+}
+RIGHT = "5+3=8\n8*2=16\n" + GOAL

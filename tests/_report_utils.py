@@ -1,4 +1,4 @@
-"""Test helper: read back the markdown tables that ``backtrack_trl.report`` writes."""
+"""Test helper: read back the markdown tables that ``backtrack_trl.study.report`` writes."""
 
 
 def parse_markdown_table(text: str) -> list[dict[str, str]]:

@@ -16,7 +16,7 @@ import datasets
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from backtrack_trl.data import backtrack_row, optimal_row  # noqa: F401 (the row contract, re-exported to the tests)
+from backtrack_trl.data.builder import backtrack_row, optimal_row  # noqa: F401 (the row contract, re-exported to the tests)
 from backtrack_trl.tasks.countdown.format import (
     Problem,
     Step,

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from backtrack_trl import atomic_io, report
+from backtrack_trl import atomic_io
 from backtrack_trl.atomic_io import atomic_path, atomic_write_bytes, atomic_write_json, atomic_write_text
+from backtrack_trl.study import report
 
 
 def _plain_mode(tmp_path: Path) -> int:

@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 # -- item 4: the study passes --num_processes; the GPU accelerate configs match the documented 4 GPUs ---------------
 def _study_for_commands(tmp_path, **options):
     """A Study object with just what ``recipe()`` needs (building a real one checks every sub-config)."""
-    from backtrack_trl.self_improve import SelfImproveArguments, Study
+    from backtrack_trl.study.runner import SelfImproveArguments, Study
 
     study = Study.__new__(Study)
     study.args = SelfImproveArguments(output_dir=str(tmp_path), **options)
@@ -28,7 +28,7 @@ def _study_for_commands(tmp_path, **options):
 
 
 def test_study_passes_num_processes_to_every_launch(tmp_path, monkeypatch):
-    from backtrack_trl import self_improve
+    from backtrack_trl.study import runner as self_improve
 
     commands = []
     monkeypatch.setattr(self_improve, "run_logged", lambda cmd, log, fds=(): commands.append(cmd))
@@ -61,7 +61,7 @@ def test_gpu_accelerate_configs_match_the_documented_four_gpus(name):
 def test_none_on_the_command_line_disables_an_optional_config():
     from trl import TrlParser
 
-    from backtrack_trl.self_improve import SelfImproveArguments
+    from backtrack_trl.study.runner import SelfImproveArguments
 
     (args,) = TrlParser(SelfImproveArguments).parse_args_and_config(
         args=["--optimal_data_config", "None", "--optimal_sft_config", "none", "--init_model_config", "null"]
@@ -73,7 +73,7 @@ def test_none_on_the_command_line_disables_an_optional_config():
 def test_harvest_frees_the_decoder_and_empties_the_cuda_cache(tmp_path, monkeypatch):
     import backtrack_trl.decoding as decoding
     from backtrack_trl.decoding.results import SearchResult
-    from backtrack_trl.harvest import EmptyHarvestError, harvest
+    from backtrack_trl.study.harvest import EmptyHarvestError, harvest
 
     alive, emptied = [], []
 
@@ -104,8 +104,8 @@ def test_harvest_frees_the_decoder_and_empties_the_cuda_cache(tmp_path, monkeypa
 def test_collator_counters_survive_dataloader_workers():
     from _training_utils import sample_rows
 
-    from backtrack_trl.collator import BacktrackMaskingCollator
-    from backtrack_trl.tokenization import build_countdown_tokenizer
+    from backtrack_trl.training.collator import BacktrackMaskingCollator
+    from backtrack_trl.training.tokenizers import build_countdown_tokenizer
 
     rows = sample_rows(6)  # 12 rows
     # max_length=10 cuts every example inside its prompt: all are truncated and none has a trained token.
@@ -124,8 +124,8 @@ def test_beam_decoder_on_a_remote_code_model_reaches_the_stock_generate(tmp_path
     from transformers import AutoModelForCausalLM
 
     from backtrack_trl.decoding import BeamSearchDecoder
-    from backtrack_trl.decoding.hub import write_custom_generate
-    from backtrack_trl.modeling import save_model_and_tokenizer
+    from backtrack_trl.decoding.custom_generate_writer import write_custom_generate
+    from backtrack_trl.training.model_init import save_model_and_tokenizer
 
     tok, folder = tokenizer(), tmp_path / "model"
     save_model_and_tokenizer(tiny_llama(hidden_size=32, layers=1, biased=True), tok, folder)
@@ -170,7 +170,7 @@ def test_saved_generation_config_drops_the_base_models_sampling_defaults(tmp_pat
     from _decoding_utils import tiny_llama, tokenizer
     from transformers import GenerationConfig
 
-    from backtrack_trl.training import configure_generation
+    from backtrack_trl.training.sft import configure_generation
 
     model = tiny_llama(hidden_size=16, layers=1)
     # Llama-3.2's generation_config.json: do_sample true, temperature 0.6, top_p 0.9.
@@ -186,7 +186,7 @@ def test_saved_generation_config_drops_the_base_models_sampling_defaults(tmp_pat
 def test_training_pads_the_resized_vocabulary_to_a_multiple_of_64():
     from _decoding_utils import tiny_llama, tokenizer
 
-    from backtrack_trl.training import ensure_backtrack_token
+    from backtrack_trl.training.sft import ensure_backtrack_token
 
     tok = tokenizer()
     model = tiny_llama(hidden_size=16, layers=1)
@@ -383,7 +383,7 @@ def test_evaluation_dtype_option_loads_the_weights_in_that_dtype(tmp_path):
 
     from backtrack_trl.decoding.api import load_model_and_tokenizer, resolve_dtype
     from backtrack_trl.evaluation import EvaluationArguments
-    from backtrack_trl.modeling import save_model_and_tokenizer
+    from backtrack_trl.training.model_init import save_model_and_tokenizer
 
     assert EvaluationArguments(dtype="bfloat16").dtype == "bfloat16"
     with pytest.raises(ValueError, match="dtype must be"):

@@ -11,7 +11,7 @@ print(results[0].completion)
 ```
 """
 
-from .api import (
+from backtrack_trl.decoding.api import (
     DECODERS,
     SelfBacktrackingOutput,
     build_decoder,
@@ -20,16 +20,16 @@ from .api import (
     run_search_generate,
     self_backtracking_generate,
 )
-from .base import Decoder
-from .baselines import BeamSearchDecoder, BestOfNDecoder, GreedyDecoder
-from .hub import write_custom_generate
-from .processors import BacktrackBudgetLogitsProcessor, TabuLogitsProcessor
-from .released import ReleasedSelfBacktrackingDecoder
-from .results import Candidate, SearchResult
-from .search import SelfBacktrackingDecoder
-from .selection import DUPLICATE_AGGREGATIONS, SELECTION_RULES
-from .stopping import BacktrackStoppingCriteria
-from .tokens import TaskTokens
+from backtrack_trl.decoding.base import Decoder
+from backtrack_trl.decoding.baselines import BeamSearchDecoder, BestOfNDecoder, GreedyDecoder
+from backtrack_trl.decoding.custom_generate_writer import write_custom_generate
+from backtrack_trl.decoding.processors import BacktrackBudgetLogitsProcessor, TabuLogitsProcessor
+from backtrack_trl.decoding.released import ReleasedSelfBacktrackingDecoder
+from backtrack_trl.decoding.results import Candidate, SearchResult
+from backtrack_trl.decoding.search import SelfBacktrackingDecoder
+from backtrack_trl.decoding.selection import DUPLICATE_AGGREGATIONS, SELECTION_RULES
+from backtrack_trl.decoding.stopping import BacktrackStoppingCriteria
+from backtrack_trl.decoding.tokens import TaskTokens
 
 
 __all__ = [

@@ -32,12 +32,12 @@ from pathlib import Path
 import torch
 from transformers.utils import ModelOutput
 
-from .base import Decoder, check_options
-from .baselines import BeamSearchDecoder, BestOfNDecoder, GreedyDecoder
-from .released import ReleasedSelfBacktrackingDecoder
-from .results import SearchResult
-from .search import SelfBacktrackingDecoder
-from .vllm_backend import VLLMClient
+from backtrack_trl.decoding.base import Decoder, check_options
+from backtrack_trl.decoding.baselines import BeamSearchDecoder, BestOfNDecoder, GreedyDecoder
+from backtrack_trl.decoding.released import ReleasedSelfBacktrackingDecoder
+from backtrack_trl.decoding.results import SearchResult
+from backtrack_trl.decoding.search import SelfBacktrackingDecoder
+from backtrack_trl.decoding.vllm_backend import VLLMClient
 
 
 DECODERS: dict[str, type[Decoder]] = {
@@ -59,8 +59,8 @@ def build_decoder(method: str, model, tokenizer, **options) -> Decoder:
 @functools.lru_cache(maxsize=1)
 def _stand_in():
     """A 1-layer, 8-wide Llama with the task tokenizer: enough to construct any decoder and run its option checks."""
-    from ..modeling import init_tiny_llama
-    from ..tokenization import build_countdown_tokenizer
+    from backtrack_trl.training.model_init import init_tiny_llama
+    from backtrack_trl.training.tokenizers import build_countdown_tokenizer
 
     tokenizer = build_countdown_tokenizer()
     model = init_tiny_llama(
@@ -204,7 +204,7 @@ def _from_pretrained(
     if backend == "vllm" or vllm_server_base_url:
         from transformers import AutoTokenizer
 
-        from .vllm_backend import make_vllm_client
+        from backtrack_trl.decoding.vllm_backend import make_vllm_client
 
         if "dtype" not in (vllm_options or {}) and dtype is not None:
             vllm_options = {**(vllm_options or {}), "dtype": dtype}

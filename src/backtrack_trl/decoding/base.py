@@ -17,9 +17,8 @@ from collections.abc import Iterable, Sequence
 
 import torch
 
-from ..tasks import get_task
-from .results import SearchResult
-from .selection import (
+from backtrack_trl.decoding.results import SearchResult
+from backtrack_trl.decoding.selection import (
     RawSample,
     aggregate_samples,
     backtrack_value,
@@ -28,7 +27,8 @@ from .selection import (
     mean_logprob,
     select_index,
 )
-from .tokens import TaskTokens
+from backtrack_trl.decoding.tokens import TaskTokens
+from backtrack_trl.tasks import get_task
 
 
 def to_prompt(item, validate: bool = True, task=None) -> str:
@@ -117,7 +117,7 @@ def check_options(**options) -> None:
 
 
 def _is_generation_client(model) -> bool:
-    from .vllm_backend import VLLMClient
+    from backtrack_trl.decoding.vllm_backend import VLLMClient
 
     return isinstance(model, VLLMClient)
 

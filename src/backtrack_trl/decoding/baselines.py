@@ -16,13 +16,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .base import Decoder, check_options
-from .beam import BeamEngine
-from .engine import Expansion, State
-from .results import SearchResult
-from .reward import RewardModelScorer, check_reward_folder
-from .search import SelfBacktrackingDecoder
-from .selection import fallback_index, select_index
+from backtrack_trl.decoding.base import Decoder, check_options
+from backtrack_trl.decoding.beam import BeamEngine
+from backtrack_trl.decoding.engine import Expansion, State
+from backtrack_trl.decoding.results import SearchResult
+from backtrack_trl.decoding.reward_scorer import RewardModelScorer, check_reward_folder
+from backtrack_trl.decoding.search import SelfBacktrackingDecoder
+from backtrack_trl.decoding.selection import fallback_index, select_index
 
 
 class GreedyDecoder(SelfBacktrackingDecoder):

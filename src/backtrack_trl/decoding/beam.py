@@ -18,11 +18,11 @@ from __future__ import annotations
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteriaList
 
-from .engine import EngineOutput, Expansion, Sample
-from .processors import BacktrackBudgetLogitsProcessor, TabuLogitsProcessor
-from .sampling import _mix32
-from .stopping import BacktrackStoppingCriteria
-from .tokens import TaskTokens, stock_generate
+from backtrack_trl.decoding.engine import EngineOutput, Expansion, Sample
+from backtrack_trl.decoding.processors import BacktrackBudgetLogitsProcessor, TabuLogitsProcessor
+from backtrack_trl.decoding.sampling import _mix32
+from backtrack_trl.decoding.stopping import BacktrackStoppingCriteria
+from backtrack_trl.decoding.tokens import TaskTokens, stock_generate
 
 
 # ``output_logits`` keeps one float32 (rows, vocabulary) tensor per generated step until ``generate`` returns: with

@@ -27,10 +27,18 @@ from dataclasses import dataclass, field, fields
 import torch
 from transformers import DynamicCache
 
-from .cache_ops import KVSlice, extract_slots, new_cache, select_rows, stack_slices, supports_surgery, trim_left
-from .processors import ban_backtrack, tabu_bans
-from .sampling import row_keys_hash, sample_tokens, step_uniforms, warp_scores
-from .tokens import TaskTokens
+from backtrack_trl.decoding.cache_ops import (
+    KVSlice,
+    extract_slots,
+    new_cache,
+    select_rows,
+    stack_slices,
+    supports_surgery,
+    trim_left,
+)
+from backtrack_trl.decoding.processors import ban_backtrack, tabu_bans
+from backtrack_trl.decoding.sampling import row_keys_hash, sample_tokens, step_uniforms, warp_scores
+from backtrack_trl.decoding.tokens import TaskTokens
 
 
 def log1mexp(logp_token: torch.Tensor, logits: torch.Tensor, token: int) -> torch.Tensor:

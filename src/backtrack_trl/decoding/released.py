@@ -34,14 +34,14 @@ from __future__ import annotations
 import torch
 from transformers import LogitsProcessorList
 
-from ..tasks.base import BACKTRACK_TOKEN, GOAL_MARKER, RESPONSE_HEADER
-from .base import Decoder, check_options
-from .beam import MaskPastVocabLogitsProcessor
-from .results import Candidate, SearchResult
-from .sampling import _mix32
-from .search import resolve_k
-from .selection import aggregate_scores
-from .tokens import stock_generate
+from backtrack_trl.decoding.base import Decoder, check_options
+from backtrack_trl.decoding.beam import MaskPastVocabLogitsProcessor
+from backtrack_trl.decoding.results import Candidate, SearchResult
+from backtrack_trl.decoding.sampling import _mix32
+from backtrack_trl.decoding.search import resolve_k
+from backtrack_trl.decoding.selection import aggregate_scores
+from backtrack_trl.decoding.tokens import stock_generate
+from backtrack_trl.tasks.base import BACKTRACK_TOKEN, GOAL_MARKER, RESPONSE_HEADER
 
 
 def cut_at_marker(text: str) -> str:

@@ -57,7 +57,7 @@ class SearchResult:
     problems decoded together in one batch, the batch time divided by the number of problems).
 
     ``tree`` (the self-backtracking search; None for the other decoders) is what a view of the search needs
-    (:mod:`backtrack_trl.visualize`), in plain JSON types:
+    (:mod:`backtrack_trl.viz.search_tree`), in plain JSON types:
 
     - ``states``: the expanded states, ``{"id", "parent", "round", "prefix", "num_tokens", "wrong_steps"}``; id 0 is
       the root (the prompt); a rolled-back state's ``parent`` is the state its rolled-back sample was drawn from,

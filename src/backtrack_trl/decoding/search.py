@@ -34,12 +34,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from ..tasks import BACKTRACK_TOKEN
-from .base import Decoder, check_options
-from .beam import BeamEngine
-from .engine import EngineOutput, Expansion, Sample, SamplingEngine, State
-from .results import SearchResult
-from .vllm_backend import VLLMEngine, check_vllm_options, resolve_backend
+from backtrack_trl.decoding.base import Decoder, check_options
+from backtrack_trl.decoding.beam import BeamEngine
+from backtrack_trl.decoding.engine import EngineOutput, Expansion, Sample, SamplingEngine, State
+from backtrack_trl.decoding.results import SearchResult
+from backtrack_trl.decoding.vllm_backend import VLLMEngine, check_vllm_options, resolve_backend
+from backtrack_trl.tasks import BACKTRACK_TOKEN
 
 
 K_RULES = ("paper", "released", "sqrt_b")

@@ -33,7 +33,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .results import Candidate
+from backtrack_trl.decoding.results import Candidate
 
 
 SELECTION_RULES = ("likelihood", "backtrack_value", "combined", "vote")

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import torch
 from transformers import StoppingCriteria
 
-from .tokens import TaskTokens
+from backtrack_trl.decoding.tokens import TaskTokens
 
 
 class BacktrackStoppingCriteria(StoppingCriteria):

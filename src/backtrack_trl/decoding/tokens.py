@@ -4,7 +4,7 @@ Usage:
 
 ```python
 from backtrack_trl.decoding.tokens import TaskTokens
-from backtrack_trl.tokenization import build_countdown_tokenizer
+from backtrack_trl.training.tokenizers import build_countdown_tokenizer
 
 tokens = TaskTokens.from_tokenizer(build_countdown_tokenizer())
 assert tokens.newline_mask[tokens.encode("\\n")[0]]
@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..tasks.base import GOAL_MARKER
-from ..tokenization import require_backtrack_token
+from backtrack_trl.tasks.base import GOAL_MARKER
+from backtrack_trl.training.tokenizers import require_backtrack_token
 
 
 # Decoding every id is expensive for 128k-token vocabularies: do it once per tokenizer object.
@@ -160,5 +160,5 @@ def check_vocab(model, tokenizer) -> None:
             f"The model {getattr(model, 'name_or_path', '') or type(model).__name__!r} has a vocabulary of {rows} "
             f"tokens but the tokenizer {tokenizer.name_or_path or '<in memory>'!r} has {len(tokenizer)}: they do not "
             "belong together. Load the tokenizer saved with the model, or run "
-            "backtrack_trl.tokenization.add_backtrack_token(tokenizer, model) to resize the embeddings."
+            "backtrack_trl.training.tokenizers.add_backtrack_token(tokenizer, model) to resize the embeddings."
         )

@@ -47,9 +47,9 @@ from pathlib import Path
 
 import torch
 
-from ..tasks.base import GOAL_MARKER
-from .engine import EngineOutput, Expansion, Sample, log1mexp_fast
-from .tokens import TaskTokens
+from backtrack_trl.decoding.engine import EngineOutput, Expansion, Sample, log1mexp_fast
+from backtrack_trl.decoding.tokens import TaskTokens
+from backtrack_trl.tasks.base import GOAL_MARKER
 
 
 BACKENDS = ("hf", "vllm")

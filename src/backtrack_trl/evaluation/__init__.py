@@ -17,9 +17,22 @@ metrics = evaluate_decoders(args)
 ```
 """
 
-from .run import EvaluationArguments, evaluate_decoders, load_eval_dataset
-from .scoring import best_decoder, limit_line, load_task_metric, markdown_tables, probe_table, score_results
-from .specs import DEFAULT_DECODERS, RESCORABLE, check_decoder_specs, parse_decoder_spec, spec_file_name
+from backtrack_trl.evaluation.run import EvaluationArguments, evaluate_decoders, load_eval_dataset
+from backtrack_trl.evaluation.scoring import (
+    best_decoder,
+    limit_line,
+    load_task_metric,
+    markdown_tables,
+    probe_table,
+    score_results,
+)
+from backtrack_trl.evaluation.specs import (
+    DEFAULT_DECODERS,
+    RESCORABLE,
+    check_decoder_specs,
+    parse_decoder_spec,
+    spec_file_name,
+)
 
 
 __all__ = [

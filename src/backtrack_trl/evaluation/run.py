@@ -19,12 +19,18 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..atomic_io import atomic_path, atomic_write_text
-from ..decoding.results import SearchResult
-from ..decoding.selection import SELECTION_RULES
-from ..tasks import Task, get_task
-from .scoring import load_task_metric, markdown_tables, score_results
-from .specs import DEFAULT_DECODERS, RESCORABLE, check_decoder_specs, parse_decoder_spec, spec_file_name
+from backtrack_trl.atomic_io import atomic_path, atomic_write_text
+from backtrack_trl.decoding.results import SearchResult
+from backtrack_trl.decoding.selection import SELECTION_RULES
+from backtrack_trl.evaluation.scoring import load_task_metric, markdown_tables, score_results
+from backtrack_trl.evaluation.specs import (
+    DEFAULT_DECODERS,
+    RESCORABLE,
+    check_decoder_specs,
+    parse_decoder_spec,
+    spec_file_name,
+)
+from backtrack_trl.tasks import Task, get_task
 
 
 @dataclass
@@ -165,7 +171,7 @@ def _vllm_client(args: EvaluationArguments, num_processes: int):
     """The vLLM engine of the backend=vllm specs (a server client, or an in-process engine) and the tokenizer."""
     from transformers import AutoTokenizer
 
-    from ..decoding.vllm_backend import make_vllm_client
+    from backtrack_trl.decoding.vllm_backend import make_vllm_client
 
     if not args.vllm_server_base_url and num_processes > 1:
         raise ValueError(
@@ -193,7 +199,7 @@ def evaluate_decoders(args: EvaluationArguments) -> dict:
     from accelerate import PartialState
     from accelerate.utils import gather_object
 
-    from ..decoding.api import build_decoder, load_model_and_tokenizer
+    from backtrack_trl.decoding.api import build_decoder, load_model_and_tokenizer
 
     # On a machine without GPUs, `accelerate launch` (torchrun) ranks must be told to use CPU + gloo.
     state = PartialState(cpu=args.device == "cpu" or (args.device is None and not torch.cuda.is_available()))

@@ -23,9 +23,9 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from ..decoding.results import SearchResult
-from ..decoding.selection import fallback_index, rescore, select_index
-from ..tasks import get_task
+from backtrack_trl.decoding.results import SearchResult
+from backtrack_trl.decoding.selection import fallback_index, rescore, select_index
+from backtrack_trl.tasks import get_task
 
 
 def load_task_metric(task, metrics_dir: str | Path | None = "metrics"):

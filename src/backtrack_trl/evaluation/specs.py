@@ -45,7 +45,7 @@ def _value(text: str):
 
 def parse_decoder_spec(spec: str) -> tuple[str, str, dict]:
     """``"self_backtracking:n=32,b=1"`` -> ``(label, method, options)``; a clear error for a bad spec."""
-    from ..decoding.api import DECODERS
+    from backtrack_trl.decoding.api import DECODERS
 
     method, _, rest = spec.partition(":")
     method = method.strip()
@@ -63,7 +63,7 @@ def parse_decoder_spec(spec: str) -> tuple[str, str, dict]:
 
 def check_decoder_specs(specs: list[str], where: str = "") -> None:
     """Parse every spec and check its options against its decoder (no model needed); one error naming the spec."""
-    from ..decoding.api import check_decoder_options
+    from backtrack_trl.decoding.api import check_decoder_options
 
     for spec in specs:
         _, method, options = parse_decoder_spec(spec)

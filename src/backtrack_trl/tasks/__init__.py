@@ -10,7 +10,16 @@ task = get_task("countdown")
 ```
 """
 
-from .base import BACKTRACK_TOKEN, GOAL_MARKER, RESPONSE_HEADER, TASKS, Task, Verdict, get_task, register_task
+from backtrack_trl.tasks.base import (
+    BACKTRACK_TOKEN,
+    GOAL_MARKER,
+    RESPONSE_HEADER,
+    TASKS,
+    Task,
+    Verdict,
+    get_task,
+    register_task,
+)
 
 
 __all__ = [

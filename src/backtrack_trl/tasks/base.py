@@ -281,7 +281,7 @@ def get_task(name: str | Task = "countdown") -> Task:
     """The registered task ``name`` (an instance is returned as is); a ValueError lists the known tasks."""
     if isinstance(name, Task):
         return name
-    from . import countdown, sudoku  # noqa: F401  (registers the built-in tasks)
+    from backtrack_trl.tasks import countdown, sudoku  # noqa: F401  (registers the built-in tasks)
 
     if name not in TASKS:
         raise ValueError(f"Unknown task {name!r}; known tasks: {sorted(TASKS)}. Register one with @register_task.")

@@ -25,10 +25,10 @@ from typing import Any
 
 from datasets import List, Value
 
-from ..base import Task, Verdict, register_task
-from . import checkers, error_steps, format, generator, paper, solver
-from .format import Problem, Step
-from .generator import CountdownConfig
+from backtrack_trl.tasks.base import Task, Verdict, register_task
+from backtrack_trl.tasks.countdown import checkers, error_steps, format, generator, paper, solver
+from backtrack_trl.tasks.countdown.format import Problem, Step
+from backtrack_trl.tasks.countdown.generator import CountdownConfig
 
 
 @register_task
@@ -125,17 +125,17 @@ class CountdownTask(Task):
         return f"{list(problem.numbers)}/{problem.target}"
 
     def diagnose(self, problems: Sequence[Problem], completions: Sequence[str]) -> dict:
-        from .arithmetic import answer_arithmetic
+        from backtrack_trl.tasks.countdown.arithmetic import answer_arithmetic
 
         return answer_arithmetic(problems, completions)
 
     def limiting_factor(self, diagnosis: Mapping[str, Any], accuracy: float, oracle: float | None) -> str:
-        from .arithmetic import limiting_factor
+        from backtrack_trl.tasks.countdown.arithmetic import limiting_factor
 
         return limiting_factor(diagnosis.get("last_step_right"), accuracy, oracle)
 
     def fact_probe(self, model, tokenizer, train_rows, options: Mapping[str, Any]) -> dict:
-        from .arithmetic import run_fact_probe
+        from backtrack_trl.tasks.countdown.arithmetic import run_fact_probe
 
         num_numbers = len(train_rows[0]["numbers"]) if len(train_rows) else 3
         # The facts a model was trained to write: the steps of the solutions (wrong steps may be masked).

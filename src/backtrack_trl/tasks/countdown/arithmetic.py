@@ -30,8 +30,8 @@ from __future__ import annotations
 import random
 from collections.abc import Iterable, Sequence
 
-from .checkers import clean_response
-from .format import OPS, Problem, Step, apply_op, format_prompt, parse_step
+from backtrack_trl.tasks.countdown.checkers import clean_response
+from backtrack_trl.tasks.countdown.format import OPS, Problem, Step, apply_op, format_prompt, parse_step
 
 
 __all__ = [
@@ -193,7 +193,7 @@ def probe_facts(
     fact's result. Left-padded batches; at most a few tokens per fact."""
     import torch
 
-    from ...decoding.tokens import stock_generate
+    from backtrack_trl.decoding.tokens import stock_generate
 
     if not facts:
         return []

@@ -38,8 +38,8 @@ import random
 from collections import Counter
 from collections.abc import Sequence
 
-from .format import Problem, Step, apply_op
-from .solver import canonical_state, is_solvable, legal_steps
+from backtrack_trl.tasks.countdown.format import Problem, Step, apply_op
+from backtrack_trl.tasks.countdown.solver import canonical_state, is_solvable, legal_steps
 
 
 __all__ = [

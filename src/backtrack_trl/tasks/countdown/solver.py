@@ -32,7 +32,7 @@ import random
 from collections.abc import Iterable
 from functools import lru_cache
 
-from .format import Step
+from backtrack_trl.tasks.countdown.format import Step
 
 
 __all__ = ["is_solvable", "legal_steps", "reachable_values", "solve", "canonical_state", "clear_caches"]

@@ -25,10 +25,10 @@ from typing import Any
 
 from datasets import Value
 
-from ..base import Task, Verdict, register_task
-from . import checkers, error_steps, format, generator, solver
-from .format import Step, SudokuProblem
-from .generator import SudokuConfig
+from backtrack_trl.tasks.base import Task, Verdict, register_task
+from backtrack_trl.tasks.sudoku import checkers, error_steps, format, generator, solver
+from backtrack_trl.tasks.sudoku.format import Step, SudokuProblem
+from backtrack_trl.tasks.sudoku.generator import SudokuConfig
 
 
 @register_task

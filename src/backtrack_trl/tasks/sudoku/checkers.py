@@ -39,9 +39,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ..base import Verdict, clean_response
-from .format import BACKTRACK_TOKEN, GOAL_MARKER, SudokuProblem, parse_step
-from .solver import placement_error, solve_grid
+from backtrack_trl.tasks.base import Verdict, clean_response
+from backtrack_trl.tasks.sudoku.format import BACKTRACK_TOKEN, GOAL_MARKER, SudokuProblem, parse_step
+from backtrack_trl.tasks.sudoku.solver import placement_error, solve_grid
 
 
 __all__ = ["MODES", "REASONS", "Verdict", "answer_placements", "check", "check_strict", "clean_response"]

@@ -31,8 +31,8 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
-from .format import Step, SudokuProblem
-from .solver import candidates, count_solutions, grid_after, solve_grid
+from backtrack_trl.tasks.sudoku.format import Step, SudokuProblem
+from backtrack_trl.tasks.sudoku.solver import candidates, count_solutions, grid_after, solve_grid
 
 
 __all__ = [

@@ -34,8 +34,8 @@ import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from .format import SIZES, SudokuProblem, format_grid
-from .solver import all_solution_grids, count_solutions, random_solution
+from backtrack_trl.tasks.sudoku.format import SIZES, SudokuProblem, format_grid
+from backtrack_trl.tasks.sudoku.solver import all_solution_grids, count_solutions, random_solution
 
 
 __all__ = [

@@ -27,7 +27,7 @@ import functools
 import random
 from collections.abc import Sequence
 
-from .format import Step, SudokuProblem, geometry
+from backtrack_trl.tasks.sudoku.format import Step, SudokuProblem, geometry
 
 
 __all__ = [

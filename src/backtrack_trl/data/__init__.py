@@ -1,0 +1,1 @@
+"""Datasets: the task's SFT rows and test splits, preference pairs, and the Hub folder layout."""

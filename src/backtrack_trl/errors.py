@@ -1,0 +1,69 @@
+"""How the recipes end on a user error: one line ``error: <what is wrong and the fix>`` on stderr, exit code 1.
+
+Every check in this package raises ``ValueError`` / ``FileNotFoundError`` / ``FileExistsError`` with a message that
+names the option and the fix; a traceback in front of it only hides it. Other exceptions are bugs and keep their
+traceback, and ``BACKTRACK_TRL_TRACEBACK=1`` shows it for user errors too.
+
+Usage (a recipe's entry point):
+
+```python
+from backtrack_trl.errors import run_recipe
+
+
+def main():
+    ...
+
+
+if __name__ == "__main__":
+    run_recipe(main)
+```
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError)
+
+
+def run_recipe(main: Callable[[], Any]) -> Any:
+    """Call ``main()``; print a user error as one line and exit 1 (Ctrl-C: exit 130 with a short note)."""
+    try:
+        return main()
+    except USER_ERRORS as error:
+        if os.environ.get("BACKTRACK_TRL_TRACEBACK", "0") not in ("", "0"):
+            raise
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr, flush=True)
+        raise SystemExit(130) from None
+
+
+def recipe_option(argv: Sequence[str], name: str) -> str | None:
+    """The value a recipe's command line gives ``name`` before parsing: ``--name value`` / ``--name=value`` (the last
+    wins), else the ``name:`` key of its ``--config`` YAML, else None. Recipes whose dataclasses depend on one option
+    (the task's generator options, DPO vs KTO) read it first with this."""
+    import yaml
+
+    def flag(key: str) -> str | None:
+        value = None
+        for index, item in enumerate(argv):
+            if item == f"--{key}" and index + 1 < len(argv):
+                value = argv[index + 1]
+            elif item.startswith(f"--{key}="):
+                value = item.split("=", 1)[1]
+        return value
+
+    value, config = flag(name), flag("config")
+    if value is None and config:
+        if not os.path.isfile(config):
+            raise FileNotFoundError(f"--config {config!r}: no such file.")
+        with open(config, encoding="utf-8") as handle:
+            data = yaml.safe_load(handle) or {}
+        value = data.get(name) if isinstance(data, dict) else None
+    return None if value is None else str(value)

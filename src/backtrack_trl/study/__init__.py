@@ -1,0 +1,1 @@
+"""The study: its configuration, folder layout, resumable stages, harvest, results and report."""

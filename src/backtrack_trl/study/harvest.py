@@ -1,0 +1,376 @@
+"""One self-improvement harvest: search a pool of training problems, keep the paths the strict checker accepts.
+
+The kept paths become the round's dataset (rows of kind ``optimal`` in the shared row contract), written as config
+``round_<k>`` of a Hub-layout dataset folder with a card naming the source model, the search settings, the filter
+and the counts. Test problems can never enter it: any pool problem that is also in a test split is an error.
+
+Usage:
+
+```python
+from backtrack_trl.study.harvest import harvest
+
+stats = harvest(
+    "models/countdown-tiny/backtrack-sft",
+    problems=[{"numbers": [3, 5, 2], "target": 16}],
+    output_folder="results/demo/round_datasets",
+    config_name="round_1",
+    search_options={"n": 16, "b": 1},
+)
+print(stats["kept"], stats["search_accuracy"])
+```
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from backtrack_trl.tasks import BACKTRACK_TOKEN, get_task
+
+
+logger = logging.getLogger(__name__)
+
+# What pick_path can keep; the one list (self_improve's --keep takes its choices from it).
+KEEP_RULES = ("best_correct", "chosen")
+# Decoders a harvest can search with (those whose candidates carry the scores ``best_correct`` ranks by).
+HARVEST_METHODS = {
+    "self_backtracking": "SelfBacktrackingDecoder",
+    "best_of_n": "BestOfNDecoder",
+    "greedy": "GreedyDecoder",
+}
+
+
+class EmptyHarvestError(RuntimeError):
+    """The search solved none of the pool problems, so the round has nothing to train on."""
+
+
+def test_problem_keys(
+    dataset_folder: str | Path, splits: Iterable[str] = ("test_seen", "test_new"), task="countdown"
+) -> set:
+    """:meth:`Task.problem_key` of every problem in the test splits of a Hub-layout dataset folder."""
+    from datasets import load_dataset
+
+    task = get_task(task)
+    keys = set()
+    dataset = load_dataset(str(dataset_folder))
+    for split in splits:
+        if split in dataset:
+            for row in dataset[split].select_columns(list(task.problem_columns)):
+                keys.add(task.problem_key(task.problem_from_row(row)))
+    return keys
+
+
+def pick_path(problem, result, keep: str, task="countdown") -> str | None:
+    """The one response kept for ``problem``: a strict-correct path without ``<backtrack>``, or None."""
+    task = get_task(task)
+
+    def ok(text: str) -> bool:
+        return bool(text) and BACKTRACK_TOKEN not in text and task.check(problem, text, mode="strict").correct
+
+    if keep == "chosen":
+        return result.completion if ok(result.completion) else None
+    if keep == "best_correct":
+        correct = [c for c in result.candidates if c.reached_goal and ok(c.text)]
+        return max(correct, key=lambda c: c.score).text if correct else None
+    raise ValueError(f"keep={keep!r}: choose one of {KEEP_RULES}.")
+
+
+def harvest(
+    model_dir: str | Path,
+    problems: list[dict[str, Any]],
+    output_folder: str | Path,
+    config_name: str,
+    search_options: dict[str, Any],
+    keep: str = "best_correct",
+    seed: int = 0,
+    forbidden_keys: set | None = None,
+    progress: bool = True,
+    task="countdown",
+    dtype: str | None = None,
+) -> dict[str, Any] | None:
+    """Search ``problems`` with the model in ``model_dir``, write the kept paths, return the counts.
+
+    ``forbidden_keys``: problem keys (:meth:`Task.problem_key`) that must never be written,
+    i.e. the test problems; a pool containing one is refused. ``dtype``: of the model's weights, as the evaluation's
+    (``"auto"``: the checkpoint's on a GPU, float32 on CPU). Under ``accelerate launch`` every process searches its
+    share of the pool; the main process writes the dataset and returns the counts, the others return None.
+    """
+    from datasets import Dataset, DatasetDict
+
+    from backtrack_trl import decoding
+    from backtrack_trl.data.hub_layout import write_hub_dataset
+
+    task = get_task(task)
+    pool = [task.problem_from_row(p) for p in problems]
+    leaked = [p for p in pool if forbidden_keys and task.problem_key(p) in forbidden_keys]
+    if leaked:
+        raise ValueError(
+            f"{len(leaked)} pool problems are test problems (e.g. {leaked[0]}): the pool must come from the train split."
+        )
+    import torch
+    from accelerate import PartialState
+    from accelerate.utils import gather_object
+
+    from backtrack_trl.decoding.results import SearchResult
+
+    # Under `accelerate launch` every process searches its share of the pool; on a machine without GPUs its ranks
+    # must be told to use CPU + gloo.
+    state = PartialState(cpu=not torch.cuda.is_available())
+    options = dict(search_options)
+    method = options.pop("method", "self_backtracking")
+    if method not in HARVEST_METHODS:
+        raise ValueError(f"The harvest searches with one of {sorted(HARVEST_METHODS)}, got method {method!r}.")
+    if options.get("backend") == "vllm" and not options.get("vllm_server_base_url") and state.num_processes > 1:
+        raise ValueError(
+            f"backend='vllm' without a server in {state.num_processes} processes would start one vLLM engine per "
+            "process: start one server (`vllm serve <model folder> --enable-prefix-caching`) and pass "
+            "vllm_server_base_url, or harvest in one process."
+        )
+    device = state.device if torch.cuda.is_available() else None
+    decoder = getattr(decoding, HARVEST_METHODS[method]).from_pretrained(
+        str(model_dir), device=device, dtype=dtype, seed=seed, task=task, **options
+    )
+    began = time.perf_counter()
+    with state.split_between_processes(list(range(len(pool)))) as shard:
+        shard = list(shard)
+        # Problem i is searched with seed + i whatever process it lands on, so the result does not depend on the
+        # number of processes.
+        local = decoder.solve(
+            [pool[i] for i in shard], seeds=[seed + i for i in shard], progress=progress and state.is_main_process
+        )
+        local = [(i, result.to_dict()) for i, result in zip(shard, local)]
+    gathered = gather_object(local) if state.num_processes > 1 else local
+    seconds = time.perf_counter() - began
+    # The next stage (a round's SFT) is another process: hand this process's GPU memory back before it starts.
+    del decoder
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    if not state.is_main_process:
+        return None
+    results = [SearchResult.from_dict(data) for _, data in sorted(gathered, key=lambda item: item[0])]
+
+    rows, chosen_correct, oracle = [], 0, 0
+    for problem, result in zip(pool, results):
+        chosen_correct += bool(result.completion) and task.check(problem, result.completion, mode="strict").correct
+        oracle += any(c.reached_goal and task.check(problem, c.text, mode="strict").correct for c in result.candidates)
+        path = pick_path(problem, result, keep, task)
+        if path is not None:
+            rows.append(task.optimal_row(problem, task.parse_steps(path)))
+    stats = {
+        "pool_problems": len(pool),
+        "kept": len(rows),
+        "search_accuracy": 100.0 * chosen_correct / max(1, len(pool)),
+        "oracle_accuracy": 100.0 * oracle / max(1, len(pool)),
+        "tokens_generated": sum(r.tokens_generated for r in results),
+        "search_seconds": sum(r.wall_time for r in results),
+        "wall_seconds": seconds,
+        "processes": state.num_processes,
+    }
+    if not rows:
+        raise EmptyHarvestError(
+            f"Round {config_name}: the strict checker accepted no path found by the search on {len(pool)} pool "
+            f"problems (search accuracy {stats['search_accuracy']:.1f}%, any candidate correct "
+            f"{stats['oracle_accuracy']:.1f}%). Train the model longer or search wider (search_n / search_b) before "
+            f"self-improving."
+        )
+    card = {
+        "source model": str(model_dir),
+        "search": ", ".join(f"{k}={v}" for k, v in sorted(search_options.items())),
+        "filter": f"strict checker; keep={keep} (one path per problem, no <backtrack>)",
+        "seed": seed,
+        **{k: (round(v, 2) if isinstance(v, float) else v) for k, v in stats.items()},
+    }
+    write_hub_dataset(
+        DatasetDict({"train": Dataset.from_list(rows)}),
+        output_folder,
+        card=card,
+        overwrite=True,
+        config_name=config_name,
+    )
+    logger.info("%s: kept %d of %d pool problems", config_name, len(rows), len(pool))
+    return stats
+
+
+@dataclass
+class HarvestArguments:
+    """Options of ``recipes/harvest.py`` (also the YAML keys of ``--config``)."""
+
+    model_name_or_path: str = field(
+        default="results/countdown-tiny/models/backtrack-sft", metadata={"help": "Model folder that searches."}
+    )
+    output_dir: str = field(
+        default="results/countdown-tiny/round_datasets",
+        metadata={"help": "Hub-layout dataset folder the kept paths are written to (as config `config_name`)."},
+    )
+    config_name: str = field(default="round_1", metadata={"help": "Dataset config of this harvest (e.g. round_1)."})
+    pool_file: str | None = field(
+        default=None,
+        metadata={"help": "JSON-lines file of pool problems (the task's problem columns); or give dataset_name."},
+    )
+    dataset_name: str | None = field(
+        default=None,
+        metadata={
+            "help": "Hub-layout dataset folder whose `dataset_split` problems form the pool (without pool_file)."
+        },
+    )
+    dataset_split: str = field(default="train", metadata={"help": "Split of dataset_name the pool comes from."})
+    pool_size: int | None = field(
+        default=None, metadata={"help": "The first N distinct problems of dataset_name's split (None: all)."}
+    )
+    test_dataset_name: str | None = field(
+        default=None,
+        metadata={
+            "help": "Dataset folder whose test_seen/test_new problems must never be harvested (None: dataset_name; "
+            "a pool problem among them is an error)."
+        },
+    )
+    search: str = field(
+        default="self_backtracking:n=16,b=1",
+        metadata={
+            "help": "Decoder spec of the search, as in recipes/evaluate_decoders.py: self_backtracking, best_of_n or "
+            "greedy with options, e.g. 'self_backtracking:n=16,b=1,temperature=0.7,batch_size=64,backend=vllm'."
+        },
+    )
+    vllm_server_base_url: str | None = field(
+        default=None,
+        metadata={
+            "help": "With backend=vllm: a vLLM server serving the model (e.g. http://node1:8000); None: in-process."
+        },
+    )
+    keep: str = field(default="best_correct", metadata={"help": "Path kept per problem.", "choices": list(KEEP_RULES)})
+    seed: int = field(default=0, metadata={"help": "Problem i of the pool is searched with seed + i."})
+    stats_file: str | None = field(
+        default=None, metadata={"help": "Also write the counts (JSON) here, e.g. rounds/round_1/harvest.json."}
+    )
+    task: str = field(default="countdown", metadata={"help": "Registered task of the problems (backtrack_trl.tasks)."})
+    dtype: str = field(
+        default="auto",
+        metadata={
+            "help": "Weights dtype of the searching model: 'auto' (the checkpoint's on a GPU, float32 on CPU), "
+            "bfloat16, float16 or float32.",
+            "choices": ["auto", "bfloat16", "float16", "float32"],
+        },
+    )
+    progress: bool = field(default=True, metadata={"help": "Show a progress bar (main process)."})
+
+    def __post_init__(self):
+        if (self.pool_file is None) == (self.dataset_name is None):
+            raise ValueError("Give the pool as exactly one of --pool_file FILE.jsonl or --dataset_name FOLDER.")
+        if self.pool_size is not None and self.pool_size < 1:
+            raise ValueError(f"pool_size={self.pool_size}: must be >= 1 (or None for the whole split).")
+        if self.keep not in KEEP_RULES:
+            raise ValueError(f"keep={self.keep!r}: choose {' or '.join(map(repr, KEEP_RULES))}.")
+        from backtrack_trl.decoding.api import check_decoder_options
+        from backtrack_trl.evaluation.specs import parse_decoder_spec
+
+        _, method, options = parse_decoder_spec(self.search)
+        if method not in HARVEST_METHODS:
+            raise ValueError(f"--search {self.search!r}: the harvest searches with one of {sorted(HARVEST_METHODS)}.")
+        try:
+            check_decoder_options(method, options)
+        except ValueError as error:
+            raise ValueError(f"--search {self.search!r}: {error}") from None
+
+    def search_options(self) -> dict[str, Any]:
+        """The decoder options of ``--search`` (with ``method``) for :func:`harvest`."""
+        from backtrack_trl.evaluation.specs import parse_decoder_spec
+
+        _, method, options = parse_decoder_spec(self.search)
+        if self.vllm_server_base_url:
+            options.setdefault("backend", "vllm")
+            options["vllm_server_base_url"] = self.vllm_server_base_url
+        return {"method": method, **options}
+
+
+def read_pool_file(path: str | Path, task) -> list[dict[str, Any]]:
+    """Problem rows from a JSON-lines file; one error naming the line and the missing columns."""
+    task = get_task(task)
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"--pool_file {str(path)!r} does not exist.")
+    rows = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"--pool_file {str(path)!r} line {number} is not JSON ({error}).") from None
+        missing = [c for c in task.problem_columns if not isinstance(row, dict) or c not in row]
+        if missing:
+            raise ValueError(
+                f"--pool_file {str(path)!r} line {number} lacks the {task.name} problem column(s) {missing}."
+            )
+        rows.append({c: row[c] for c in task.problem_columns})
+    if not rows:
+        raise ValueError(f"--pool_file {str(path)!r} holds no problems.")
+    return rows
+
+
+def write_pool_file(rows: list[dict[str, Any]], path: str | Path) -> None:
+    """The JSON-lines pool file :func:`read_pool_file` reads (written atomically)."""
+    from backtrack_trl.atomic_io import atomic_write_text
+
+    atomic_write_text(Path(path), "".join(json.dumps(row) + "\n" for row in rows))
+
+
+def dataset_pool(dataset_folder: str | Path, split: str, pool_size: int | None, task) -> list[dict[str, Any]]:
+    """The first ``pool_size`` distinct problems of a split, in row order."""
+    from datasets import load_dataset
+
+    task = get_task(task)
+    dataset = load_dataset(str(dataset_folder))
+    if split not in dataset:
+        raise ValueError(f"Split {split!r} is not in {str(dataset_folder)!r} (splits: {sorted(dataset)}).")
+    seen, rows = set(), []
+    for row in dataset[split].select_columns(list(task.problem_columns)):
+        key = task.problem_key(task.problem_from_row(row))
+        if key not in seen:
+            seen.add(key)
+            rows.append(dict(row))
+            if pool_size is not None and len(rows) >= pool_size:
+                break
+    return rows
+
+
+def run_harvest(args: HarvestArguments) -> dict[str, Any] | None:
+    """The recipe: read the pool, search it (sharded over ``accelerate launch`` processes), write the round dataset
+    and the counts on the main process. Returns the counts there, None on the other processes."""
+    from backtrack_trl.atomic_io import atomic_write_json
+
+    task = get_task(args.task)
+    if args.pool_file:
+        problems = read_pool_file(args.pool_file, task)
+    else:
+        problems = dataset_pool(args.dataset_name, args.dataset_split, args.pool_size, task)
+    test_folder = args.test_dataset_name or args.dataset_name
+    forbidden = test_problem_keys(test_folder, task=task) if test_folder else None
+    stats = harvest(
+        args.model_name_or_path,
+        problems=problems,
+        output_folder=args.output_dir,
+        config_name=args.config_name,
+        search_options=args.search_options(),
+        keep=args.keep,
+        seed=args.seed,
+        forbidden_keys=forbidden,
+        progress=args.progress,
+        task=task,
+        dtype=args.dtype,
+    )
+    if stats is not None:
+        if args.stats_file:
+            atomic_write_json(Path(args.stats_file), stats)
+        # The recipe's result, readable where it ran (the counts are also in the dataset card and stats_file).
+        print(
+            f"{args.config_name}: kept {stats['kept']} of {stats['pool_problems']} pool problems "
+            f"(search accuracy {stats['search_accuracy']:.1f}%, any candidate correct {stats['oracle_accuracy']:.1f}%, "
+            f"{stats['processes']} process(es), {stats['wall_seconds']:.1f} s) -> {args.output_dir}"
+        )
+    return stats

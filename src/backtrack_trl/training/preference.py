@@ -1,0 +1,308 @@
+"""DPO and KTO on the backtrack dataset's own pairs (the paper's Table 1 baselines) with TRL's own trainers.
+
+``train_preference(script_args, training_args, model_args)`` loads a preference folder written by
+``recipes/build_preference_dataset.py`` (config ``pairwise`` for DPO, ``unpaired`` for KTO), the starting model (the
+optimal-SFT model, as in the paper) and trains it with ``trl.DPOTrainer`` or ``trl.KTOTrainer``. The reference model is
+the starting model: TRL loads a frozen copy from the same path (or, with ``precompute_ref_log_probs``, scores the data
+once and frees it; with LoRA it disables the adapter). The rows are plain non-conversational text without EOS: both
+trainers append ``tokenizer.eos_token`` to chosen / rejected / completion, so every answer is scored up to its EOS.
+
+Usage:
+
+```python
+from trl import DPOConfig, ModelConfig
+
+from backtrack_trl.training.preference import PreferenceScriptArguments, train_preference
+
+script_args = PreferenceScriptArguments(method="dpo", dataset_name="data/countdown-tiny/preference")
+training_args = DPOConfig("models/countdown-tiny/dpo", use_cpu=True, bf16=False, max_steps=20)
+model_args = ModelConfig(model_name_or_path="models/countdown-tiny/optimal-sft")
+metrics = train_preference(script_args, training_args, model_args)  # {"train_loss": ..., "rewards/margins": ...}
+```
+
+The command line picks the config class from the method: ``parse_preference_args(["--config", "x.yaml"])`` reads
+``method:`` from the YAML (or ``--method``) first, then parses with ``DPOConfig`` or ``KTOConfig``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import datasets
+import torch
+from trl import DPOConfig, DPOTrainer, KTOConfig, KTOTrainer, ModelConfig, ScriptArguments, TrlParser, get_peft_config
+
+from backtrack_trl.atomic_io import atomic_write_text
+from backtrack_trl.errors import recipe_option
+from backtrack_trl.training.sft import configure_generation, load_model, load_tokenizer, setup_logging
+
+
+logger = logging.getLogger(__name__)
+
+METHODS = {"dpo": DPOConfig, "kto": KTOConfig}
+#: Default dataset config and the columns each method needs (TRL's standard preference formats).
+DEFAULT_CONFIG = {"dpo": "pairwise", "kto": "unpaired"}
+COLUMNS = {"dpo": ("prompt", "chosen", "rejected"), "kto": ("prompt", "completion", "label")}
+CONVERTER = "python recipes/build_preference_dataset.py --source <backtrack dataset folder> --output_dir <folder>"
+
+
+@dataclass
+class PreferenceScriptArguments(ScriptArguments):
+    """Script arguments of ``recipes/preference.py``; ``dataset_name`` is a folder of build_preference_dataset.py."""
+
+    method: str = field(
+        default="dpo",
+        metadata={
+            "help": "Preference method: 'dpo' (trl.DPOTrainer, pairwise data) or 'kto' (trl.KTOTrainer, unpaired "
+            "data). It picks the trainer config class: `--method kto --help` lists KTOConfig's options.",
+            "choices": list(METHODS),
+        },
+    )
+    dataset_config: str | None = field(
+        default=None,
+        metadata={"help": "Dataset config; default 'pairwise' for dpo, 'unpaired' for kto."},
+    )
+    dataset_test_split: str = field(
+        default="test_seen",
+        metadata={"help": "Split used for evaluation when `eval_strategy` is not 'no' (test_seen / test_new)."},
+    )
+    max_train_samples: int | None = field(
+        default=None, metadata={"help": "Train on the first N rows of the train split only (quick runs)."}
+    )
+    task: str = field(default="countdown", metadata={"help": "Registered task of the dataset (backtrack_trl.tasks)."})
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ValueError(f"--method must be one of {list(METHODS)}, got {self.method!r}.")
+        if self.dataset_config is None:
+            self.dataset_config = DEFAULT_CONFIG[self.method]
+
+
+def method_of_recipe(argv: Sequence[str]) -> str:
+    """The method a command line names: ``--method``, else the ``method:`` of its ``--config``, else dpo (the parser
+    needs it before it builds the dataclasses: it picks DPOConfig or KTOConfig)."""
+    method = (recipe_option(argv, "method") or "dpo").lower()
+    if method not in METHODS:
+        raise ValueError(f"--method must be one of {list(METHODS)}, got {method!r}.")
+    return method
+
+
+def make_parser(method: str = "dpo") -> TrlParser:
+    return TrlParser((PreferenceScriptArguments, METHODS[method], ModelConfig))
+
+
+def parse_preference_args(argv: Sequence[str] | None = None):
+    """``(script_args, DPOConfig | KTOConfig, ModelConfig)`` of ``--config recipe.yaml`` + flags."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    method = method_of_recipe(argv)
+    try:
+        script_args, training_args, model_args = make_parser(method).parse_args_and_config(args=argv)
+    except ValueError as error:
+        message = str(error)
+        if "Unknown arguments from config file" in message or "not used by the HfArgumentParser" in message:
+            raise ValueError(
+                f"{message.split('. Please')[0]}. These are not options of recipes/preference.py --method {method} "
+                f"(PreferenceScriptArguments, trl.{METHODS[method].__name__}, trl.ModelConfig): list them with "
+                f"`python recipes/preference.py --method {method} --help`."
+            ) from None
+        raise
+    if script_args.method != method:  # e.g. `method: kto` in the YAML overridden by nothing but a typo'd flag
+        raise ValueError(f"--method {script_args.method!r} disagrees with the parsed config class ({method}).")
+    return script_args, training_args, model_args
+
+
+def check_preference_columns(column_names: list[str], method: str, where: str) -> None:
+    """The standard preference columns ``method`` needs, or one error naming the first missing one and the fix."""
+    for name in COLUMNS[method]:
+        if name not in column_names:
+            config = DEFAULT_CONFIG[method]
+            raise ValueError(
+                f"{where} has no column {name!r} (it has {column_names}): {method.upper()} needs the "
+                f"{config} preference format ({', '.join(COLUMNS[method])}). Build it with `{CONVERTER}` and set "
+                f"`dataset_config: {config}`."
+            )
+
+
+def load_preference_datasets(script_args: PreferenceScriptArguments, training_args):
+    """(train, eval or None), reduced to the method's columns (the problem columns are for the decoders)."""
+    name, config = script_args.dataset_name, script_args.dataset_config
+    if not name:
+        raise ValueError(f"Set `dataset_name` (a folder written by `{CONVERTER}`).")
+    if not os.path.exists(name) and name.count("/") != 1:
+        raise FileNotFoundError(f"dataset_name {name!r}: no such dataset folder. Build it with `{CONVERTER}`.")
+    with training_args.main_process_first(desc="load dataset"):
+        try:
+            dataset = datasets.load_dataset(name, name=config)
+        except ValueError as error:
+            if "BuilderConfig" in str(error) or "not found" in str(error):
+                raise ValueError(
+                    f"Dataset {name!r} has no config {config!r} ({error}). Build both configs with `{CONVERTER}`."
+                ) from None
+            raise
+    if script_args.dataset_train_split not in dataset:
+        raise ValueError(
+            f"Dataset {name!r} (config {config!r}) has no split {script_args.dataset_train_split!r} (it has "
+            f"{list(dataset)}); set `dataset_train_split`."
+        )
+    columns = list(COLUMNS[script_args.method])
+    where = f"Dataset {name!r} (config {config!r}) split {script_args.dataset_train_split!r}"
+    train = dataset[script_args.dataset_train_split]
+    check_preference_columns(train.column_names, script_args.method, where)
+    train = train.select_columns(columns)
+    if script_args.max_train_samples is not None:
+        train = train.select(range(min(script_args.max_train_samples, len(train))))
+    evaluation = None
+    if training_args.eval_strategy != "no":
+        if script_args.dataset_test_split not in dataset:
+            raise ValueError(
+                f"eval_strategy={training_args.eval_strategy!r} but dataset {name!r} has no split "
+                f"{script_args.dataset_test_split!r}; set `dataset_test_split` or `eval_strategy: no`."
+            )
+        evaluation = dataset[script_args.dataset_test_split]
+        check_preference_columns(evaluation.column_names, script_args.method, where.replace("train", "test"))
+        evaluation = evaluation.select_columns(columns)
+    return train, evaluation
+
+
+class _CardMixin:
+    """A short model card (method, beta, dataset, base model) for checkpoints, the final save and push_to_hub."""
+
+    script_args: PreferenceScriptArguments
+    model_args: ModelConfig
+
+    def create_model_card(self, model_name: str | None = None, dataset_name: str | None = None, tags=None, **kwargs):
+        if not self.is_world_process_zero():
+            return
+        import transformers
+        import trl
+
+        args, script = self.args, self.script_args
+        name = model_name or (args.hub_model_id or args.output_dir).rstrip("/").split("/")[-1]
+        losses = [entry["loss"] for entry in self.state.log_history if "loss" in entry]
+        margins = [entry[k] for entry in self.state.log_history for k in ("rewards/margins",) if k in entry]
+        steps = (
+            f"{args.max_steps} steps" if args.max_steps and args.max_steps > 0 else f"{args.num_train_epochs:g} epochs"
+        )
+        lines = [
+            "---",
+            "library_name: transformers",
+            "pipeline_tag: text-generation",
+            f"tags:\n- trl\n- {script.method}\n- self-backtracking\n- {script.task}",
+            "---",
+            "",
+            f"# {name}",
+            "",
+            f"A {script.task} model trained with **{script.method.upper()}** (TRL's `{type(self).__mro__[2].__name__}`) "
+            "on the pairs of a backtrack dataset: the preference baseline of Self-Backtracking "
+            "([arXiv 2502.04404](https://arxiv.org/abs/2502.04404), Table 1). Chosen: the optimal solution; "
+            "rejected: a correct prefix followed by a wrong step.",
+            "",
+            f"- Method: {script.method} (loss `{args.loss_type}`), beta {args.beta}",
+            f"- Base (and reference) model: `{self.model_args.model_name_or_path}`",
+            f"- Dataset: `{script.dataset_name}`, config `{script.dataset_config}`, split "
+            f"`{script.dataset_train_split}` ({len(self.train_dataset):,} rows)",
+            f"- Hyperparameters: learning rate {args.learning_rate}, {args.per_device_train_batch_size} per device x "
+            f"{args.gradient_accumulation_steps} accumulation x {args.world_size} processes, {steps}, max length "
+            f"{args.max_length}",
+        ]
+        if losses:
+            lines.append(f"- Final training loss: {losses[-1]:.4f} after {self.state.global_step} steps")
+        if margins:
+            lines.append(f"- Last logged reward margin: {margins[-1]:.4f}")
+        lines += ["", f"Framework versions: TRL {trl.__version__}, transformers {transformers.__version__}, "
+                  f"torch {torch.__version__}, datasets {datasets.__version__}.", ""]  # fmt: skip
+        atomic_write_text(os.path.join(args.output_dir, "README.md"), "\n".join(lines))
+
+
+class BacktrackDPOTrainer(_CardMixin, DPOTrainer):
+    pass
+
+
+class BacktrackKTOTrainer(_CardMixin, KTOTrainer):
+    pass
+
+
+TRAINERS = {"dpo": BacktrackDPOTrainer, "kto": BacktrackKTOTrainer}
+
+
+def configure_preference_args(script_args: PreferenceScriptArguments, training_args) -> None:
+    """Refuse a config class that does not match the method, and numbers that cannot train."""
+    expected = METHODS[script_args.method]
+    if not isinstance(training_args, expected):
+        raise ValueError(
+            f"--method {script_args.method} needs a trl.{expected.__name__}, got {type(training_args).__name__}."
+        )
+    if not training_args.learning_rate > 0:
+        raise ValueError(f"--learning_rate must be > 0, got {training_args.learning_rate!r}.")
+    if script_args.method == "kto" and training_args.per_device_train_batch_size < 2:
+        # TRL's KL estimate pairs each prompt with another row's completion in the same batch.
+        raise ValueError("KTO needs per_device_train_batch_size >= 2 (its KL term mixes the rows of a batch).")
+
+
+def train_preference(script_args: PreferenceScriptArguments, training_args, model_args: ModelConfig) -> dict[str, Any]:
+    """Train with DPOTrainer / KTOTrainer and save model, tokenizer and model card; return the metrics."""
+    configure_preference_args(script_args, training_args)
+    setup_logging(training_args)
+    train_dataset, eval_dataset = load_preference_datasets(script_args, training_args)
+    tokenizer = load_tokenizer(model_args, training_args)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = load_model(model_args, training_args)
+    trainer = TRAINERS[script_args.method](
+        model=model,
+        args=training_args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        processing_class=tokenizer,
+        peft_config=get_peft_config(model_args),
+    )
+    trainer.script_args, trainer.model_args = script_args, model_args
+    result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    metrics = dict(result.metrics)
+    trainer.log_metrics("train", metrics)
+    trainer.save_metrics("train", metrics)
+    trainer.save_state()
+    configure_generation(trainer.model, tokenizer)
+    trainer.save_model(training_args.output_dir)
+    trainer.create_model_card()
+    if training_args.push_to_hub:
+        trainer.push_to_hub(dataset_name=script_args.dataset_name)
+    logged = [entry for entry in trainer.state.log_history if "loss" in entry]
+    metrics.update(
+        final_loss=logged[-1]["loss"] if logged else None,
+        global_step=trainer.state.global_step,
+        output_dir=training_args.output_dir,
+        **{k: v for k, v in (logged[-1] if logged else {}).items() if k.startswith("rewards/")},
+    )
+    return metrics
+
+
+@torch.no_grad()
+def sequence_logps(model, tokenizer, prompts: list[str], completions: list[str]) -> torch.Tensor:
+    """Sum of log p(completion + EOS | prompt) per row, with the tokenization TRL uses (prompt, then prompt+text)."""
+    model.eval()
+    device = next(model.parameters()).device
+    out = []
+    for prompt, completion in zip(prompts, completions):
+        prompt_ids = tokenizer(prompt)["input_ids"]
+        full = tokenizer(prompt + completion + tokenizer.eos_token)["input_ids"]
+        start = len(prompt_ids)
+        while start > 1 and full[:start] != prompt_ids[:start]:  # tokens merged across the edge
+            start -= 1
+        ids = torch.tensor([full], device=device)
+        logps = torch.log_softmax(model(ids).logits[0, :-1].float(), dim=-1)
+        targets = ids[0, 1:]
+        out.append(logps[start - 1 :].gather(1, targets[start - 1 :, None]).sum())
+    return torch.stack(out)
+
+
+def preference_margin(model, tokenizer, pairs) -> float:
+    """Mean of log p(chosen) - log p(rejected) under ``model`` over rows with prompt / chosen / rejected."""
+    chosen = sequence_logps(model, tokenizer, list(pairs["prompt"]), list(pairs["chosen"]))
+    rejected = sequence_logps(model, tokenizer, list(pairs["prompt"]), list(pairs["rejected"]))
+    return float((chosen - rejected).mean())

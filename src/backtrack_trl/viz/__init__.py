@@ -1,0 +1,1 @@
+"""Seeing the search: the search tree (HTML / PNG) and the Gradio demo."""

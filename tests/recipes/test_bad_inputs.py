@@ -1,0 +1,151 @@
+"""Bad input gets one clear error naming the option and the fix, before any work starts; recipes print it as one
+line (``error: ...``, exit code 1) without a traceback."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from datasets import Dataset, DatasetDict
+
+from backtrack_trl.data.hub_layout import write_hub_dataset
+from backtrack_trl.decoding.api import check_decoder_options, load_model_and_tokenizer
+from backtrack_trl.evaluation import EvaluationArguments, load_eval_dataset
+from backtrack_trl.study.runner import SelfImproveArguments, Study, find_recipes_dir
+from backtrack_trl.training.model_init import InitModelArguments
+from backtrack_trl.training.sft import parse_args
+
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = ROOT / "recipes" / "countdown-tiny"
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"num_hidden_layers": -1}, "--num_hidden_layers must be a positive integer, got -1"),
+        ({"max_position_embeddings": 0}, "--max_position_embeddings must be a positive integer, got 0"),
+        ({"hidden_size": 30, "num_attention_heads": 4}, "hidden_size=30 must be divisible by num_attention_heads=4"),
+        ({"num_key_value_heads": 3}, "num_attention_heads=4 must be divisible by num_key_value_heads=3"),
+    ],
+)
+def test_init_model_sizes_are_checked(options, message):
+    with pytest.raises(ValueError, match=message):
+        InitModelArguments(**options)
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"max_problems": -5}, "--max_problems must be a positive number of problems"),
+        ({"max_problems": 0}, "--max_problems must be a positive number"),
+        ({"decoders": ["self_backtracking:bb=1"]}, "unknown option.*'bb' for 'self_backtracking'; its options are b,"),
+        ({"decoders": ["self_backtracking:temperature=-1"]}, "temperature must be >= 0, got -1"),
+        ({"decoders": ["greedy:n=4"]}, "unknown option.*'n' for 'greedy'"),
+        ({"decoders": ["beam:n=0"]}, r"n \(beams\) must be an integer in \[1, 4096\], got 0"),
+        ({"decoders": ["dfs"]}, "unknown method 'dfs'"),
+    ],
+)
+def test_evaluation_options_are_checked_before_any_model_loads(options, message):
+    with pytest.raises(ValueError, match=message):
+        EvaluationArguments(**options)
+
+
+def test_decoder_options_that_are_fine_pass():
+    check_decoder_options("self_backtracking", {"n": 4, "b": 1, "tabu": True, "selection": "combined"})
+    check_decoder_options("released", {"n": 2, "b": 1})
+
+
+def test_missing_model_folder_says_no_such_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(FileNotFoundError, match=r"'.*nowhere/model': no such folder"):
+        load_model_and_tokenizer(str(tmp_path / "nowhere" / "model"))
+
+
+def test_missing_or_empty_dataset_split(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(FileNotFoundError, match="no such folder.*recipes/build_dataset.py"):
+        load_eval_dataset(str(tmp_path / "missing"), None, ["test_seen"])
+    folder = tmp_path / "data"
+    rows = {"prompt": ["p"], "numbers": [[1, 2]], "target": [3]}
+    empty = Dataset.from_dict({k: v[:0] for k, v in rows.items()}, features=Dataset.from_dict(rows).features)
+    write_hub_dataset(DatasetDict({"test_seen": Dataset.from_dict(rows), "test_new": empty}), folder)
+    with pytest.raises(ValueError, match="has no rows"):
+        load_eval_dataset(str(folder), None, ["test_seen", "test_new"])
+
+
+def test_sft_values_transformers_accepts_silently(tmp_path):
+    base = ["--config", str(TINY / "sft" / "config_backtrack.yaml"), "--output_dir", str(tmp_path)]
+    with pytest.raises(ValueError, match="--learning_rate must be > 0, got -0.1"):
+        parse_args(base + ["--learning_rate", "-0.1"])
+    with pytest.raises(ValueError, match="--per_device_train_batch_size must be >= 1"):
+        parse_args(base + ["--per_device_train_batch_size", "0"])
+
+
+def _study_args(tmp_path, **changes):
+    config = yaml.safe_load((TINY / "self_improve" / "config_default.yaml").read_text())
+    config.update(output_dir=str(tmp_path / "study"), **changes)
+    return SelfImproveArguments(**config)
+
+
+def test_study_checks_every_sub_config_before_the_first_stage(tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    eval_config = yaml.safe_load((TINY / "eval" / "config_default.yaml").read_text())
+    eval_config["decoders"] = ["greedy", "self_backtracking:n=8,temperature=-0.5"]
+    (tmp_path / "eval.yaml").write_text(yaml.safe_dump(eval_config))
+    sft = (TINY / "sft" / "config_round.yaml").read_text() + "\nlearning_rate: -1.0\n"
+    (tmp_path / "round.yaml").write_text(sft)
+    init = yaml.safe_load((TINY / "init_model.yaml").read_text())
+    (tmp_path / "init.yaml").write_text(yaml.safe_dump({**init, "num_hidden_layers": -1}))
+    cases = [
+        ({"eval_config": str(tmp_path / "eval.yaml")}, "--eval_config .*eval.yaml: .*temperature must be >= 0"),
+        ({"round_sft_config": str(tmp_path / "round.yaml")}, "--round_sft_config .*round.yaml: --learning_rate must"),
+        ({"init_model_config": str(tmp_path / "init.yaml")}, "--init_model_config .*init.yaml: --num_hidden_layers"),
+    ]
+    for changes, message in cases:
+        with pytest.raises(ValueError, match=message):
+            Study(_study_args(tmp_path, **changes))
+        assert not (tmp_path / "study").exists()  # nothing was written
+    with pytest.raises(ValueError, match="search_temperature=-1.0: must be >= 0"):
+        _study_args(tmp_path, search_temperature=-1.0)
+    with pytest.raises(ValueError, match="round_eval_decoders: Decoder spec 'beam:q=1': unknown option"):
+        _study_args(tmp_path, round_eval_decoders=["greedy", "beam:q=1"])
+
+
+def test_study_names_recipes_dir_when_the_sub_recipes_are_missing(tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    with pytest.raises(FileNotFoundError, match=r"--recipes_dir '.*nowhere': no such folder\. Set --recipes_dir"):
+        Study(_study_args(tmp_path, recipes_dir=str(tmp_path / "nowhere")))
+    (tmp_path / "partial").mkdir()
+    (tmp_path / "partial" / "sft.py").write_text("")
+    message = r"--recipes_dir '.*partial': the folder has no build_dataset.py, init_model.py, evaluate_decoders.py"
+    with pytest.raises(FileNotFoundError, match=message):
+        Study(_study_args(tmp_path, recipes_dir=str(tmp_path / "partial")))
+    assert not (tmp_path / "study").exists()  # nothing was written
+    assert find_recipes_dir(None) == ROOT / "recipes"  # unset: ./recipes
+    assert find_recipes_dir(None, default=ROOT / "recipes") == ROOT / "recipes"  # the running script's folder
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"--recipes_dir \(unset: ./recipes in .*\): no such folder"):
+        find_recipes_dir(None)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["recipes/init_model.py", "--num_hidden_layers", "-1"], "--num_hidden_layers must be a positive integer"),
+        (["recipes/evaluate_decoders.py", "--model_name_or_path", "no/such/folder", "--max_problems", "2"],
+         "'no/such/folder': no such folder"),
+        (["recipes/evaluate_decoders.py", "--decoders", "self_backtracking:bb=1"], "unknown option(s) 'bb'"),
+    ],
+)  # fmt: skip
+def test_recipes_print_one_line_without_a_traceback(argv, message, tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    env.pop("BACKTRACK_TRL_TRACEBACK", None)
+    argv = argv + ["--output_dir", str(tmp_path / "out")]
+    result = subprocess.run([sys.executable, *argv], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and message in errors[0], result.stderr[-2000:]

@@ -1,0 +1,268 @@
+"""recipes/sft.py and backtrack_trl.training.sft: recipes, flags, errors, and (slow) real trainings on CPU.
+
+The slow tests launch the recipe exactly as users do (a subprocess, `accelerate launch` for 2 processes) on a tiny
+Llama + character tokenizer that lacks <backtrack>, so the token-adding path runs in every launch mode.
+"""
+
+import glob
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+from _training_utils import char_tokenizer, sample_rows, save_tiny_model, write_hub_folder
+from trl import ModelConfig, SFTConfig
+
+from backtrack_trl.training.sft import (
+    SFTScriptArguments,
+    configure_training_args,
+    load_sft_datasets,
+    lora_config_for_new_tokens,
+    parse_args,
+)
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SFT = os.path.join(ROOT, "recipes", "sft.py")
+ENV = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", PYTHONUNBUFFERED="1")
+# Tiny models gain nothing from more threads, and one thread per process keeps launches fast on a busy machine.
+ENV.setdefault("OMP_NUM_THREADS", "1")
+
+
+def run(cmd, timeout=300):
+    result = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, f"{cmd}\nSTDOUT:\n{result.stdout[-4000:]}\nSTDERR:\n{result.stderr[-6000:]}"
+    return result.stdout + result.stderr
+
+
+# --- fast: recipes, flags and errors ------------------------------------------------------------------------------
+
+
+def test_help_works():
+    out = run([sys.executable, SFT, "--help"], timeout=120)
+    for option in ("--dataset_name", "--mask_wrong_step", "--model_name_or_path", "--use_peft", "--max_length"):
+        assert option in out
+
+
+@pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(ROOT, "recipes", "*", "sft", "config_*.yaml"))))
+def test_every_sft_recipe_parses(path):
+    # GPU recipes ask for bf16, which TrainingArguments refuses without a GPU unless use_cpu is set.
+    cpu = [] if torch.cuda.is_available() or "countdown-tiny" in path else ["--use_cpu", "true"]
+    script_args, training_args, model_args = parse_args(["--config", path, *cpu])
+    configure_training_args(training_args)
+    assert training_args.remove_unused_columns is False
+    assert training_args.dataset_kwargs["skip_prepare_dataset"] is True
+    assert script_args.mask_wrong_step is True and training_args.max_length == 128
+    kind = os.path.basename(path)[len("config_") : -len(".yaml")]
+    if kind in ("backtrack", "optimal"):
+        assert kind in script_args.dataset_name and kind in training_args.output_dir
+    if "countdown-tiny" in path:
+        assert training_args.use_cpu and not training_args.bf16 and not training_args.activation_checkpointing
+    if "Llama-3.2" in path:  # the paper's hyperparameters
+        assert training_args.learning_rate == 1e-5 and training_args.weight_decay == 0.01
+        assert str(training_args.lr_scheduler_type.value) == "cosine" and training_args.warmup_steps == 1
+        assert training_args.per_device_train_batch_size == 16 and training_args.num_train_epochs == 3
+        assert training_args.bf16 == ("3B" in path)
+        if kind in ("backtrack", "optimal"):  # round configs start from the previous model
+            assert model_args.model_name_or_path == f"meta-llama/{path.split(os.sep)[-3]}"
+
+
+def test_unknown_recipe_key_is_named(tmp_path):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("model_name_or_path: m\ndataset_name: d\nlearning_rat: 0.1\n")
+    with pytest.raises(ValueError, match=r"recipe.yaml' has unknown key\(s\) \['learning_rat'\].*--help"):
+        parse_args(["--config", str(recipe)])
+    flags = ["--model_name_or_path", "m", "--use_cpu", "true", "--bf16", "false", "--mask_wrong_stepp", "false"]
+    with pytest.raises(ValueError, match=r"--mask_wrong_stepp.*not options of recipes/sft.py.*--help"):
+        parse_args(flags)
+
+
+@pytest.mark.parametrize(
+    "flag, value, fix",
+    [
+        ("packing", True, "packing: false"),
+        ("padding_free", True, "padding_free: false"),
+        ("eval_packing", True, "eval_packing: false"),
+        ("assistant_only_loss", True, "assistant_only_loss: false"),
+        ("truncation_mode", "keep_end", "truncation_mode: keep_start"),
+    ],
+)
+def test_contradicting_flags_are_refused(flag, value, fix):
+    args = SFTConfig("out", use_cpu=True, bf16=False)
+    setattr(args, flag, value)
+    with pytest.raises(ValueError, match=f"`{flag}: {value}` cannot be used.*{fix}"):
+        configure_training_args(args)
+
+
+def test_collator_flags_are_set_for_the_user():
+    args = SFTConfig("out", use_cpu=True, bf16=False, dataset_kwargs={"foo": 1})
+    assert args.remove_unused_columns is True  # TRL's default would drop the raw columns
+    configure_training_args(args)
+    assert args.remove_unused_columns is False and args.completion_only_loss is False
+    assert args.dataset_kwargs == {"foo": 1, "skip_prepare_dataset": True}
+    args.dataset_kwargs = {"skip_prepare_dataset": False}
+    with pytest.raises(ValueError, match="skip_prepare_dataset"):
+        configure_training_args(args)
+
+
+def test_dataset_without_contract_columns(tmp_path):
+    rows = [{k: v for k, v in row.items() if k not in ("kind", "wrong_step")} for row in sample_rows(2)]
+    folder = write_hub_folder(str(tmp_path / "data"), {"train": rows})
+    script_args = SFTScriptArguments(dataset_name=folder)
+    with pytest.raises(ValueError, match=r"lacks the column\(s\) \['kind', 'wrong_step'\]"):
+        load_sft_datasets(script_args, SFTConfig(str(tmp_path / "o"), use_cpu=True, bf16=False))
+    script_args = SFTScriptArguments(dataset_name=folder, dataset_train_split="training")
+    with pytest.raises(ValueError, match=r"no split 'training' \(it has \['train'\]\)"):
+        load_sft_datasets(script_args, SFTConfig(str(tmp_path / "o"), use_cpu=True, bf16=False))
+
+
+def test_lora_trains_embeddings_and_lm_head():
+    from _training_utils import tiny_llama
+
+    model = tiny_llama(char_tokenizer(), tie=True)
+    config = lora_config_for_new_tokens(ModelConfig(use_peft=True, lora_target_modules=["q_proj", "v_proj"]), model)
+    assert {"embed_tokens", "lm_head"} <= set(config.modules_to_save) and config.ensure_weight_tying
+    assert lora_config_for_new_tokens(ModelConfig(use_peft=False), model) is None
+    with pytest.raises(ValueError, match="lm_head"):
+        lora_config_for_new_tokens(ModelConfig(use_peft=True, lora_target_modules=["q_proj", "lm_head"]), model)
+
+
+def test_accelerate_configs():
+    def load(name):
+        with open(os.path.join(ROOT, "accelerate_configs", name)) as f:
+            return yaml.safe_load(f)
+
+    for name in ("ddp", "zero2", "zero3", "fsdp", "cpu", "cpu_ddp", "cpu_zero2", "cpu_zero3"):
+        # precision comes from the recipe (fp32 1B vs bf16 3B): the accelerate config must not force one
+        assert load(f"{name}.yaml")["mixed_precision"] == "no", name
+    cpu, ddp = load("cpu.yaml"), load("cpu_ddp.yaml")
+    assert cpu["distributed_type"] == "NO" and cpu["use_cpu"] is True and cpu["num_processes"] == 1
+    # MULTI_CPU silently runs one process here; MULTI_GPU + use_cpu: true in the recipe gives 2 gloo ranks
+    assert ddp["distributed_type"] == "MULTI_GPU" and ddp["num_processes"] == 2 and ddp["use_cpu"] is False
+    assert load("zero2.yaml")["deepspeed_config"]["zero_stage"] == 2
+    assert load("zero3.yaml")["deepspeed_config"]["zero3_save_16bit_model"] is True
+    assert load("cpu_zero3.yaml")["deepspeed_config"]["zero3_save_16bit_model"] is True
+
+
+# --- slow: real trainings --------------------------------------------------------------------------------------------
+
+TRAIN_FLAGS = [
+    "--use_cpu", "true", "--bf16", "false", "--activation_checkpointing", "false", "--learning_rate", "3e-3",
+    "--logging_steps", "2", "--report_to", "none", "--max_length", "128", "--seed", "0", "--save_strategy", "no",
+    "--lr_scheduler_type", "constant",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sft")
+    model = save_tiny_model(str(root / "init"), char_tokenizer(bos=True, backtrack=False), tie=True)
+    test_rows = [row for row in sample_rows(6, seed=1) if row["kind"] == "optimal"]
+    data = write_hub_folder(str(root / "data"), {"train": sample_rows(48), "test_seen": test_rows})
+    return {"root": root, "model": model, "data": data}
+
+
+def sft_cmd(assets, output_dir, *extra, launcher=None):
+    cmd = [sys.executable, SFT] if launcher is None else launcher + [SFT]
+    return cmd + [
+        "--model_name_or_path", assets["model"], "--dataset_name", assets["data"], "--output_dir", str(output_dir),
+        *TRAIN_FLAGS, *extra,
+    ]  # fmt: skip
+
+
+def launch(config: str) -> list[str]:
+    with socket.socket() as s:  # a free port: other launches may run on this machine
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return [
+        sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+        os.path.join(ROOT, "accelerate_configs", config), "--main_process_port", str(port),
+    ]  # fmt: skip
+
+
+def logged_losses(output_dir) -> list[float]:
+    with open(os.path.join(output_dir, "trainer_state.json")) as f:
+        return [entry["loss"] for entry in json.load(f)["log_history"] if "loss" in entry]
+
+
+def load_saved(output_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    return AutoModelForCausalLM.from_pretrained(output_dir), AutoTokenizer.from_pretrained(output_dir)
+
+
+@pytest.mark.slow
+def test_end_to_end_sft_then_resume(assets):
+    out = assets["root"] / "e2e"
+    run(sft_cmd(assets, out, "--max_steps", "30", "--per_device_train_batch_size", "16", "--save_strategy", "steps",
+                "--save_steps", "30", "--eval_strategy", "steps", "--eval_steps", "30"))  # fmt: skip
+    losses = logged_losses(out)
+    assert losses[-1] < 0.7 * losses[0], losses
+    model, tokenizer = load_saved(out)
+    ids = tokenizer("<backtrack>", add_special_tokens=False)["input_ids"]
+    assert len(ids) == 1 and ids[0] == tokenizer.convert_tokens_to_ids("<backtrack>")
+    rows = model.get_input_embeddings().weight.shape[0]
+    assert rows % 64 == 0 and len(tokenizer) <= rows < len(tokenizer) + 64  # resized (padded) when the token was added
+    assert model.generation_config.eos_token_id == tokenizer.eos_token_id == model.config.eos_token_id
+    assert model.generation_config.pad_token_id == tokenizer.pad_token_id
+    card = (out / "README.md").read_text()
+    assert "SelfBacktrackingDecoder(model, tokenizer, n=32, b=1)" in card and "Final training loss" in card
+    # the folder ships the search for from_pretrained(..., trust_remote_code=True).generate
+    assert "def generate(" in (out / "custom_generate" / "generate.py").read_text()
+    assert json.loads((out / "all_results.json").read_text())["eval_loss"] < losses[0]
+
+    # The same command with more steps resumes from checkpoint-30 instead of starting over.
+    log = run(sft_cmd(assets, out, "--max_steps", "34", "--per_device_train_batch_size", "16"))
+    assert "Resuming from checkpoint" in log and "checkpoint-30" in log
+    assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 34
+
+
+@pytest.mark.slow
+def test_lora_run_trains_the_backtrack_row(assets):
+    from peft import AutoPeftModelForCausalLM
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out = assets["root"] / "lora"
+    run(sft_cmd(assets, out, "--max_steps", "12", "--per_device_train_batch_size", "16", "--use_peft",
+                "--lora_r", "8", "--lora_target_modules", "q_proj", "v_proj"))  # fmt: skip
+    assert (out / "adapter_config.json").exists() and "AutoPeftModelForCausalLM" in (out / "README.md").read_text()
+    base = AutoModelForCausalLM.from_pretrained(assets["model"]).get_input_embeddings().weight
+    trained = AutoPeftModelForCausalLM.from_pretrained(str(out)).merge_and_unload()
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    row = trained.get_input_embeddings().weight[tokenizer.convert_tokens_to_ids("<backtrack>")]
+    mean_init = base.mean(dim=0)  # the row <backtrack> started from
+    assert (row - mean_init).norm() > 1e-3
+    assert torch.equal(trained.get_output_embeddings().weight, trained.get_input_embeddings().weight)  # still tied
+
+
+@pytest.fixture(scope="module")
+def reference(assets):
+    """A one-process run with global batch 16, the reference for the 2-process runs (2 x 8)."""
+    out = assets["root"] / "single"
+    run(sft_cmd(assets, out, "--max_steps", "8", "--per_device_train_batch_size", "16"))
+    return load_saved(out)[0].state_dict()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("config", ["cpu_ddp.yaml", "cpu_zero2.yaml", "cpu_zero3.yaml"])
+def test_two_process_cpu_launch(assets, reference, config):
+    out = assets["root"] / config.replace(".yaml", "")
+    log = run(
+        sft_cmd(assets, out, "--max_steps", "8", "--per_device_train_batch_size", "8", "--log_level_replica", "info",
+                launcher=launch(config)),
+        timeout=400,
+    )  # fmt: skip
+    # Each rank collated its own half of every global batch ...
+    for rank in (0, 1):
+        assert f"rank {rank}/2: collator saw" in log
+    assert "collator saw 0 examples" not in log
+    # ... and the gradients were averaged: the result equals one process with the same global batch (2 x 8 = 16).
+    model, tokenizer = load_saved(out)
+    assert len(tokenizer.tokenize("<backtrack>")) == 1
+    state = model.state_dict()
+    for name, tensor in reference.items():
+        torch.testing.assert_close(state[name], tensor, atol=2e-4, rtol=1e-3, msg=f"{config}: {name}")
