@@ -32,9 +32,13 @@ style: install
 	$(VENV)/bin/ruff format $(CHECK_DIRS)
 	$(VENV)/bin/ruff check --fix $(CHECK_DIRS)
 
+# The import graph of the package (no cycle; exit 1 names it) is checked by the project's shared tool.
+IMPORT_GRAPH ?= ../shared/tools/import_graph.py
 quality: install
 	$(VENV)/bin/ruff check $(CHECK_DIRS)
 	$(VENV)/bin/ruff format --check $(CHECK_DIRS)
+	@if [ -f $(IMPORT_GRAPH) ]; then $(PY) $(IMPORT_GRAPH) src/backtrack_trl; \
+	else echo "$(IMPORT_GRAPH) not found: import-cycle check skipped (set IMPORT_GRAPH=<path>)"; fi
 
 # Fast, offline tests (pytest exits 5 when nothing ran, which fails the target).
 test: install
