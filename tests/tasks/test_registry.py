@@ -1,4 +1,4 @@
-"""The task registry, the contract every registered task passes, and the README's "Adding a task" example."""
+"""The task registry, the contract every registered task passes, and the "Adding a task" example of docs/tasks.md."""
 
 import random
 import re
@@ -13,13 +13,13 @@ from backtrack_trl.tasks.countdown.generator import split_targets as countdown_s
 from backtrack_trl.tasks.sudoku.generator import SudokuConfig
 
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+TASKS_DOC = Path(__file__).resolve().parents[2] / "docs" / "tasks.md"
 
 
-def _readme_example() -> str:
-    text = README.read_text()
+def _documented_example() -> str:
+    text = TASKS_DOC.read_text()
     block = re.search(r"<!-- example:add-task -->\n```python\n(.*?)```\n<!-- /example:add-task -->", text, re.S)
-    assert block, "README lost its 'Adding a task' example"
+    assert block, "docs/tasks.md lost its 'Adding a task' example"
     return block.group(1)
 
 
@@ -38,9 +38,9 @@ def test_register_refuses_a_nameless_or_clashing_task():
         register_task(type("Other", (TASKS["countdown"],), {}))
 
 
-def test_readme_example_runs_and_plugs_into_the_generic_parts():
+def test_documented_example_runs_and_plugs_into_the_generic_parts():
     namespace = {}
-    exec(compile(_readme_example(), "README.md:add-task", "exec"), namespace)  # noqa: S102  (our own README)
+    exec(compile(_documented_example(), "docs/tasks.md:add-task", "exec"), namespace)  # noqa: S102  (our own docs)
     climb = get_task("climb")
     prompt = to_prompt({"target": 7}, task=climb)
     assert prompt == "###Question: climb to 7\n###Response:\n"
@@ -50,7 +50,7 @@ def test_readme_example_runs_and_plugs_into_the_generic_parts():
 
 
 def _contract(task: Task, problems):
-    """What every task must satisfy (see the README's "Adding a task")."""
+    """What every task must satisfy (see "Adding a task" in docs/tasks.md)."""
     rng = random.Random(0)
     for problem in problems:
         prompt = task.format_prompt(problem)
