@@ -46,7 +46,7 @@ def load_model(path: str | None):
         model, tokenizer = load_model_and_tokenizer(model_path)
         return model, tokenizer, model_path
     from backtrack_trl.training.model_init import init_tiny_llama
-    from backtrack_trl.training.tokenizers import build_countdown_tokenizer
+    from backtrack_trl.tasks.tokenizer import build_countdown_tokenizer
 
     tokenizer = build_countdown_tokenizer()
     model = init_tiny_llama(tokenizer, hidden_size=128, intermediate_size=512, num_hidden_layers=2).eval()

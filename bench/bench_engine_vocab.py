@@ -48,7 +48,7 @@ def build(vocab: int = VOCAB):
     from transformers import PreTrainedTokenizerFast
 
     from backtrack_trl.training.model_init import init_tiny_llama
-    from backtrack_trl.training.tokenizers import build_countdown_tokenizer
+    from backtrack_trl.tasks.tokenizer import build_countdown_tokenizer
 
     base = build_countdown_tokenizer()
     data = _json.loads(base.backend_tokenizer.to_str())

@@ -12,7 +12,7 @@ Usage:
 
 ```python
 from _scripted_lm import ScriptedLM  # tests/ on sys.path, as pytest sets it
-from backtrack_trl.training.tokenizers import build_countdown_tokenizer
+from backtrack_trl.tasks.tokenizer import build_countdown_tokenizer
 
 def policy(prompt, lines):
     if not lines:

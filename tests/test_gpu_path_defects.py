@@ -105,7 +105,7 @@ def test_collator_counters_survive_dataloader_workers():
     from _training_utils import sample_rows
 
     from backtrack_trl.training.collator import BacktrackMaskingCollator
-    from backtrack_trl.training.tokenizers import build_countdown_tokenizer
+    from backtrack_trl.tasks.tokenizer import build_countdown_tokenizer
 
     rows = sample_rows(6)  # 12 rows
     # max_length=10 cuts every example inside its prompt: all are truncated and none has a trained token.

@@ -124,7 +124,7 @@ def test_parse_markdown_table_reads_only_the_first_table():
 def test_harvest_that_keeps_nothing_stops_with_the_search_accuracy(tmp_path):
     from backtrack_trl.study.harvest import EmptyHarvestError, harvest
     from backtrack_trl.training.model_init import init_tiny_llama, save_model_and_tokenizer
-    from backtrack_trl.training.tokenizers import build_countdown_tokenizer
+    from backtrack_trl.tasks.tokenizer import build_countdown_tokenizer
 
     tokenizer = build_countdown_tokenizer()
     model = init_tiny_llama(

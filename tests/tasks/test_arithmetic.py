@@ -1,19 +1,14 @@
-"""What limits a model: arithmetic of answers, the single-fact probe, the limit line and the 95% intervals."""
+"""What limits a Countdown model: arithmetic of answers, the facts and prompts of the single-fact probe, the limit line."""
 
 import pytest
-from _decoding_utils import tokenizer
-from _scripted_lm import ScriptedLM
 
-from backtrack_trl.evaluation.intervals import format_with_interval, wilson_interval
 from backtrack_trl.tasks.countdown.arithmetic import (
     answer_arithmetic,
     answer_steps,
     enumerate_facts,
     fact_split,
     limiting_factor,
-    probe_facts,
     probe_prompt,
-    run_fact_probe,
     training_facts,
 )
 from backtrack_trl.tasks.countdown.format import Problem, Step, parse_prompt
@@ -81,66 +76,3 @@ def test_probe_prompt_puts_operands_in_the_problem_and_avoids_the_result_as_targ
     assert probe_prompt(fact, context="bare") == "9*8="
     with pytest.raises(ValueError, match="context"):
         probe_prompt(fact, context="chat")
-
-
-def _planted_model():
-    """Writes the true result of every fact except those with (a + b) % 3 == 0, where it writes result + 1."""
-
-    def policy(prompt, lines):
-        if lines:
-            return {"Goal Reached!": 1.0}
-        numbers = parse_prompt(prompt).numbers
-        options = {}
-        for fact in enumerate_facts(1, max(numbers)):
-            if fact.a in numbers and fact.b in numbers:
-                written = fact.result + 1 if (fact.a + fact.b) % 3 == 0 else fact.result
-                options[f"{fact.a}{fact.op}{fact.b}={written}"] = 1.0
-        return options
-
-    return ScriptedLM.build(tokenizer(), policy)
-
-
-def test_probe_facts_measures_the_planted_share_of_mistakes():
-    facts = enumerate_facts(1, 6)
-    right = probe_facts(_planted_model(), tokenizer(), facts, num_numbers=3, batch_size=16)
-    expected = [(fact.a + fact.b) % 3 != 0 for fact in facts]
-    assert right == expected
-    assert 0 < sum(right) < len(right)
-
-
-def test_run_fact_probe_reports_inside_and_held_out():
-    solutions = ["3+3=6\n6*1=6\nGoal Reached!", "4+2=6\n6-1=5\nGoal Reached!"]
-    report = run_fact_probe(_planted_model(), tokenizer(), solutions, min_operand=1, max_operand=4, max_facts=100)
-    # inside: 3+3 (planted wrong: 6 % 3 == 0) and 4+2 (planted wrong) -> 0%; 6*1 and 6-1 are outside 1..4
-    assert report["inside"]["facts"] == 2 and report["inside"]["accuracy"] == 0.0
-    held = report["held_out"]
-    assert held["facts"] == held["of"] == len(enumerate_facts(1, 4)) - 2
-    assert 0 < held["accuracy"] < 1 and held["by_op"]["+"] is not None
-
-
-def test_the_countdown_task_runs_its_fact_probe_on_the_train_split_solutions():
-    from datasets import Dataset
-
-    from backtrack_trl.tasks import get_task
-
-    rows = Dataset.from_list(
-        [
-            {"numbers": [3, 3, 1], "completion": "3+3=6\n6*1=6\nGoal Reached!", "kind": "optimal"},
-            {"numbers": [4, 2, 1], "completion": "4+2=6\n6-1=5\nGoal Reached!", "kind": "optimal"},
-            {"numbers": [4, 4, 1], "completion": "4+4=8\n<backtrack>", "kind": "backtrack"},  # not a trained fact
-        ]
-    )
-    options = {"min_operand": 1, "max_operand": 4, "max_facts": 100, "context": "prompt", "seed": 0}
-    report = get_task("countdown").fact_probe(_planted_model(), tokenizer(), rows, options)
-    assert report["inside"]["facts"] == 2 and report["inside"]["accuracy"] == 0.0
-    assert get_task("sudoku").fact_probe(_planted_model(), tokenizer(), rows, options) is None
-
-
-def test_wilson_interval_known_values():
-    low, high = wilson_interval(235, 500)
-    assert low == pytest.approx(0.42665, abs=1e-4) and high == pytest.approx(0.51381, abs=1e-4)
-    assert wilson_interval(0, 300) == pytest.approx((0.0, 0.01264), abs=1e-4)
-    assert format_with_interval(47.0, 500) == "47.0 [42.7, 51.4]"
-    assert format_with_interval(47.0, None) == "47.0"
-    with pytest.raises(ValueError, match="at least one"):
-        wilson_interval(0, 0)

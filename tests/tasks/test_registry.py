@@ -2,6 +2,8 @@
 
 import random
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -21,6 +23,16 @@ def _documented_example() -> str:
     block = re.search(r"<!-- example:add-task -->\n```python\n(.*?)```\n<!-- /example:add-task -->", text, re.S)
     assert block, "docs/tasks.md lost its 'Adding a task' example"
     return block.group(1)
+
+
+@pytest.mark.parametrize(
+    "first", ["backtrack_trl.tasks", "backtrack_trl.tasks.base", "backtrack_trl.tasks.sudoku.format"]
+)
+def test_importing_any_task_module_registers_the_built_in_tasks(first):
+    # A fresh interpreter: the registry is filled by the import itself, before any get_task call.
+    code = f"import importlib, sys; importlib.import_module({first!r}); print(sorted(sys.modules['backtrack_trl.tasks'].TASKS))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "['countdown', 'sudoku']"
 
 
 def test_unknown_task_lists_the_known_ones():

@@ -58,14 +58,29 @@ def build_decoder(method: str, model, tokenizer, **options) -> Decoder:
 
 @functools.lru_cache(maxsize=1)
 def _stand_in():
-    """A 1-layer, 8-wide Llama with the task tokenizer: enough to construct any decoder and run its option checks."""
-    from backtrack_trl.training.model_init import init_tiny_llama
-    from backtrack_trl.training.tokenizers import build_countdown_tokenizer
+    """A 1-layer, 8-wide Llama with the task tokenizer: enough to construct any decoder and run its option checks.
+
+    Built from a ``LlamaConfig`` here: decoding does not import training's ``init_tiny_llama``. The global torch RNG
+    is left untouched."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from backtrack_trl.tasks.tokenizer import build_countdown_tokenizer
 
     tokenizer = build_countdown_tokenizer()
-    model = init_tiny_llama(
-        tokenizer, hidden_size=8, intermediate_size=8, num_hidden_layers=1, num_attention_heads=1, seed=0
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=8,
+        intermediate_size=8,
+        num_hidden_layers=1,
+        num_attention_heads=1,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
     )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = LlamaForCausalLM(config)
     return model, tokenizer
 
 

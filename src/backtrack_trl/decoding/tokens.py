@@ -4,7 +4,7 @@ Usage:
 
 ```python
 from backtrack_trl.decoding.tokens import TaskTokens
-from backtrack_trl.training.tokenizers import build_countdown_tokenizer
+from backtrack_trl.tasks.tokenizer import build_countdown_tokenizer
 
 tokens = TaskTokens.from_tokenizer(build_countdown_tokenizer())
 assert tokens.newline_mask[tokens.encode("\\n")[0]]
@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import torch
 
 from backtrack_trl.tasks.base import GOAL_MARKER
-from backtrack_trl.training.tokenizers import require_backtrack_token
+from backtrack_trl.tasks.tokenizer import require_backtrack_token
 
 
 # Decoding every id is expensive for 128k-token vocabularies: do it once per tokenizer object.

@@ -22,6 +22,7 @@ from pathlib import Path
 from backtrack_trl.atomic_io import atomic_path, atomic_write_text
 from backtrack_trl.decoding.results import SearchResult
 from backtrack_trl.decoding.selection import SELECTION_RULES
+from backtrack_trl.evaluation.fact_probe import fact_probe_for
 from backtrack_trl.evaluation.scoring import load_task_metric, markdown_tables, score_results
 from backtrack_trl.evaluation.specs import (
     DEFAULT_DECODERS,
@@ -30,7 +31,7 @@ from backtrack_trl.evaluation.specs import (
     parse_decoder_spec,
     spec_file_name,
 )
-from backtrack_trl.tasks import Task, get_task
+from backtrack_trl.tasks import get_task
 
 
 @dataclass
@@ -84,7 +85,7 @@ class EvaluationArguments:
         default=False,
         metadata={
             "help": "Also probe the model's greedy answers to single facts a<op>b= (inside vs held out from the "
-            "train split's steps); the task's Task.fact_probe (Countdown's: backtrack_trl.tasks.countdown.arithmetic)."
+            "train split's steps); the task's probe in backtrack_trl.evaluation.fact_probe (Countdown has one)."
         },
     )
     probe_min_operand: int = field(default=1, metadata={"help": "Smallest operand of the fact probe."})
@@ -121,7 +122,7 @@ class EvaluationArguments:
                 raise ValueError(f"selection_rules: {rule!r} is not one of {SELECTION_RULES}.")
         check_decoder_specs(self.decoders)
         task = get_task(self.task)  # an unknown task fails here, listing the known ones
-        if self.probe_facts and type(task).fact_probe is Task.fact_probe:
+        if self.probe_facts and fact_probe_for(task) is None:
             raise ValueError(f"probe_facts: task {task.name!r} has no fact probe (Countdown has one); set it false.")
 
 
@@ -271,7 +272,7 @@ def evaluate_decoders(args: EvaluationArguments) -> dict:
             "context": args.probe_context,
             "seed": args.seed,
         }
-        probe = task.fact_probe(model, tokenizer, dataset["train"], options)
+        probe = fact_probe_for(task)(model, tokenizer, dataset["train"], options)
         atomic_write_text(output_dir / "fact_probe.json", json.dumps(probe, indent=2) + "\n")
     if state.is_main_process:
         atomic_write_text(output_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")

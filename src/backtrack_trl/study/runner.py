@@ -568,7 +568,7 @@ class Study:
     def check_backtrack_model(self) -> None:
         from transformers import AutoTokenizer
 
-        from backtrack_trl.training.tokenizers import require_backtrack_token
+        from backtrack_trl.tasks.tokenizer import require_backtrack_token
 
         path = self.args.backtrack_model
         try:

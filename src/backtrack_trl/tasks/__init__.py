@@ -1,11 +1,14 @@
 """Tasks as plug-ins: a name in the YAML (``task: countdown``) picks a :class:`Task` from the registry.
 
+Importing this package registers the built-in tasks (``countdown``, ``sudoku``). What a new task writes is
+:class:`~backtrack_trl.tasks.contract.TaskContract` (subclass :class:`Task`, decorate with :func:`register_task`).
+
 Usage:
 
 ```python
 from backtrack_trl.tasks import TASKS, get_task
 
-print(sorted(TASKS))  # ['countdown', ...] once get_task has loaded the built-in tasks
+print(sorted(TASKS))  # ['countdown', 'sudoku']
 task = get_task("countdown")
 ```
 """
@@ -22,11 +25,18 @@ from backtrack_trl.tasks.base import (
 )
 
 
+# The built-in tasks register themselves on import (they import tasks.base, never this package: no cycle).
+from backtrack_trl.tasks.countdown import CountdownTask  # isort: skip
+from backtrack_trl.tasks.sudoku import SudokuTask  # isort: skip
+
+
 __all__ = [
     "BACKTRACK_TOKEN",
     "GOAL_MARKER",
     "RESPONSE_HEADER",
     "TASKS",
+    "CountdownTask",
+    "SudokuTask",
     "Task",
     "Verdict",
     "get_task",

@@ -46,7 +46,7 @@ from transformers import PreTrainedTokenizerBase
 
 from backtrack_trl.tasks import TASKS, get_task
 from backtrack_trl.tasks.base import BACKTRACK_TOKEN
-from backtrack_trl.training.tokenizers import single_token_id
+from backtrack_trl.tasks.tokenizer import single_token_id
 
 
 logger = logging.getLogger(__name__)

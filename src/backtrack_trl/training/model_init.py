@@ -12,7 +12,7 @@ import tempfile
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from backtrack_trl.training.model_init import init_tiny_llama, save_model_and_tokenizer
-from backtrack_trl.training.tokenizers import build_countdown_tokenizer
+from backtrack_trl.tasks.tokenizer import build_countdown_tokenizer
 
 tokenizer = build_countdown_tokenizer()
 model = init_tiny_llama(tokenizer, hidden_size=64, intermediate_size=128, num_hidden_layers=1, num_attention_heads=2)
@@ -200,7 +200,8 @@ def init_model(args: InitModelArguments) -> Path:
     from transformers.utils import logging
 
     from backtrack_trl.tasks import TASKS, get_task
-    from backtrack_trl.training.tokenizers import add_backtrack_token, build_task_tokenizer
+    from backtrack_trl.tasks.tokenizer import build_task_tokenizer
+    from backtrack_trl.training.tokenizers import add_backtrack_token
 
     get_task()  # loads the built-in tasks into the registry
     task_name = args.tokenizer.removesuffix("-numbers")

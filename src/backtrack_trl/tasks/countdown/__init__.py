@@ -25,10 +25,11 @@ from typing import Any
 
 from datasets import List, Value
 
-from backtrack_trl.tasks.base import Task, Verdict, register_task
+from backtrack_trl.tasks.base import Task, register_task
 from backtrack_trl.tasks.countdown import checkers, error_steps, format, generator, paper, solver
 from backtrack_trl.tasks.countdown.format import Problem, Step
 from backtrack_trl.tasks.countdown.generator import CountdownConfig
+from backtrack_trl.tasks.frame import Verdict
 
 
 @register_task
@@ -133,15 +134,6 @@ class CountdownTask(Task):
         from backtrack_trl.tasks.countdown.arithmetic import limiting_factor
 
         return limiting_factor(diagnosis.get("last_step_right"), accuracy, oracle)
-
-    def fact_probe(self, model, tokenizer, train_rows, options: Mapping[str, Any]) -> dict:
-        from backtrack_trl.tasks.countdown.arithmetic import run_fact_probe
-
-        num_numbers = len(train_rows[0]["numbers"]) if len(train_rows) else 3
-        # The facts a model was trained to write: the steps of the solutions (wrong steps may be masked).
-        kinds = train_rows["kind"] if "kind" in train_rows.column_names else ["optimal"] * len(train_rows)
-        solutions = [completion for completion, kind in zip(train_rows["completion"], kinds) if kind == "optimal"]
-        return run_fact_probe(model, tokenizer, solutions, num_numbers=num_numbers, **options)
 
     def tokenizer_phrases(self) -> tuple[str, ...]:
         return ("###Question:", " numbers", "->target", "###Response:", "Goal Reached!")

@@ -6,9 +6,10 @@ Two measurements:
   is the true result, split by position (first step, last step of the answer), and the share of answers whose last
   step *copies the target* with wrong arithmetic (``75-20=60`` for target 60), the forgery that likelihood selection
   cannot tell from a right answer.
-- :func:`probe_facts` asks a model for single facts ``a<op>b=`` (greedy, one line) and scores the digits it writes;
-  :func:`fact_split` divides a fact range into facts that occur as steps in the training data and held-out ones, so
-  the probe tells memorised facts from computed ones.
+- the single-fact probe (:mod:`backtrack_trl.evaluation.fact_probe`, which runs a model) asks for facts ``a<op>b=``
+  written by :func:`probe_prompt` among :func:`enumerate_facts`; :func:`fact_split` divides a fact range into facts
+  that occur as steps in the training data (:func:`training_facts`) and held-out ones, so the probe tells memorised
+  facts from computed ones.
 
 :func:`limiting_factor` turns the numbers into the one line a report prints.
 
@@ -41,8 +42,6 @@ __all__ = [
     "enumerate_facts",
     "fact_split",
     "limiting_factor",
-    "probe_facts",
-    "run_fact_probe",
     "probe_prompt",
     "training_facts",
 ]
@@ -178,83 +177,3 @@ def probe_prompt(fact: Step, context: str = "prompt", num_numbers: int = 3, seed
     while target == fact.result:
         target = rng.randint(1, 100)
     return format_prompt(Problem(tuple(numbers), target)) + head
-
-
-def probe_facts(
-    model,
-    tokenizer,
-    facts: Sequence[Step],
-    context: str = "prompt",
-    num_numbers: int = 3,
-    batch_size: int = 256,
-    seed: int = 0,
-) -> list[bool]:
-    """Greedy completion of each fact's ``a<op>b=``: True where the digits written before the line ends are the
-    fact's result. Left-padded batches; at most a few tokens per fact."""
-    import torch
-
-    from backtrack_trl.decoding.tokens import stock_generate
-
-    if not facts:
-        return []
-    device = next(model.parameters()).device
-    max_new = len(str(max(fact.result for fact in facts))) + 2
-    side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
-    right = []
-    try:
-        for start in range(0, len(facts), batch_size):
-            chunk = facts[start : start + batch_size]
-            texts = [probe_prompt(fact, context, num_numbers, seed) for fact in chunk]
-            batch = tokenizer(texts, return_tensors="pt", padding=True).to(device)
-            with torch.no_grad():
-                out = stock_generate(
-                    model,
-                    **batch,
-                    max_new_tokens=max_new,
-                    do_sample=False,
-                    pad_token_id=tokenizer.pad_token_id,
-                    eos_token_id=tokenizer.eos_token_id,
-                )
-            new = tokenizer.batch_decode(out[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
-            for fact, text in zip(chunk, new):
-                digits = text.split("\n", 1)[0].strip()
-                right.append(digits == str(fact.result))
-    finally:
-        tokenizer.padding_side = side
-    return right
-
-
-def run_fact_probe(
-    model,
-    tokenizer,
-    train_completions: Iterable[str],
-    min_operand: int = 1,
-    max_operand: int = 20,
-    max_facts: int = 1000,
-    context: str = "prompt",
-    num_numbers: int = 3,
-    seed: int = 0,
-) -> dict:
-    """Greedy fact accuracy over ``min_operand..max_operand``, inside vs held out from the training steps.
-
-    At most ``max_facts`` facts of each group are asked (a seeded sample). Returns ``{"inside": ..., "held_out":
-    ...}`` with ``facts``, ``accuracy`` (None for an empty group) and ``by_op`` accuracies, plus the settings.
-    """
-    inside, held_out = fact_split(enumerate_facts(min_operand, max_operand), training_facts(train_completions))
-    rng = random.Random(seed)
-    report = {"min_operand": min_operand, "max_operand": max_operand, "context": context}
-    for name, group in (("inside", inside), ("held_out", held_out)):
-        sample = group if len(group) <= max_facts else rng.sample(group, max_facts)
-        right = probe_facts(model, tokenizer, sample, context=context, num_numbers=num_numbers, seed=seed)
-        by_op = {}
-        for op in OPS:
-            oks = [ok for fact, ok in zip(sample, right) if fact.op == op]
-            by_op[op] = sum(oks) / len(oks) if oks else None
-        report[name] = {
-            "facts": len(sample),
-            "of": len(group),
-            "accuracy": sum(right) / len(right) if right else None,
-            "by_op": by_op,
-        }
-    return report

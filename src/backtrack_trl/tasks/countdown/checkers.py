@@ -52,8 +52,8 @@ from __future__ import annotations
 import re
 from collections import Counter
 
-from backtrack_trl.tasks.base import Verdict, clean_response
 from backtrack_trl.tasks.countdown.format import BACKTRACK_TOKEN, GOAL_MARKER, Problem, parse_step
+from backtrack_trl.tasks.frame import Verdict, clean_response
 
 
 __all__ = ["MODES", "REASONS", "Verdict", "check", "check_official", "check_strict", "clean_response"]

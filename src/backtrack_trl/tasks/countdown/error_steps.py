@@ -40,6 +40,7 @@ from collections.abc import Sequence
 
 from backtrack_trl.tasks.countdown.format import Problem, Step, apply_op
 from backtrack_trl.tasks.countdown.solver import canonical_state, is_solvable, legal_steps
+from backtrack_trl.tasks.derived import backtrack_example, dispatch_error
 
 
 __all__ = [
@@ -139,9 +140,7 @@ _MAKERS = {
 
 def make_error(error_type: str, problem: Problem, prefix: Sequence[Step], rng: random.Random) -> Step | None:
     """Dispatch to the maker of ``error_type`` (one of :data:`ERROR_TYPES`)."""
-    if error_type not in _MAKERS:
-        raise ValueError(f"Unknown error_type {error_type!r}; expected one of {ERROR_TYPES}.")
-    return _MAKERS[error_type](problem, prefix, rng)
+    return dispatch_error(_MAKERS, error_type, problem, prefix, rng)
 
 
 def sample_error_type(rng: random.Random, mix: Sequence[float] = DEFAULT_ERROR_MIX) -> str:
@@ -165,13 +164,4 @@ def make_backtrack_example(
     n_steps = len(problem.numbers) - 1
     if len(solution) != n_steps:
         raise ValueError(f"solution has {len(solution)} steps, expected {n_steps} for {problem}; use solver.solve().")
-    positions = list(range(n_steps))
-    first = rng.randrange(n_steps)
-    rest = [k for k in positions if k != first]
-    rng.shuffle(rest)
-    for k in [first, *rest]:
-        prefix = list(solution[:k])
-        wrong = make_error(error_type, problem, prefix, rng)
-        if wrong is not None:
-            return prefix, wrong
-    return None
+    return backtrack_example(make_error, problem, solution, error_type, rng)

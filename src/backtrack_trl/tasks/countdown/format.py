@@ -29,7 +29,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from backtrack_trl.tasks.base import BACKTRACK_TOKEN, GOAL_MARKER, RESPONSE_HEADER  # noqa: F401  (the frame, re-exported)
+from backtrack_trl.tasks.frame import BACKTRACK_TOKEN, GOAL_MARKER, RESPONSE_HEADER  # noqa: F401  (the frame, re-exported)
 
 
 QUESTION_PREFIX = "###Question: numbers "

@@ -30,9 +30,9 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import combinations_with_replacement
 
-from backtrack_trl.tasks.base import shard_seed
 from backtrack_trl.tasks.countdown.format import Problem
 from backtrack_trl.tasks.countdown.solver import is_solvable, reachable_values
+from backtrack_trl.tasks.derived import shard_seed
 
 
 __all__ = [

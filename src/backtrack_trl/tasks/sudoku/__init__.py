@@ -25,7 +25,8 @@ from typing import Any
 
 from datasets import Value
 
-from backtrack_trl.tasks.base import Task, Verdict, register_task
+from backtrack_trl.tasks.base import Task, register_task
+from backtrack_trl.tasks.frame import Verdict
 from backtrack_trl.tasks.sudoku import checkers, error_steps, format, generator, solver
 from backtrack_trl.tasks.sudoku.format import Step, SudokuProblem
 from backtrack_trl.tasks.sudoku.generator import SudokuConfig

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from backtrack_trl.tasks.base import Verdict, clean_response
+from backtrack_trl.tasks.frame import Verdict, clean_response
 from backtrack_trl.tasks.sudoku.format import BACKTRACK_TOKEN, GOAL_MARKER, SudokuProblem, parse_step
 from backtrack_trl.tasks.sudoku.solver import placement_error, solve_grid
 

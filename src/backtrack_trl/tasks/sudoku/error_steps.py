@@ -31,6 +31,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
+from backtrack_trl.tasks.derived import dispatch_error
 from backtrack_trl.tasks.sudoku.format import Step, SudokuProblem
 from backtrack_trl.tasks.sudoku.solver import candidates, count_solutions, grid_after, solve_grid
 
@@ -125,6 +126,4 @@ _MAKERS = {
 
 def make_error(error_type: str, problem: SudokuProblem, prefix: Sequence[Step], rng: random.Random) -> Step | None:
     """Dispatch to the maker of ``error_type`` (one of :data:`ERROR_TYPES`)."""
-    if error_type not in _MAKERS:
-        raise ValueError(f"Unknown error_type {error_type!r}; expected one of {ERROR_TYPES}.")
-    return _MAKERS[error_type](problem, prefix, rng)
+    return dispatch_error(_MAKERS, error_type, problem, prefix, rng)

@@ -30,7 +30,7 @@ import functools
 import re
 from dataclasses import dataclass
 
-from backtrack_trl.tasks.base import BACKTRACK_TOKEN, GOAL_MARKER, RESPONSE_HEADER  # noqa: F401  (the frame, re-exported)
+from backtrack_trl.tasks.frame import BACKTRACK_TOKEN, GOAL_MARKER, RESPONSE_HEADER  # noqa: F401  (the frame, re-exported)
 
 
 __all__ = [
