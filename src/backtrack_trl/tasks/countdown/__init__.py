@@ -11,9 +11,10 @@ Usage:
 from backtrack_trl.tasks import get_task
 
 countdown = get_task("countdown")
-problem = countdown.parse_prompt("###Question: numbers [3, 5, 2]->target 16\\n###Response:\\n")
-path = countdown.solve(problem)
-assert countdown.check(problem, countdown.format_response(path)).correct
+problem = countdown.parse_prompt("###Question: numbers [116, 32, 7]->target 10\\n###Response:\\n")
+answer = "116/32=3\\n7+3=10\\nGoal Reached!"  # an inexact division
+assert countdown.check(problem, answer).reason == "incorrect_result"  # strict, the headline mode
+assert countdown.check(problem, answer, mode="official").correct  # the released code's checker lets it pass
 ```
 """
 

@@ -131,11 +131,8 @@ def make_rule_violation(problem: Problem, prefix: Sequence[Step], rng: random.Ra
     return Step(a, op, b, apply_op(a, op, b))
 
 
-_MAKERS = {
-    "exploration": make_exploration_error,
-    "computational": make_computational_error,
-    "rule_violation": make_rule_violation,
-}
+# The makers, in the order of ERROR_TYPES.
+_MAKERS = dict(zip(ERROR_TYPES, (make_exploration_error, make_computational_error, make_rule_violation)))
 
 
 def make_error(error_type: str, problem: Problem, prefix: Sequence[Step], rng: random.Random) -> Step | None:

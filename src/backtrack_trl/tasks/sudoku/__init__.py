@@ -12,8 +12,9 @@ from backtrack_trl.tasks import get_task
 
 sudoku = get_task("sudoku")
 problem = sudoku.parse_prompt("###Question: sudoku [1.3./..4./.1../3...]\\n###Response:\\n")
-path = sudoku.solve(problem)
-assert sudoku.check(problem, sudoku.format_response(path)).correct
+print(sudoku.format_response(sudoku.solve(problem)))  # r1c2=4, r1c4=2, ... (most constrained cell first)
+verdict = sudoku.check(problem, "r1c2=3\\nGoal Reached!")
+assert verdict.reason == "rule_violation"  # 3 is already in row 1
 ```
 """
 

@@ -21,8 +21,9 @@ from backtrack_trl.tasks.sudoku.solver import grid_after, solve_path
 
 problem = parse_grid("1.3./..4./.1../3...")
 path = solve_path(problem)
-wrong = make_error("exploration", problem, path[:2], random.Random(0))
-assert grid_after(problem, [*path[:2], wrong]) is not None  # legal, but leads nowhere
+wrong = make_error("exploration", problem, [], random.Random(0))  # r1c2=2
+assert grid_after(problem, [wrong]) is not None  # legal, but leads nowhere
+assert make_error("exploration", problem, path[:2], random.Random(0)) is None  # no legal wrong value there
 ```
 """
 
@@ -117,11 +118,8 @@ def make_filled_cell_error(problem: SudokuProblem, prefix: Sequence[Step], rng: 
     return _step(index, size, value)
 
 
-_MAKERS = {
-    "exploration": make_exploration_error,
-    "rule_violation": make_rule_violation,
-    "filled_cell": make_filled_cell_error,
-}
+# The makers, in the order of ERROR_TYPES.
+_MAKERS = dict(zip(ERROR_TYPES, (make_exploration_error, make_rule_violation, make_filled_cell_error)))
 
 
 def make_error(error_type: str, problem: SudokuProblem, prefix: Sequence[Step], rng: random.Random) -> Step | None:
