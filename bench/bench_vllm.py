@@ -28,7 +28,8 @@ sys.path.insert(0, str(ROOT / "src"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from backtrack_trl.decoding import build_decoder, load_model_and_tokenizer  # noqa: E402
-from backtrack_trl.decoding.vllm_backend import VLLMServer, launch_vllm_server  # noqa: E402
+from backtrack_trl.decoding.vllm_http import VLLMServer  # noqa: E402
+from backtrack_trl.decoding.vllm_launch import launch_vllm_server  # noqa: E402
 from backtrack_trl.evaluation.intervals import format_with_interval  # noqa: E402
 from backtrack_trl.tasks import get_task  # noqa: E402
 

@@ -12,7 +12,7 @@ def main():
     from transformers import AutoTokenizer
 
     from backtrack_trl.decoding import build_decoder
-    from backtrack_trl.decoding.vllm_backend import VLLMOffline
+    from backtrack_trl.decoding.vllm_offline import VLLMOffline
 
     model, prompts_file, method, options = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
     prompts = json.loads(open(prompts_file).read())

@@ -16,7 +16,8 @@ from datasets import Dataset, DatasetDict, load_dataset
 
 from backtrack_trl.data.hub_layout import write_hub_dataset
 from backtrack_trl.decoding import GreedyDecoder, SelfBacktrackingDecoder, load_model_and_tokenizer
-from backtrack_trl.decoding.vllm_backend import VLLMServer, launch_vllm_server
+from backtrack_trl.decoding.vllm_http import VLLMServer
+from backtrack_trl.decoding.vllm_launch import launch_vllm_server
 from backtrack_trl.study.harvest import HarvestArguments, run_harvest, write_pool_file
 from backtrack_trl.tasks import get_task
 from backtrack_trl.tasks.countdown.format import Problem

@@ -11,7 +11,7 @@ import pytest
 from _decoding_utils import PLANTED, RIGHT, scripted, tokenizer
 
 from backtrack_trl.viz.demo import SearchRunner, parse_numbers
-from backtrack_trl.viz.search_tree import OUTCOMES
+from backtrack_trl.viz.search_view import OUTCOMES
 
 
 def _rgb(colour: str) -> tuple[int, int, int]:

@@ -9,15 +9,9 @@ from _decoding_utils import GOAL, PLANTED, PROMPT, RIGHT, scripted, tokenizer
 
 from backtrack_trl.decoding import SelfBacktrackingDecoder
 from backtrack_trl.decoding.results import Candidate, SearchResult
-from backtrack_trl.viz.search_tree import (
-    OUTCOMES,
-    build_view,
-    load_generation,
-    pick_examples,
-    render_html,
-    step_lines,
-    write_search_view,
-)
+from backtrack_trl.viz.render_html import render_html
+from backtrack_trl.viz.search_tree import load_generation, pick_examples, write_search_view
+from backtrack_trl.viz.search_view import OUTCOMES, build_view, step_lines
 
 
 def planted_search(n=16, b=1):

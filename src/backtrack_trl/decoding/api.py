@@ -37,7 +37,7 @@ from backtrack_trl.decoding.baselines import BeamSearchDecoder, BestOfNDecoder, 
 from backtrack_trl.decoding.released import ReleasedSelfBacktrackingDecoder
 from backtrack_trl.decoding.results import SearchResult
 from backtrack_trl.decoding.search import SelfBacktrackingDecoder
-from backtrack_trl.decoding.vllm_backend import VLLMClient
+from backtrack_trl.decoding.vllm_client import VLLMClient
 
 
 DECODERS: dict[str, type[Decoder]] = {

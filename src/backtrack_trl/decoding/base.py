@@ -117,7 +117,7 @@ def check_options(**options) -> None:
 
 
 def _is_generation_client(model) -> bool:
-    from backtrack_trl.decoding.vllm_backend import VLLMClient
+    from backtrack_trl.decoding.vllm_client import VLLMClient
 
     return isinstance(model, VLLMClient)
 

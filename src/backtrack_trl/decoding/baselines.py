@@ -18,7 +18,7 @@ from pathlib import Path
 
 from backtrack_trl.decoding.base import Decoder, check_options
 from backtrack_trl.decoding.beam import BeamEngine
-from backtrack_trl.decoding.engine import Expansion, State
+from backtrack_trl.decoding.engine_io import Expansion, State
 from backtrack_trl.decoding.results import SearchResult
 from backtrack_trl.decoding.reward_scorer import RewardModelScorer, check_reward_folder
 from backtrack_trl.decoding.search import SelfBacktrackingDecoder

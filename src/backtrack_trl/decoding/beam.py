@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteriaList
 
-from backtrack_trl.decoding.engine import EngineOutput, Expansion, Sample
+from backtrack_trl.decoding.engine_io import EngineOutput, Expansion, ModelEngine, Sample
 from backtrack_trl.decoding.processors import BacktrackBudgetLogitsProcessor, TabuLogitsProcessor
 from backtrack_trl.decoding.sampling import _mix32
 from backtrack_trl.decoding.stopping import BacktrackStoppingCriteria
@@ -51,7 +51,7 @@ class MaskPastVocabLogitsProcessor(LogitsProcessor):
         return scores
 
 
-class BeamEngine:
+class BeamEngine(ModelEngine):
     """``run(prompts, expansions, n, keep_prefix)`` like :class:`SamplingEngine`, with N beams per expansion.
 
     Deterministic beam search batches every expansion with the same remaining length into ``generate`` calls of at
@@ -72,19 +72,9 @@ class BeamEngine:
         tabu_tokens: int = 0,
         logits_budget_bytes: int = LOGITS_BUDGET_BYTES,
     ):
-        self.model = model
+        super().__init__(model, tokens, temperature, top_p, max_new_tokens, max_backtracks, tabu_tokens)
         self.logits_budget_bytes = logits_budget_bytes
-        self.tokens = tokens
-        self.temperature = temperature
-        self.top_p = top_p
-        self.max_new_tokens = max_new_tokens
         self.do_sample = do_sample and temperature > 0
-        self.max_backtracks = max_backtracks
-        self.tabu_tokens = tabu_tokens
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
 
     def _groups(self, expansions: list[Expansion], n: int) -> list[list[int]]:
         if self.do_sample:
@@ -107,17 +97,13 @@ class BeamEngine:
         forward_passes: dict[int, int] = {}
         generated: dict[int, int] = {}
         for group in self._groups(expansions, n):
-            group = [i for i in group if self.max_new_tokens - len(expansions[i].state.tokens) > 0]
+            group = [i for i in group if self.room(expansions[i]) > 0]
             if not group:
                 continue
             states = [expansions[i].state for i in group]
             contexts = [list(prompts[expansions[i].problem]) + list(expansions[i].state.tokens) for i in group]
-            width = max(len(context) for context in contexts)
-            ids = torch.full((len(group), width), tokens.pad_id, dtype=torch.long, device=device)
-            mask = torch.zeros_like(ids)
-            for row, context in enumerate(contexts):
-                ids[row, width - len(context) :] = torch.tensor(context, device=device)
-                mask[row, width - len(context) :] = 1
+            ids, mask = self.left_padded(contexts)
+            width = ids.shape[1]
             processors = LogitsProcessorList([MaskPastVocabLogitsProcessor(tokens.vocab_size)])
             if self.max_backtracks is not None:
                 used = torch.tensor([s.rollbacks for s in states], device=device).repeat_interleave(n)
@@ -129,7 +115,7 @@ class BeamEngine:
             stopping = StoppingCriteriaList(
                 [BacktrackStoppingCriteria(tokens.backtrack_id, list(tokens.eos_ids), tokens.goal_ids, tokens=tokens)]
             )
-            remaining = self.max_new_tokens - len(states[0].tokens)
+            remaining = self.room(expansions[group[0]])
             sampling_kwargs = {"do_sample": False}
             if self.do_sample:
                 first = expansions[group[0]]
@@ -172,14 +158,14 @@ class BeamEngine:
                 expansion_index = group[row // n]
                 state = expansions[expansion_index].state
                 new, end = self._trim(sequences[row].tolist())
-                sample = Sample(
-                    expansion=expansion_index,
-                    sample=row % n,
-                    tokens=state.tokens + tuple(new),
-                    logprobs=state.logprobs + tuple(logprobs[row, : len(new)].tolist()),
-                    no_backtrack=state.no_backtrack + tuple(no_backtrack[row, : len(new)].tolist()),
-                    end=end,
-                    new_tokens=len(new),
+                sample = Sample.after(
+                    state,
+                    expansion_index,
+                    row % n,
+                    new,
+                    logprobs[row, : len(new)].tolist(),
+                    no_backtrack[row, : len(new)].tolist(),
+                    end,
                 )
                 if keep_prefix is not None:
                     sample.kv_keep = keep_prefix(sample)

@@ -36,7 +36,8 @@ from dataclasses import dataclass, field
 
 from backtrack_trl.decoding.base import Decoder, check_options
 from backtrack_trl.decoding.beam import BeamEngine
-from backtrack_trl.decoding.engine import EngineOutput, Expansion, Sample, SamplingEngine, State
+from backtrack_trl.decoding.engine import SamplingEngine
+from backtrack_trl.decoding.engine_io import EngineOutput, Expansion, Sample, State
 from backtrack_trl.decoding.results import SearchResult
 from backtrack_trl.decoding.vllm_backend import VLLMEngine, check_vllm_options, resolve_backend
 from backtrack_trl.tasks import BACKTRACK_TOKEN

@@ -12,6 +12,11 @@ What differs from the HF backend: the random draws are vLLM's (seeded per state:
 state index give the same samples, but not the HF backend's samples), and ``sampling="beam"``, ``tabu``,
 ``max_backtracks`` and logits processors are HF-only (the decoder refuses them with this backend).
 
+The pieces: :mod:`~backtrack_trl.decoding.vllm_client` (the client interface: requests, settings, completions),
+:mod:`~backtrack_trl.decoding.vllm_http` (the server client), :mod:`~backtrack_trl.decoding.vllm_offline` (the
+in-process engine), :mod:`~backtrack_trl.decoding.vllm_launch` (start a server); this module picks the backend and
+adapts a client to the search's engine interface (:class:`VLLMEngine`).
+
 Usage:
 
 ```python
@@ -29,261 +34,18 @@ result = decoder.solve(["###Question: numbers [3, 5, 2]->target 16\\n###Response
 
 from __future__ import annotations
 
-import abc
-import contextlib
-import json
-import os
-import socket
-import subprocess
-import sys
-import tempfile
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from pathlib import Path
-
 import torch
 
-from backtrack_trl.decoding.engine import EngineOutput, Expansion, Sample, log1mexp_fast
+from backtrack_trl.decoding.engine_io import EngineOutput, Expansion, Sample
+from backtrack_trl.decoding.log1mexp import log1mexp_fast
 from backtrack_trl.decoding.tokens import TaskTokens
+from backtrack_trl.decoding.vllm_client import Request, SamplingSettings, VLLMClient
+from backtrack_trl.decoding.vllm_http import VLLMServer
+from backtrack_trl.decoding.vllm_offline import VLLMOffline
 from backtrack_trl.tasks.base import GOAL_MARKER
 
 
 BACKENDS = ("hf", "vllm")
-INSTALL_HINT = (
-    "install vLLM in this environment (`pip install vllm` on a GPU node, `make vllm-env` for the CPU build in its own "
-    "virtual environment), or start a server there (`vllm serve <model folder> --enable-prefix-caching`) and pass "
-    "vllm_server_base_url"
-)
-# Log-probability given to a token vLLM did not report (it cannot happen with logprob_token_ids; kept finite).
-_FLOOR = -1e4
-
-
-@dataclass(frozen=True)
-class Request:
-    """One expanded state: ``n`` samples of at most ``max_tokens`` new tokens after ``prompt_ids``."""
-
-    prompt_ids: tuple[int, ...]
-    n: int
-    max_tokens: int
-    seed: int
-
-
-@dataclass(frozen=True)
-class SamplingSettings:
-    """What every request of a search shares (the decoder's options and the task's stop tokens)."""
-
-    temperature: float
-    top_p: float
-    top_k: int
-    stop_token_ids: tuple[int, ...]
-    stop: tuple[str, ...]
-    backtrack_id: int
-
-
-@dataclass(frozen=True)
-class Completion:
-    """One sample: its new token ids, the log-probability of each, and of ``<backtrack>`` at each position."""
-
-    token_ids: tuple[int, ...]
-    logprobs: tuple[float, ...]
-    backtrack_logprobs: tuple[float, ...]
-    finish_reason: str
-
-
-class VLLMClient(abc.ABC):
-    """A vLLM engine the search sends requests to. ``generate`` returns, per request, its ``n`` completions."""
-
-    name_or_path: str = ""
-
-    @abc.abstractmethod
-    def generate(self, requests: list[Request], settings: SamplingSettings) -> list[list[Completion]]:
-        """Sample every request (all of them together: the engine batches them)."""
-
-
-def request_body(request: Request, settings: SamplingSettings, model: str | None) -> dict:
-    """The OpenAI-compatible ``/v1/completions`` body of one request (vLLM's extra sampling fields included)."""
-    body = {
-        "prompt": list(request.prompt_ids),
-        "n": request.n,
-        "max_tokens": request.max_tokens,
-        "temperature": settings.temperature,
-        "top_p": settings.top_p,
-        "top_k": settings.top_k if settings.top_k > 0 else -1,
-        "seed": request.seed,
-        "stop": list(settings.stop),
-        "stop_token_ids": list(settings.stop_token_ids),
-        "include_stop_str_in_output": True,
-        "skip_special_tokens": False,
-        "spaces_between_special_tokens": False,
-        "add_special_tokens": False,
-        "logprobs": 1,
-        "logprob_token_ids": [settings.backtrack_id],
-        "return_tokens_as_token_ids": True,
-        "return_token_ids": True,
-    }
-    if model:
-        body["model"] = model
-    return body
-
-
-def _token_id(token: str) -> int:
-    """``"token_id:42"`` (``return_tokens_as_token_ids``) -> 42."""
-    prefix, _, value = token.partition(":")
-    if prefix != "token_id" or not value.lstrip("-").isdigit():
-        raise ValueError(f"vLLM server response: expected a token as 'token_id:<int>', got {token!r}.")
-    return int(value)
-
-
-def parse_completion_response(data: dict, request: Request, backtrack_id: int) -> list[Completion]:
-    """The ``n`` completions of one ``/v1/completions`` response, in sample order; a clear error for a bad shape."""
-    choices = data.get("choices")
-    if not isinstance(choices, list) or len(choices) != request.n:
-        got = len(choices) if isinstance(choices, list) else type(choices).__name__
-        raise ValueError(
-            f"vLLM server response: expected {request.n} choices, got {got} (response: {str(data)[:300]})."
-        )
-    completions = []
-    for choice in sorted(choices, key=lambda c: c.get("index", 0)):
-        logprobs = choice.get("logprobs") or {}
-        tokens = logprobs.get("tokens")
-        if tokens is None:
-            raise ValueError(
-                "vLLM server response: a choice has no logprobs; the server must accept `logprobs` and "
-                "`return_tokens_as_token_ids` (vLLM's OpenAI-compatible server does)."
-            )
-        token_ids = tuple(choice["token_ids"]) if choice.get("token_ids") is not None else None
-        parsed = tuple(_token_id(t) for t in tokens)
-        if token_ids is None:
-            token_ids = parsed
-        sampled = tuple(_FLOOR if v is None else float(v) for v in logprobs.get("token_logprobs", []))
-        key = f"token_id:{backtrack_id}"
-        top = logprobs.get("top_logprobs") or [None] * len(parsed)
-        backtrack = tuple(float((entry or {}).get(key, _FLOOR)) for entry in top)
-        if not (len(token_ids) == len(sampled) == len(backtrack)):
-            raise ValueError(
-                f"vLLM server response: {len(token_ids)} tokens but {len(sampled)} log-probs and {len(backtrack)} "
-                "<backtrack> log-probs."
-            )
-        completions.append(Completion(token_ids, sampled, backtrack, str(choice.get("finish_reason"))))
-    return completions
-
-
-class VLLMServer(VLLMClient):
-    """An OpenAI-compatible vLLM server (``vllm serve <folder> --enable-prefix-caching``) at ``base_url``.
-
-    Requests go out in parallel (``max_workers`` at once) so the server batches them; many harvest or evaluation
-    processes can share one server. ``model``: the served model name (None: the server's first model).
-    """
-
-    def __init__(self, base_url: str, model: str | None = None, timeout: float = 600.0, max_workers: int = 64):
-        self.base_url = base_url.rstrip("/")
-        if self.base_url.endswith("/v1"):
-            self.base_url = self.base_url[: -len("/v1")]
-        self.timeout = timeout
-        self.max_workers = max_workers
-        served = self._call("/v1/models").get("data") or []
-        if not served:
-            raise RuntimeError(f"The vLLM server at {self.base_url} serves no model.")
-        entry = next((m for m in served if m.get("id") == model), None) if model else served[0]
-        if entry is None:
-            raise ValueError(
-                f"The vLLM server at {self.base_url} serves {[m.get('id') for m in served]}, not {model!r}."
-            )
-        self.model = entry["id"]
-        # The folder the server loaded (vLLM reports it as "root"), to check it is the model the caller means.
-        self.root = entry.get("root") or self.model
-        self.name_or_path = self.model
-
-    def check_serves(self, folder: str | os.PathLike) -> None:
-        """Raise a ValueError when the server loaded another folder than ``folder`` (a stale server of an earlier
-        round would otherwise sample from the wrong model)."""
-        if Path(folder).exists() and Path(self.root).exists() and Path(folder).resolve() != Path(self.root).resolve():
-            raise ValueError(
-                f"The vLLM server at {self.base_url} serves {self.root}, not {folder}: restart it on {folder} (the "
-                "study can start one per round itself: vllm_serve: true)."
-            )
-
-    def _call(self, path: str, body: dict | None = None) -> dict:
-        url = f"{self.base_url}{path}"
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                return json.loads(response.read())
-        except urllib.error.HTTPError as error:
-            detail = error.read().decode(errors="replace")[:500]
-            raise RuntimeError(f"vLLM server {url} answered HTTP {error.code}: {detail}") from None
-        except (urllib.error.URLError, ConnectionError, TimeoutError) as error:
-            raise ConnectionError(
-                f"No vLLM server at {self.base_url} ({error}). Start one with `vllm serve <model folder> "
-                "--enable-prefix-caching` (or `python -m vllm.entrypoints.openai.api_server --model <folder>`) and "
-                "pass its address as vllm_server_base_url."
-            ) from None
-
-    def generate(self, requests, settings):
-        def one(request: Request) -> list[Completion]:
-            data = self._call("/v1/completions", request_body(request, settings, self.model))
-            return parse_completion_response(data, request, settings.backtrack_id)
-
-        if not requests:
-            return []
-        with ThreadPoolExecutor(max_workers=min(self.max_workers, len(requests))) as pool:
-            return list(pool.map(one, requests))
-
-
-class VLLMOffline(VLLMClient):
-    """vLLM's in-process engine: ``vllm.LLM(model, enable_prefix_caching=True, **engine_options)``."""
-
-    def __init__(self, model: str, **engine_options):
-        try:
-            from vllm import LLM
-        except ImportError as error:
-            raise ImportError(f"backend='vllm' without a server needs vLLM ({error}): {INSTALL_HINT}.") from None
-        engine_options.setdefault("enable_prefix_caching", True)
-        self.llm = LLM(model=str(model), **engine_options)
-        self.name_or_path = str(model)
-
-    def generate(self, requests, settings):
-        from vllm import SamplingParams
-
-        prompts, params = [], []
-        for request in requests:
-            prompts.append({"prompt_token_ids": list(request.prompt_ids)})
-            params.append(
-                SamplingParams(
-                    n=request.n,
-                    max_tokens=request.max_tokens,
-                    seed=request.seed,
-                    temperature=settings.temperature,
-                    top_p=settings.top_p,
-                    top_k=settings.top_k if settings.top_k > 0 else 0,
-                    stop=list(settings.stop),
-                    stop_token_ids=list(settings.stop_token_ids),
-                    include_stop_str_in_output=True,
-                    skip_special_tokens=False,
-                    logprobs=1,
-                    logprob_token_ids=[settings.backtrack_id],
-                )  # fmt: skip
-            )
-        outputs = self.llm.generate(prompts, params, use_tqdm=False) if requests else []
-        results = []
-        for output in outputs:
-            completions = []
-            for sample in sorted(output.outputs, key=lambda o: o.index):
-                sampled, backtrack = [], []
-                for token, entry in zip(sample.token_ids, sample.logprobs or []):
-                    sampled.append(float(entry[token].logprob) if token in entry else _FLOOR)
-                    item = entry.get(settings.backtrack_id)
-                    backtrack.append(float(item.logprob) if item is not None else _FLOOR)
-                completions.append(
-                    Completion(tuple(sample.token_ids), tuple(sampled), tuple(backtrack), str(sample.finish_reason))
-                )
-            results.append(completions)
-        return results
 
 
 def make_vllm_client(
@@ -295,61 +57,6 @@ def make_vllm_client(
         client.check_serves(model)
         return client
     return VLLMOffline(model, **engine_options)
-
-
-@contextlib.contextmanager
-def launch_vllm_server(
-    model: str,
-    python: str = sys.executable,
-    port: int | None = None,
-    extra_args: Sequence[str] = (),
-    log_file: str | Path | None = None,
-    timeout: float = 900.0,
-    env: dict | None = None,
-):
-    """Start vLLM's OpenAI-compatible server on ``model`` with ``python`` (an environment where vLLM is installed,
-    e.g. ``.venv-vllm/bin/python``), wait until it answers, yield its base URL, stop it on exit.
-
-    It runs ``python -m vllm.entrypoints.openai.api_server`` (the ``vllm`` command of the CPU build fails on its own
-    package name) with prefix caching on; ``extra_args`` go to the server (e.g. ``["--dtype", "float32"]``).
-
-    ```python
-    with launch_vllm_server("results/sudoku-tiny/models/backtrack-sft", python=".venv-vllm/bin/python") as url:
-        decoder = SelfBacktrackingDecoder.from_pretrained(folder, vllm_server_base_url=url, task="sudoku")
-    ```
-    """
-    if port is None:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-    command = [python, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model), "--host", "127.0.0.1",
-               "--port", str(port), "--enable-prefix-caching", *extra_args]  # fmt: skip
-    log_path = Path(log_file) if log_file else Path(tempfile.mkstemp(prefix="vllm-server-", suffix=".log")[1])
-    url = f"http://127.0.0.1:{port}"
-    with open(log_path, "w") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if process.poll() is not None:
-                tail = log_path.read_text(errors="replace")[-3000:]
-                raise RuntimeError(f"The vLLM server exited with code {process.returncode} (log {log_path}):\n{tail}")
-            try:
-                with urllib.request.urlopen(f"{url}/v1/models", timeout=5):
-                    break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"The vLLM server did not answer within {timeout:.0f} s (log {log_path}).")
-            time.sleep(1.0)
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def resolve_backend(backend: str | None, model) -> str:
@@ -440,7 +147,7 @@ class VLLMEngine:
         return "length" if finish_reason == "length" else "eos"
 
     def run(self, prompts, expansions: list[Expansion], n: int, keep_prefix=None) -> EngineOutput:
-        """Sample ``n`` continuations of every expansion; see :class:`~backtrack_trl.decoding.engine.Sample`."""
+        """Sample ``n`` continuations of every expansion; see :class:`~backtrack_trl.decoding.engine_io.Sample`."""
         forward_passes: dict[int, int] = {}
         generated: dict[int, int] = {}
         index_of = [i for i, e in enumerate(expansions) if self.max_new_tokens - len(e.state.tokens) > 0]
@@ -459,15 +166,10 @@ class VLLMEngine:
             state, problem = expansion.state, expansion.problem
             for sample_index, completion in enumerate(completions):
                 new = tuple(int(t) for t in completion.token_ids)
-                tokens = state.tokens + new
-                sample = Sample(
-                    expansion=expansion_index,
-                    sample=sample_index,
-                    tokens=tokens,
-                    logprobs=state.logprobs + tuple(completion.logprobs),
-                    no_backtrack=state.no_backtrack + _no_backtrack(completion.backtrack_logprobs),
-                    end=self._end(new, tokens, completion.finish_reason),
-                    new_tokens=len(new),
+                end = self._end(new, state.tokens + new, completion.finish_reason)
+                no_backtrack = _no_backtrack(completion.backtrack_logprobs)
+                sample = Sample.after(
+                    state, expansion_index, sample_index, new, completion.logprobs, no_backtrack, end
                 )
                 if keep_prefix is not None:
                     sample.kv_keep = keep_prefix(sample)

@@ -1,5 +1,5 @@
 """A Gradio demo of the self-backtracking search: enter a problem (or pick a test problem), choose N, b and the
-selection rule, run the search on CPU, and see its tree (:mod:`backtrack_trl.viz.search_tree`), the candidates with their
+selection rule, run the search on CPU, and see its tree (:mod:`backtrack_trl.viz.search_view`), the candidates with their
 scores and both checkers' verdicts, and the chosen answer. Needs the ``demo`` extra (``pip install -e ".[demo]"``);
 runs offline (set ``GRADIO_ANALYTICS_ENABLED=False``, as ``make demo`` does).
 
@@ -23,7 +23,8 @@ import os
 from dataclasses import dataclass, field
 
 from backtrack_trl.decoding.selection import SELECTION_RULES
-from backtrack_trl.viz.search_tree import build_view, candidates_headers, candidates_rows, render_svg, summary
+from backtrack_trl.viz.render_html import render_svg
+from backtrack_trl.viz.search_view import build_view, candidates_headers, candidates_rows, summary
 
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
