@@ -41,9 +41,9 @@ from trl import SFTConfig, SFTTrainer  # noqa: E402
 
 from backtrack_trl.data.builder import BuildDatasetArguments, build_dataset  # noqa: E402
 from backtrack_trl.tasks.countdown import CountdownConfig  # noqa: E402
+from backtrack_trl.tasks.tokenizer import build_countdown_tokenizer  # noqa: E402
 from backtrack_trl.training.collator import BacktrackMaskingCollator, build_examples  # noqa: E402
 from backtrack_trl.training.model_init import init_tiny_llama  # noqa: E402
-from backtrack_trl.tasks.tokenizer import build_countdown_tokenizer  # noqa: E402
 
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

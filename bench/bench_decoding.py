@@ -32,7 +32,7 @@ from backtrack_trl.decoding import (  # noqa: E402
     SelfBacktrackingDecoder,
     load_model_and_tokenizer,
 )
-from backtrack_trl.tasks.countdown.checkers import check  # noqa: E402
+from backtrack_trl.evaluation.scoring import score_results  # noqa: E402
 from backtrack_trl.tasks.countdown.format import Problem, format_prompt, parse_prompt  # noqa: E402
 
 
@@ -45,8 +45,8 @@ def load_model(path: str | None):
         model_path = path or str(DEFAULT_MODEL)
         model, tokenizer = load_model_and_tokenizer(model_path)
         return model, tokenizer, model_path
-    from backtrack_trl.training.model_init import init_tiny_llama
     from backtrack_trl.tasks.tokenizer import build_countdown_tokenizer
+    from backtrack_trl.training.model_init import init_tiny_llama
 
     tokenizer = build_countdown_tokenizer()
     model = init_tiny_llama(tokenizer, hidden_size=128, intermediate_size=512, num_hidden_layers=2).eval()
@@ -69,10 +69,10 @@ def load_problems(count: int, data: str | None) -> tuple[list[Problem], str]:
 
 
 def accuracy(problems, results) -> tuple[float, float]:
-    correct = sum(check(p, r.completion).correct for p, r in zip(problems, results))
-    oracle = sum(
-        any(c.reached_goal and check(p, c.text).correct for c in r.candidates) for p, r in zip(problems, results)
-    )
+    """Strict accuracy and oracle in %, as the evaluation scores them."""
+    _, rows = score_results(problems, results)
+    correct = sum(row["correct_strict"] for row in rows)
+    oracle = sum(row["oracle_strict"] for row in rows)
     return 100 * correct / len(problems), 100 * oracle / len(problems)
 
 

@@ -47,8 +47,8 @@ def build(vocab: int = VOCAB):
     from tokenizers import Tokenizer
     from transformers import PreTrainedTokenizerFast
 
-    from backtrack_trl.training.model_init import init_tiny_llama
     from backtrack_trl.tasks.tokenizer import build_countdown_tokenizer
+    from backtrack_trl.training.model_init import init_tiny_llama
 
     base = build_countdown_tokenizer()
     data = _json.loads(base.backend_tokenizer.to_str())

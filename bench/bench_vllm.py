@@ -31,6 +31,7 @@ from backtrack_trl.decoding import build_decoder, load_model_and_tokenizer  # no
 from backtrack_trl.decoding.vllm_http import VLLMServer  # noqa: E402
 from backtrack_trl.decoding.vllm_launch import launch_vllm_server  # noqa: E402
 from backtrack_trl.evaluation.intervals import format_with_interval  # noqa: E402
+from backtrack_trl.evaluation.scoring import score_results  # noqa: E402
 from backtrack_trl.tasks import get_task  # noqa: E402
 
 
@@ -74,11 +75,9 @@ def run(decoder, prompts, problems, task, seed):
     began = time.perf_counter()
     results = decoder.solve(prompts, seeds=[seed + i for i in range(len(prompts))])
     seconds = time.perf_counter() - began
-    correct = sum(task.check(p, r.completion, mode="strict").correct for p, r in zip(problems, results))
-    oracle = sum(
-        any(c.reached_goal and task.check(p, c.text, mode="strict").correct for c in r.candidates)
-        for p, r in zip(problems, results)
-    )
+    _, rows = score_results(problems, results, task=task)  # strict accuracy and oracle as the evaluation scores them
+    correct = sum(row["correct_strict"] for row in rows)
+    oracle = sum(row["oracle_strict"] for row in rows)
     tokens = sum(r.tokens_generated for r in results)
     return results, {"seconds": seconds, "correct": correct, "oracle": oracle, "tokens": tokens}
 
