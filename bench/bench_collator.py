@@ -39,7 +39,8 @@ from transformers import TrainerCallback  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
 from trl import SFTConfig, SFTTrainer  # noqa: E402
 
-from backtrack_trl.data.builder import BuildDatasetArguments, build_dataset  # noqa: E402
+from backtrack_trl.data.build_config import BuildDatasetArguments  # noqa: E402
+from backtrack_trl.data.builder import build_dataset  # noqa: E402
 from backtrack_trl.tasks.countdown import CountdownConfig  # noqa: E402
 from backtrack_trl.tasks.tokenizer import build_countdown_tokenizer  # noqa: E402
 from backtrack_trl.training.collator import BacktrackMaskingCollator, build_examples  # noqa: E402

@@ -14,7 +14,8 @@ their questions and test splits. `task:` in the YAML (or `--task`) picks the tas
 keys and flags beside the builder's own.
 """
 
-from backtrack_trl.data.builder import build_and_save, parse_data_args
+from backtrack_trl.data.build_config import parse_data_args
+from backtrack_trl.data.builder import build_and_save
 from backtrack_trl.errors import run_recipe
 
 

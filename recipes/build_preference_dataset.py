@@ -12,16 +12,15 @@ The folder loads with `datasets.load_dataset(output_dir, "pairwise")` (DPO) or `
 "unpaired")` (KTO); `python recipes/build_preference_dataset.py --help` lists every option.
 """
 
-import logging
-
 from trl import TrlParser
 
 from backtrack_trl.data.preference_pairs import PreferenceDataArguments, build_and_save_preference
 from backtrack_trl.errors import run_recipe
+from backtrack_trl.logs import setup_logging
 
 
 def main():
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s - %(name)s - %(message)s")
+    setup_logging()
     (args,) = TrlParser((PreferenceDataArguments,)).parse_args_and_config()
     build_and_save_preference(args)
 

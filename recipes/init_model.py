@@ -15,8 +15,7 @@ from backtrack_trl.training.model_init import InitModelArguments, init_model
 
 
 def main():
-    parser = TrlParser((InitModelArguments,))
-    (args,) = parser.parse_args_and_config()
+    (args,) = TrlParser((InitModelArguments,)).parse_args_and_config()
     init_model(args)
 
 

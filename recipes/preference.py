@@ -23,14 +23,12 @@ trl.ModelConfig).
 """
 
 from backtrack_trl.errors import run_recipe
+from backtrack_trl.training.launch import run_trainer
 from backtrack_trl.training.preference import parse_preference_args, train_preference
-from backtrack_trl.training.sft import shutdown_distributed
 
 
 def main():
-    script_args, training_args, model_args = parse_preference_args()
-    train_preference(script_args, training_args, model_args)
-    shutdown_distributed()
+    run_trainer(parse_preference_args, train_preference)
 
 
 if __name__ == "__main__":

@@ -26,13 +26,13 @@ accelerate launch --config_file accelerate_configs/cpu.yaml recipes/sft.py \
 """
 
 from backtrack_trl.errors import run_recipe
-from backtrack_trl.training.sft import parse_args, shutdown_distributed, train
+from backtrack_trl.training.launch import run_trainer
+from backtrack_trl.training.sft import train
+from backtrack_trl.training.sft_config import parse_args
 
 
 def main():
-    script_args, training_args, model_args = parse_args()
-    train(script_args, training_args, model_args)
-    shutdown_distributed()
+    run_trainer(parse_args, train)
 
 
 if __name__ == "__main__":

@@ -18,31 +18,30 @@ REPO = Path(__file__).resolve().parents[1]
 
 # -- item 4: the study passes --num_processes; the GPU accelerate configs match the documented 4 GPUs ---------------
 def _study_for_commands(tmp_path, **options):
-    """A Study object with just what ``recipe()`` needs (building a real one checks every sub-config)."""
-    from backtrack_trl.study.runner import SelfImproveArguments, Study
+    """The study's sub-recipe launcher (building a real Study checks every sub-config)."""
+    from backtrack_trl.study.commands import RecipeLauncher
+    from backtrack_trl.study.config import SelfImproveArguments
 
-    study = Study.__new__(Study)
-    study.args = SelfImproveArguments(output_dir=str(tmp_path), **options)
-    study.python, study.recipes, study.out, study.lock_fds = "python", tmp_path, tmp_path, ()
-    return study
+    return RecipeLauncher.from_args(SelfImproveArguments(output_dir=str(tmp_path), **options), tmp_path, "python")
 
 
 def test_study_passes_num_processes_to_every_launch(tmp_path, monkeypatch):
-    from backtrack_trl.study import runner as self_improve
+    from backtrack_trl.study import commands as self_improve
 
     commands = []
     monkeypatch.setattr(self_improve, "run_logged", lambda cmd, log, fds=(): commands.append(cmd))
     study = _study_for_commands(tmp_path, num_processes=4, eval_accelerate_config="accelerate_configs/ddp.yaml")
-    study.recipe("sft.py", "c.yaml", {}, "sft", launch=True)
-    study.recipe("evaluate_decoders.py", "e.yaml", {}, "eval", launch=True)
-    study.recipe("build_dataset.py", "d.yaml", {}, "data")  # not launched: no accelerate options
+    study.run("sft.py", "c.yaml", {}, tmp_path / "sft.log", launch=True)
+    study.run("evaluate_decoders.py", "e.yaml", {}, tmp_path / "eval.log", launch=True)
+    study.run("build_dataset.py", "d.yaml", {}, tmp_path / "data.log")  # not launched: no accelerate options
     for cmd in commands[:2]:
         assert cmd[cmd.index("--num_processes") + 1] == "4"
         script = next(i for i, part in enumerate(cmd) if part.endswith(".py"))
         assert cmd.index("--num_processes") < script  # a launcher option, before the script
     assert "--num_processes" not in commands[2]
     commands.clear()
-    _study_for_commands(tmp_path).recipe("sft.py", "c.yaml", {}, "sft", launch=True)  # unset: the config's count
+    # unset: the accelerate config's count
+    _study_for_commands(tmp_path).run("sft.py", "c.yaml", {}, tmp_path / "sft.log", launch=True)
     assert "--num_processes" not in commands[0]
     with pytest.raises(ValueError, match="num_processes"):
         _study_for_commands(tmp_path, num_processes=0)
@@ -61,7 +60,7 @@ def test_gpu_accelerate_configs_match_the_documented_four_gpus(name):
 def test_none_on_the_command_line_disables_an_optional_config():
     from trl import TrlParser
 
-    from backtrack_trl.study.runner import SelfImproveArguments
+    from backtrack_trl.study.config import SelfImproveArguments
 
     (args,) = TrlParser(SelfImproveArguments).parse_args_and_config(
         args=["--optimal_data_config", "None", "--optimal_sft_config", "none", "--init_model_config", "null"]
@@ -170,7 +169,7 @@ def test_saved_generation_config_drops_the_base_models_sampling_defaults(tmp_pat
     from _decoding_utils import tiny_llama, tokenizer
     from transformers import GenerationConfig
 
-    from backtrack_trl.training.sft import configure_generation
+    from backtrack_trl.training.model_loading import configure_generation
 
     model = tiny_llama(hidden_size=16, layers=1)
     # Llama-3.2's generation_config.json: do_sample true, temperature 0.6, top_p 0.9.
@@ -186,7 +185,7 @@ def test_saved_generation_config_drops_the_base_models_sampling_defaults(tmp_pat
 def test_training_pads_the_resized_vocabulary_to_a_multiple_of_64():
     from _decoding_utils import tiny_llama, tokenizer
 
-    from backtrack_trl.training.sft import ensure_backtrack_token
+    from backtrack_trl.training.model_loading import ensure_backtrack_token
 
     tok = tokenizer()
     model = tiny_llama(hidden_size=16, layers=1)

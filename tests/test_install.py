@@ -58,7 +58,7 @@ def installed(tmp_path_factory):
 def test_package_and_template_come_from_site_packages(installed):
     python, site, _, work, env = installed
     code = (
-        "import backtrack_trl, backtrack_trl.training.sft as t; from importlib import resources; "
+        "import backtrack_trl, backtrack_trl.training.model_card as t; from importlib import resources; "
         "print(backtrack_trl.__file__); "
         "print(resources.files('backtrack_trl').joinpath(t.MODEL_CARD_TEMPLATE)); "
         "print(t.card_task_fields('countdown')['prompt']); "

@@ -12,13 +12,8 @@ import pytest
 import yaml
 from datasets import load_dataset
 
-from backtrack_trl.data.builder import (
-    BuildDatasetArguments,
-    build_and_save,
-    build_dataset,
-    build_rows,
-    parse_error_mix,
-)
+from backtrack_trl.data.build_config import BuildDatasetArguments
+from backtrack_trl.data.builder import build_and_save, build_dataset, build_rows
 from backtrack_trl.tasks.countdown.checkers import check
 from backtrack_trl.tasks.countdown.error_steps import state_after
 from backtrack_trl.tasks.countdown.format import BACKTRACK_TOKEN, Problem, format_prompt, parse_step
@@ -176,16 +171,9 @@ def test_build_rows_directly():
     "value, message",
     [("1:2", "malformed"), ("a:b:c", "malformed"), ("1:-2:2", "malformed"), ("0:0:0", "malformed"), (3722, "quoted")],
 )
-def test_malformed_error_mix(value, message):
+def test_malformed_error_mix_is_refused_by_the_build(value, message):
     with pytest.raises(ValueError, match=message):
-        parse_error_mix(value)
-    with pytest.raises(ValueError, match="error_mix"):
         build_countdown_dataset(_args(error_mix=value))
-
-
-def test_parse_error_mix_values():
-    assert parse_error_mix("1:2:2") == (1.0, 2.0, 2.0)
-    assert parse_error_mix([0, 1, 0.5]) == (0.0, 1.0, 0.5)
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,8 @@ import sys
 import pytest
 from datasets import Dataset, DatasetDict, load_dataset
 
-from backtrack_trl.data.builder import BuildDatasetArguments, build_dataset
+from backtrack_trl.data.build_config import BuildDatasetArguments
+from backtrack_trl.data.builder import build_dataset
 from backtrack_trl.data.hub_layout import write_hub_dataset
 from backtrack_trl.data.preference_pairs import PreferenceDataArguments, build_and_save_preference, build_preference
 from backtrack_trl.tasks.countdown import CountdownConfig
@@ -74,7 +75,8 @@ def test_recipe_cli_one_line_error(tmp_path):
 
 
 def test_a_source_of_another_task_names_the_task_option(tmp_path):
-    from backtrack_trl.data.builder import BuildDatasetArguments, build_dataset
+    from backtrack_trl.data.build_config import BuildDatasetArguments
+    from backtrack_trl.data.builder import build_dataset
     from backtrack_trl.data.hub_layout import write_hub_dataset
     from backtrack_trl.data.preference_pairs import PreferenceDataArguments, build_preference
     from backtrack_trl.tasks.sudoku import SudokuConfig

@@ -13,7 +13,9 @@ from datasets import Dataset, DatasetDict
 from backtrack_trl.data.hub_layout import write_hub_dataset
 from backtrack_trl.decoding.api import check_decoder_options, load_model_and_tokenizer
 from backtrack_trl.evaluation import EvaluationArguments, load_eval_dataset
-from backtrack_trl.study.runner import SelfImproveArguments, Study, find_recipes_dir
+from backtrack_trl.study.commands import find_recipes_dir
+from backtrack_trl.study.config import SelfImproveArguments
+from backtrack_trl.study.runner import Study
 from backtrack_trl.training.model_init import InitModelArguments
 from backtrack_trl.training.sft import parse_args
 

@@ -10,7 +10,7 @@ from trl import TrlParser
 
 from backtrack_trl.data.builder import parse_data_args
 from backtrack_trl.evaluation import EvaluationArguments
-from backtrack_trl.study.runner import SelfImproveArguments
+from backtrack_trl.study.config import SelfImproveArguments
 from backtrack_trl.training.model_init import InitModelArguments
 
 

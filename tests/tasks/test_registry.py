@@ -132,7 +132,8 @@ BUILT_IN_CONFIGS = {
 
 @pytest.mark.parametrize("name", sorted(BUILT_IN_CONFIGS))
 def test_every_task_builds_a_dataset_without_test_problems_in_train(name):
-    from backtrack_trl.data.builder import BuildDatasetArguments, build_dataset
+    from backtrack_trl.data.build_config import BuildDatasetArguments
+    from backtrack_trl.data.builder import build_dataset
 
     task = get_task(name)
     args = BuildDatasetArguments(task=name, num_train_questions=150, num_test=40, num_proc=1)

@@ -1,4 +1,5 @@
-"""The model card of recipes/sft.py: a template shipped as package data, its task parts from the task plug-in."""
+"""backtrack_trl.training.model_card: the SFT card is a template shipped as package data, its task parts from the
+task plug-in."""
 
 from types import SimpleNamespace
 
@@ -7,7 +8,9 @@ from trl import ModelConfig, SFTConfig
 
 from backtrack_trl.tasks import get_task
 from backtrack_trl.tasks.countdown import CountdownTask
-from backtrack_trl.training.sft import BacktrackSFTTrainer, SFTScriptArguments, card_task_fields, model_card_template
+from backtrack_trl.training.model_card import card_task_fields, model_card_template
+from backtrack_trl.training.sft import BacktrackSFTTrainer
+from backtrack_trl.training.sft_config import SFTScriptArguments
 
 
 def _render(tmp_path, task="countdown", use_peft=False, train_rows=None) -> str:

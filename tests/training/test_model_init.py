@@ -120,3 +120,14 @@ def test_recipe_help(script):
     result = _run(script, "--help")
     assert result.returncode == 0, result.stderr
     assert "--output_dir" in result.stdout and "--overwrite" in result.stdout
+
+
+def test_every_random_llama_option_reaches_init_tiny_llama():
+    import dataclasses
+    import inspect
+
+    from backtrack_trl.training.model_init import LLAMA_OPTIONS
+
+    parameters = set(inspect.signature(init_tiny_llama).parameters) - {"tokenizer"}
+    assert set(LLAMA_OPTIONS) == parameters
+    assert set(LLAMA_OPTIONS) <= {f.name for f in dataclasses.fields(InitModelArguments)}

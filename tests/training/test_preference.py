@@ -12,7 +12,8 @@ from datasets import load_dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import DPOConfig, KTOConfig, ModelConfig
 
-from backtrack_trl.data.builder import BuildDatasetArguments, build_dataset
+from backtrack_trl.data.build_config import BuildDatasetArguments
+from backtrack_trl.data.builder import build_dataset
 from backtrack_trl.data.hub_layout import write_hub_dataset
 from backtrack_trl.data.preference_pairs import PreferenceDataArguments, build_and_save_preference
 from backtrack_trl.tasks.countdown import CountdownConfig

@@ -1,10 +1,9 @@
-"""recipes/sft.py and backtrack_trl.training.sft: recipes, flags, errors, and (slow) real trainings on CPU.
+"""recipes/sft.py and backtrack_trl.training.sft: dataset loading, launch configs and (slow) real trainings on CPU.
 
 The slow tests launch the recipe exactly as users do (a subprocess, `accelerate launch` for 2 processes) on a tiny
 Llama + character tokenizer that lacks <backtrack>, so the token-adding path runs in every launch mode.
 """
 
-import glob
 import json
 import os
 import socket
@@ -15,15 +14,10 @@ import pytest
 import torch
 import yaml
 from _training_utils import char_tokenizer, sample_rows, save_tiny_model, write_hub_folder
-from trl import ModelConfig, SFTConfig
+from trl import SFTConfig
 
-from backtrack_trl.training.sft import (
-    SFTScriptArguments,
-    configure_training_args,
-    load_sft_datasets,
-    lora_config_for_new_tokens,
-    parse_args,
-)
+from backtrack_trl.training.sft import load_sft_datasets
+from backtrack_trl.training.sft_config import SFTScriptArguments
 
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -39,74 +33,13 @@ def run(cmd, timeout=300):
     return result.stdout + result.stderr
 
 
-# --- fast: recipes, flags and errors ------------------------------------------------------------------------------
+# --- fast: the command, datasets, launch configs ----------------------------------------------------------------------------
 
 
 def test_help_works():
     out = run([sys.executable, SFT, "--help"], timeout=120)
     for option in ("--dataset_name", "--mask_wrong_step", "--model_name_or_path", "--use_peft", "--max_length"):
         assert option in out
-
-
-@pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(ROOT, "recipes", "*", "sft", "config_*.yaml"))))
-def test_every_sft_recipe_parses(path):
-    # GPU recipes ask for bf16, which TrainingArguments refuses without a GPU unless use_cpu is set.
-    cpu = [] if torch.cuda.is_available() or "countdown-tiny" in path else ["--use_cpu", "true"]
-    script_args, training_args, model_args = parse_args(["--config", path, *cpu])
-    configure_training_args(training_args)
-    assert training_args.remove_unused_columns is False
-    assert training_args.dataset_kwargs["skip_prepare_dataset"] is True
-    assert script_args.mask_wrong_step is True and training_args.max_length == 128
-    kind = os.path.basename(path)[len("config_") : -len(".yaml")]
-    if kind in ("backtrack", "optimal"):
-        assert kind in script_args.dataset_name and kind in training_args.output_dir
-    if "countdown-tiny" in path:
-        assert training_args.use_cpu and not training_args.bf16 and not training_args.activation_checkpointing
-    if "Llama-3.2" in path:  # the paper's hyperparameters
-        assert training_args.learning_rate == 1e-5 and training_args.weight_decay == 0.01
-        assert str(training_args.lr_scheduler_type.value) == "cosine" and training_args.warmup_steps == 1
-        assert training_args.per_device_train_batch_size == 16 and training_args.num_train_epochs == 3
-        assert training_args.bf16 == ("3B" in path)
-        if kind in ("backtrack", "optimal"):  # round configs start from the previous model
-            assert model_args.model_name_or_path == f"meta-llama/{path.split(os.sep)[-3]}"
-
-
-def test_unknown_recipe_key_is_named(tmp_path):
-    recipe = tmp_path / "recipe.yaml"
-    recipe.write_text("model_name_or_path: m\ndataset_name: d\nlearning_rat: 0.1\n")
-    with pytest.raises(ValueError, match=r"recipe.yaml' has unknown key\(s\) \['learning_rat'\].*--help"):
-        parse_args(["--config", str(recipe)])
-    flags = ["--model_name_or_path", "m", "--use_cpu", "true", "--bf16", "false", "--mask_wrong_stepp", "false"]
-    with pytest.raises(ValueError, match=r"--mask_wrong_stepp.*not options of recipes/sft.py.*--help"):
-        parse_args(flags)
-
-
-@pytest.mark.parametrize(
-    "flag, value, fix",
-    [
-        ("packing", True, "packing: false"),
-        ("padding_free", True, "padding_free: false"),
-        ("eval_packing", True, "eval_packing: false"),
-        ("assistant_only_loss", True, "assistant_only_loss: false"),
-        ("truncation_mode", "keep_end", "truncation_mode: keep_start"),
-    ],
-)
-def test_contradicting_flags_are_refused(flag, value, fix):
-    args = SFTConfig("out", use_cpu=True, bf16=False)
-    setattr(args, flag, value)
-    with pytest.raises(ValueError, match=f"`{flag}: {value}` cannot be used.*{fix}"):
-        configure_training_args(args)
-
-
-def test_collator_flags_are_set_for_the_user():
-    args = SFTConfig("out", use_cpu=True, bf16=False, dataset_kwargs={"foo": 1})
-    assert args.remove_unused_columns is True  # TRL's default would drop the raw columns
-    configure_training_args(args)
-    assert args.remove_unused_columns is False and args.completion_only_loss is False
-    assert args.dataset_kwargs == {"foo": 1, "skip_prepare_dataset": True}
-    args.dataset_kwargs = {"skip_prepare_dataset": False}
-    with pytest.raises(ValueError, match="skip_prepare_dataset"):
-        configure_training_args(args)
 
 
 def test_dataset_without_contract_columns(tmp_path):
@@ -118,17 +51,6 @@ def test_dataset_without_contract_columns(tmp_path):
     script_args = SFTScriptArguments(dataset_name=folder, dataset_train_split="training")
     with pytest.raises(ValueError, match=r"no split 'training' \(it has \['train'\]\)"):
         load_sft_datasets(script_args, SFTConfig(str(tmp_path / "o"), use_cpu=True, bf16=False))
-
-
-def test_lora_trains_embeddings_and_lm_head():
-    from _training_utils import tiny_llama
-
-    model = tiny_llama(char_tokenizer(), tie=True)
-    config = lora_config_for_new_tokens(ModelConfig(use_peft=True, lora_target_modules=["q_proj", "v_proj"]), model)
-    assert {"embed_tokens", "lm_head"} <= set(config.modules_to_save) and config.ensure_weight_tying
-    assert lora_config_for_new_tokens(ModelConfig(use_peft=False), model) is None
-    with pytest.raises(ValueError, match="lm_head"):
-        lora_config_for_new_tokens(ModelConfig(use_peft=True, lora_target_modules=["q_proj", "lm_head"]), model)
 
 
 def test_accelerate_configs():

@@ -27,7 +27,8 @@ import tempfile
 
 from datasets import load_dataset
 
-from backtrack_trl.data.builder import BuildDatasetArguments, build_dataset
+from backtrack_trl.data.build_config import BuildDatasetArguments
+from backtrack_trl.data.builder import build_dataset
 from backtrack_trl.data.hub_layout import write_hub_dataset
 from backtrack_trl.data.preference_pairs import PreferenceDataArguments, build_and_save_preference
 from backtrack_trl.tasks.countdown import CountdownConfig
@@ -54,7 +55,8 @@ from typing import Any
 import datasets
 from datasets import Dataset, DatasetDict
 
-from backtrack_trl.data.builder import ROW_FEATURES, parse_error_mix, question_seed
+from backtrack_trl.data.build_config import parse_error_mix
+from backtrack_trl.data.builder import ROW_FEATURES, question_seed
 from backtrack_trl.data.hub_layout import write_hub_dataset
 from backtrack_trl.tasks import BACKTRACK_TOKEN, Task, get_task
 

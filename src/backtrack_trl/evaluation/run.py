@@ -144,25 +144,24 @@ def _write_generations(path: Path, rows: list[dict], output_format: str) -> Path
 
 def load_eval_dataset(name: str, config: str | None, splits: list[str]):
     """The dataset with one clear error for a missing folder, a missing split or a split without rows."""
-    import datasets
+    from backtrack_trl.data.loading import load_hub_dataset, pick_split
 
-    try:
-        dataset = datasets.load_dataset(name, config)
-    except Exception as error:
+    def explain(error: Exception) -> Exception | None:
         if "corresponds to no data" in str(error):  # datasets' words for a split whose files hold no rows
-            raise ValueError(
+            return ValueError(
                 f"A split of {name!r} has no rows ({error}). Rebuild the dataset with num_test > 0, or leave that "
                 f"split out of --splits."
-            ) from None
+            )
         if not Path(name).exists():
-            raise FileNotFoundError(
+            return FileNotFoundError(
                 f"--dataset_name {name!r}: no such folder, and not a dataset on the Hub (HF_HUB_OFFLINE="
                 f"{os.environ.get('HF_HUB_OFFLINE', '0')}). Build it with recipes/build_dataset.py or fix the path."
-            ) from None
-        raise
+            )
+        return None
+
+    dataset = load_hub_dataset(name, config, explain=explain)
     for split in splits:
-        if split not in dataset:
-            raise ValueError(f"Split {split!r} is not in {name} (splits: {sorted(dataset)}).")
+        pick_split(dataset, split, f"Split {split!r} is not in {name} (splits: {sorted(dataset)}).")
         if len(dataset[split]) == 0:
             raise ValueError(f"Split {split!r} of {name} has no rows: leave it out of --splits or rebuild the data.")
     return dataset
@@ -198,9 +197,9 @@ def evaluate_decoders(args: EvaluationArguments) -> dict:
     """Run every decoder on every split; write the files (main process) and return the metrics."""
     import torch
     from accelerate import PartialState
-    from accelerate.utils import gather_object
 
     from backtrack_trl.decoding.api import build_decoder, load_model_and_tokenizer
+    from backtrack_trl.distributed import solve_sharded
 
     # On a machine without GPUs, `accelerate launch` (torchrun) ranks must be told to use CPU + gloo.
     state = PartialState(cpu=args.device == "cpu" or (args.device is None and not torch.cuda.is_available()))
@@ -231,20 +230,17 @@ def evaluate_decoders(args: EvaluationArguments) -> dict:
                 options.setdefault("batch_size", args.batch_size)
             engine = client if options.get("backend") == "vllm" else model
             decoder = build_decoder(method, engine, tokenizer, task=task, **options)
-            indices = list(range(len(prompts)))
-            with state.split_between_processes(indices) as shard:
-                shard = list(shard)
-                local = decoder.solve(
-                    [prompts[i] for i in shard],
-                    seeds=[args.seed + i for i in shard],
-                    progress=args.progress and state.is_main_process,
-                )
-                local = [(i, r.to_dict()) for i, r in zip(shard, local)]
-            gathered = gather_object(local) if state.num_processes > 1 else local
-            if not state.is_main_process:
+            results = solve_sharded(
+                state,
+                decoder.solve,
+                prompts,
+                args.seed,
+                args.progress,
+                encode=lambda result: result.to_dict(),
+                decode=SearchResult.from_dict,
+            )
+            if results is None:  # not the main process
                 continue
-            gathered = sorted(gathered, key=lambda item: item[0])
-            results = [SearchResult.from_dict(data) for _, data in gathered]
             rules = args.selection_rules if method in RESCORABLE else ()
             decoder_metrics, verdicts = score_results(
                 problems, results, rules, args.backtrack_weight, metric, options.get("duplicates", "mean"), task

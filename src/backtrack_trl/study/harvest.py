@@ -28,8 +28,9 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
+from backtrack_trl.data.held_out import test_problem_keys
 from backtrack_trl.tasks import BACKTRACK_TOKEN, get_task
 
 
@@ -47,22 +48,6 @@ HARVEST_METHODS = {
 
 class EmptyHarvestError(RuntimeError):
     """The search solved none of the pool problems, so the round has nothing to train on."""
-
-
-def test_problem_keys(
-    dataset_folder: str | Path, splits: Iterable[str] = ("test_seen", "test_new"), task="countdown"
-) -> set:
-    """:meth:`Task.problem_key` of every problem in the test splits of a Hub-layout dataset folder."""
-    from datasets import load_dataset
-
-    task = get_task(task)
-    keys = set()
-    dataset = load_dataset(str(dataset_folder))
-    for split in splits:
-        if split in dataset:
-            for row in dataset[split].select_columns(list(task.problem_columns)):
-                keys.add(task.problem_key(task.problem_from_row(row)))
-    return keys
 
 
 def pick_path(problem, result, keep: str, task="countdown") -> str | None:
@@ -114,9 +99,9 @@ def harvest(
         )
     import torch
     from accelerate import PartialState
-    from accelerate.utils import gather_object
 
     from backtrack_trl.decoding.results import SearchResult
+    from backtrack_trl.distributed import solve_sharded
 
     # Under `accelerate launch` every process searches its share of the pool; on a machine without GPUs its ranks
     # must be told to use CPU + gloo.
@@ -136,24 +121,25 @@ def harvest(
         str(model_dir), device=device, dtype=dtype, seed=seed, task=task, **options
     )
     began = time.perf_counter()
-    with state.split_between_processes(list(range(len(pool)))) as shard:
-        shard = list(shard)
-        # Problem i is searched with seed + i whatever process it lands on, so the result does not depend on the
-        # number of processes.
-        local = decoder.solve(
-            [pool[i] for i in shard], seeds=[seed + i for i in shard], progress=progress and state.is_main_process
-        )
-        local = [(i, result.to_dict()) for i, result in zip(shard, local)]
-    gathered = gather_object(local) if state.num_processes > 1 else local
+    # Problem i is searched with seed + i whatever process it lands on, so the result does not depend on the number
+    # of processes.
+    results = solve_sharded(
+        state,
+        decoder.solve,
+        pool,
+        seed,
+        progress,
+        encode=lambda result: result.to_dict(),
+        decode=SearchResult.from_dict,
+    )
     seconds = time.perf_counter() - began
     # The next stage (a round's SFT) is another process: hand this process's GPU memory back before it starts.
     del decoder
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-    if not state.is_main_process:
+    if results is None:  # not the main process
         return None
-    results = [SearchResult.from_dict(data) for _, data in sorted(gathered, key=lambda item: item[0])]
 
     rows, chosen_correct, oracle = [], 0, 0
     for problem, result in zip(pool, results):

@@ -482,10 +482,10 @@ class Study:
         bad value fails now with the file's name, not after the stages before it ran."""
         from trl import TrlParser
 
-        from backtrack_trl.data.builder import parse_data_args
+        from backtrack_trl.data.build_config import parse_data_args
         from backtrack_trl.evaluation import EvaluationArguments
         from backtrack_trl.training.model_init import InitModelArguments
-        from backtrack_trl.training.sft import parse_args as parse_sft_args
+        from backtrack_trl.training.sft_config import parse_args as parse_sft_args
 
         def parse_with(dataclass_type):
             def parse(argv):
@@ -512,7 +512,7 @@ class Study:
                 options = {"model_name_or_path": placeholder, "dataset_name": "x", "output_dir": "x", "task": a.task}
                 checks.append((key, getattr(a, key), parse_preference_args, options))
         if a.reward_model_config:
-            from backtrack_trl.training.reward_model import parse_args as parse_reward_args
+            from backtrack_trl.training.reward_config import parse_args as parse_reward_args
 
             options = {
                 "policy_model": placeholder,

@@ -80,6 +80,12 @@ def init_tiny_llama(
             f"{tokenizer.eos_token!r}, pad={tokenizer.pad_token!r}); use build_countdown_tokenizer() or "
             f"add_backtrack_token(tokenizer), which sets a pad token."
         )
+    # The model config and the generation config carry the same special ids: generate() needs no extra arguments.
+    special_ids = {
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+    }
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=hidden_size,
@@ -90,18 +96,12 @@ def init_tiny_llama(
         max_position_embeddings=max_position_embeddings,
         tie_word_embeddings=tie_word_embeddings,
         rope_theta=rope_theta,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
+        **special_ids,
     )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = LlamaForCausalLM(config)
-    model.generation_config = GenerationConfig(
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
+    model.generation_config = GenerationConfig(**special_ids)
     return model
 
 
@@ -116,6 +116,20 @@ def save_model_and_tokenizer(
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
     return Path(output_dir)
+
+
+# The random Llama's options: keyword arguments of init_tiny_llama, and fields of InitModelArguments of the same name.
+LLAMA_OPTIONS = (
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "max_position_embeddings",
+    "tie_word_embeddings",
+    "seed",
+    "rope_theta",
+)
 
 
 @dataclass
@@ -223,18 +237,7 @@ def init_model(args: InitModelArguments) -> Path:
         backtrack_id = add_backtrack_token(tokenizer, model, pad_to_multiple_of=64)
     else:
         backtrack_id = add_backtrack_token(tokenizer)
-        model = init_tiny_llama(
-            tokenizer,
-            hidden_size=args.hidden_size,
-            intermediate_size=args.intermediate_size,
-            num_hidden_layers=args.num_hidden_layers,
-            num_attention_heads=args.num_attention_heads,
-            num_key_value_heads=args.num_key_value_heads,
-            max_position_embeddings=args.max_position_embeddings,
-            tie_word_embeddings=args.tie_word_embeddings,
-            seed=args.seed,
-            rope_theta=args.rope_theta,
-        )
+        model = init_tiny_llama(tokenizer, **{name: getattr(args, name) for name in LLAMA_OPTIONS})
     output_dir = save_model_and_tokenizer(model, tokenizer, args.output_dir, overwrite=args.overwrite)
     num_parameters = sum(parameter.numel() for parameter in model.parameters())
     logging.get_logger(__name__).warning(

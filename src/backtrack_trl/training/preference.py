@@ -33,13 +33,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import datasets
 import torch
 from trl import DPOConfig, DPOTrainer, KTOConfig, KTOTrainer, ModelConfig, ScriptArguments, TrlParser, get_peft_config
 
-from backtrack_trl.atomic_io import atomic_write_text
+from backtrack_trl.data.loading import first_rows, load_hub_dataset, pick_split
 from backtrack_trl.errors import recipe_option
-from backtrack_trl.training.sft import configure_generation, load_model, load_tokenizer, setup_logging
+from backtrack_trl.logs import setup_logging
+from backtrack_trl.training.model_card import PreferenceCardMixin
+from backtrack_trl.training.model_loading import configure_generation, load_model, load_tokenizer
+from backtrack_trl.training.recipe_args import parse_recipe_args
 
 
 logger = logging.getLogger(__name__)
@@ -100,17 +102,12 @@ def parse_preference_args(argv: Sequence[str] | None = None):
     """``(script_args, DPOConfig | KTOConfig, ModelConfig)`` of ``--config recipe.yaml`` + flags."""
     argv = list(sys.argv[1:] if argv is None else argv)
     method = method_of_recipe(argv)
-    try:
-        script_args, training_args, model_args = make_parser(method).parse_args_and_config(args=argv)
-    except ValueError as error:
-        message = str(error)
-        if "Unknown arguments from config file" in message or "not used by the HfArgumentParser" in message:
-            raise ValueError(
-                f"{message.split('. Please')[0]}. These are not options of recipes/preference.py --method {method} "
-                f"(PreferenceScriptArguments, trl.{METHODS[method].__name__}, trl.ModelConfig): list them with "
-                f"`python recipes/preference.py --method {method} --help`."
-            ) from None
-        raise
+    hint = (
+        f"These are not options of recipes/preference.py --method {method} (PreferenceScriptArguments, "
+        f"trl.{METHODS[method].__name__}, trl.ModelConfig): list them with "
+        f"`python recipes/preference.py --method {method} --help`."
+    )
+    script_args, training_args, model_args = parse_recipe_args(make_parser(method), argv, hint)
     if script_args.method != method:  # e.g. `method: kto` in the YAML overridden by nothing but a typo'd flag
         raise ValueError(f"--method {script_args.method!r} disagrees with the parsed config class ({method}).")
     return script_args, training_args, model_args
@@ -135,95 +132,43 @@ def load_preference_datasets(script_args: PreferenceScriptArguments, training_ar
         raise ValueError(f"Set `dataset_name` (a folder written by `{CONVERTER}`).")
     if not os.path.exists(name) and name.count("/") != 1:
         raise FileNotFoundError(f"dataset_name {name!r}: no such dataset folder. Build it with `{CONVERTER}`.")
-    with training_args.main_process_first(desc="load dataset"):
-        try:
-            dataset = datasets.load_dataset(name, name=config)
-        except ValueError as error:
-            if "BuilderConfig" in str(error) or "not found" in str(error):
-                raise ValueError(
-                    f"Dataset {name!r} has no config {config!r} ({error}). Build both configs with `{CONVERTER}`."
-                ) from None
-            raise
-    if script_args.dataset_train_split not in dataset:
-        raise ValueError(
-            f"Dataset {name!r} (config {config!r}) has no split {script_args.dataset_train_split!r} (it has "
-            f"{list(dataset)}); set `dataset_train_split`."
-        )
+
+    def explain(error: Exception) -> Exception | None:
+        if isinstance(error, ValueError) and ("BuilderConfig" in str(error) or "not found" in str(error)):
+            return ValueError(
+                f"Dataset {name!r} has no config {config!r} ({error}). Build both configs with `{CONVERTER}`."
+            )
+        return None
+
+    dataset = load_hub_dataset(name, config, training_args=training_args, explain=explain)
     columns = list(COLUMNS[script_args.method])
     where = f"Dataset {name!r} (config {config!r}) split {script_args.dataset_train_split!r}"
-    train = dataset[script_args.dataset_train_split]
+    train = pick_split(
+        dataset,
+        script_args.dataset_train_split,
+        f"Dataset {name!r} (config {config!r}) has no split {script_args.dataset_train_split!r} (it has "
+        f"{list(dataset)}); set `dataset_train_split`.",
+    )
     check_preference_columns(train.column_names, script_args.method, where)
-    train = train.select_columns(columns)
-    if script_args.max_train_samples is not None:
-        train = train.select(range(min(script_args.max_train_samples, len(train))))
+    train = first_rows(train.select_columns(columns), script_args.max_train_samples)
     evaluation = None
     if training_args.eval_strategy != "no":
-        if script_args.dataset_test_split not in dataset:
-            raise ValueError(
-                f"eval_strategy={training_args.eval_strategy!r} but dataset {name!r} has no split "
-                f"{script_args.dataset_test_split!r}; set `dataset_test_split` or `eval_strategy: no`."
-            )
-        evaluation = dataset[script_args.dataset_test_split]
+        evaluation = pick_split(
+            dataset,
+            script_args.dataset_test_split,
+            f"eval_strategy={training_args.eval_strategy!r} but dataset {name!r} has no split "
+            f"{script_args.dataset_test_split!r}; set `dataset_test_split` or `eval_strategy: no`.",
+        )
         check_preference_columns(evaluation.column_names, script_args.method, where.replace("train", "test"))
         evaluation = evaluation.select_columns(columns)
     return train, evaluation
 
 
-class _CardMixin:
-    """A short model card (method, beta, dataset, base model) for checkpoints, the final save and push_to_hub."""
-
-    script_args: PreferenceScriptArguments
-    model_args: ModelConfig
-
-    def create_model_card(self, model_name: str | None = None, dataset_name: str | None = None, tags=None, **kwargs):
-        if not self.is_world_process_zero():
-            return
-        import transformers
-        import trl
-
-        args, script = self.args, self.script_args
-        name = model_name or (args.hub_model_id or args.output_dir).rstrip("/").split("/")[-1]
-        losses = [entry["loss"] for entry in self.state.log_history if "loss" in entry]
-        margins = [entry[k] for entry in self.state.log_history for k in ("rewards/margins",) if k in entry]
-        steps = (
-            f"{args.max_steps} steps" if args.max_steps and args.max_steps > 0 else f"{args.num_train_epochs:g} epochs"
-        )
-        lines = [
-            "---",
-            "library_name: transformers",
-            "pipeline_tag: text-generation",
-            f"tags:\n- trl\n- {script.method}\n- self-backtracking\n- {script.task}",
-            "---",
-            "",
-            f"# {name}",
-            "",
-            f"A {script.task} model trained with **{script.method.upper()}** (TRL's `{type(self).__mro__[2].__name__}`) "
-            "on the pairs of a backtrack dataset: the preference baseline of Self-Backtracking "
-            "([arXiv 2502.04404](https://arxiv.org/abs/2502.04404), Table 1). Chosen: the optimal solution; "
-            "rejected: a correct prefix followed by a wrong step.",
-            "",
-            f"- Method: {script.method} (loss `{args.loss_type}`), beta {args.beta}",
-            f"- Base (and reference) model: `{self.model_args.model_name_or_path}`",
-            f"- Dataset: `{script.dataset_name}`, config `{script.dataset_config}`, split "
-            f"`{script.dataset_train_split}` ({len(self.train_dataset):,} rows)",
-            f"- Hyperparameters: learning rate {args.learning_rate}, {args.per_device_train_batch_size} per device x "
-            f"{args.gradient_accumulation_steps} accumulation x {args.world_size} processes, {steps}, max length "
-            f"{args.max_length}",
-        ]
-        if losses:
-            lines.append(f"- Final training loss: {losses[-1]:.4f} after {self.state.global_step} steps")
-        if margins:
-            lines.append(f"- Last logged reward margin: {margins[-1]:.4f}")
-        lines += ["", f"Framework versions: TRL {trl.__version__}, transformers {transformers.__version__}, "
-                  f"torch {torch.__version__}, datasets {datasets.__version__}.", ""]  # fmt: skip
-        atomic_write_text(os.path.join(args.output_dir, "README.md"), "\n".join(lines))
-
-
-class BacktrackDPOTrainer(_CardMixin, DPOTrainer):
+class BacktrackDPOTrainer(PreferenceCardMixin, DPOTrainer):
     pass
 
 
-class BacktrackKTOTrainer(_CardMixin, KTOTrainer):
+class BacktrackKTOTrainer(PreferenceCardMixin, KTOTrainer):
     pass
 
 
