@@ -21,7 +21,8 @@ from pathlib import Path
 from trl import TrlParser
 
 from backtrack_trl.errors import run_recipe
-from backtrack_trl.study.runner import SelfImproveArguments, main
+from backtrack_trl.study.config import SelfImproveArguments
+from backtrack_trl.study.runner import main
 
 
 def parse_and_run():

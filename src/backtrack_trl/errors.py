@@ -30,17 +30,24 @@ from typing import Any
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError)
 
 
-def run_recipe(main: Callable[[], Any]) -> Any:
-    """Call ``main()``; print a user error as one line and exit 1 (Ctrl-C: exit 130 with a short note)."""
+def run_recipe(
+    main: Callable[[], Any],
+    user_errors: tuple[type[BaseException], ...] = USER_ERRORS,
+    lead: str = "",
+    interrupted: str = "interrupted",
+) -> Any:
+    """Call ``main()``; print a user error (one of ``user_errors``) as one line and exit 1; Ctrl-C: exit 130 with
+    the note ``interrupted``. ``lead`` goes before either line (the study: a blank line after the streamed
+    output)."""
     try:
         return main()
-    except USER_ERRORS as error:
+    except user_errors as error:
         if os.environ.get("BACKTRACK_TRL_TRACEBACK", "0") not in ("", "0"):
             raise
-        print(f"error: {error}", file=sys.stderr, flush=True)
+        print(f"{lead}error: {error}", file=sys.stderr, flush=True)
         raise SystemExit(1) from None
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr, flush=True)
+        print(f"{lead}{interrupted}", file=sys.stderr, flush=True)
         raise SystemExit(130) from None
 
 
@@ -48,7 +55,7 @@ def recipe_option(argv: Sequence[str], name: str) -> str | None:
     """The value a recipe's command line gives ``name`` before parsing: ``--name value`` / ``--name=value`` (the last
     wins), else the ``name:`` key of its ``--config`` YAML, else None. Recipes whose dataclasses depend on one option
     (the task's generator options, DPO vs KTO) read it first with this."""
-    import yaml
+    from backtrack_trl.config_files import read_yaml
 
     def flag(key: str) -> str | None:
         value = None
@@ -61,9 +68,5 @@ def recipe_option(argv: Sequence[str], name: str) -> str | None:
 
     value, config = flag(name), flag("config")
     if value is None and config:
-        if not os.path.isfile(config):
-            raise FileNotFoundError(f"--config {config!r}: no such file.")
-        with open(config, encoding="utf-8") as handle:
-            data = yaml.safe_load(handle) or {}
-        value = data.get(name) if isinstance(data, dict) else None
+        value = read_yaml(config, option="--config").get(name)
     return None if value is None else str(value)

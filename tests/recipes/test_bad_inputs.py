@@ -17,7 +17,7 @@ from backtrack_trl.study.commands import find_recipes_dir
 from backtrack_trl.study.config import SelfImproveArguments
 from backtrack_trl.study.runner import Study
 from backtrack_trl.training.model_init import InitModelArguments
-from backtrack_trl.training.sft import parse_args
+from backtrack_trl.training.sft_config import parse_args
 
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -8,7 +8,7 @@ import pytest
 import yaml
 from trl import TrlParser
 
-from backtrack_trl.data.builder import parse_data_args
+from backtrack_trl.data.build_config import parse_data_args
 from backtrack_trl.evaluation import EvaluationArguments
 from backtrack_trl.study.config import SelfImproveArguments
 from backtrack_trl.training.model_init import InitModelArguments

@@ -1,5 +1,5 @@
-"""The harvest recipe: pool input, option checks, and the data-parallel harvest (2 processes write exactly the
-dataset 1 process writes)."""
+"""The harvest: pool input, option checks, the strict filter, and the data-parallel harvest (2 processes write
+exactly the dataset 1 process writes)."""
 
 import json
 import os
@@ -12,7 +12,15 @@ from _memorized_model import memorized_countdown_model
 from datasets import Dataset, DatasetDict, load_dataset
 
 from backtrack_trl.data.hub_layout import write_hub_dataset
-from backtrack_trl.study.harvest import HarvestArguments, dataset_pool, read_pool_file, run_harvest, write_pool_file
+from backtrack_trl.decoding.results import Candidate, SearchResult
+from backtrack_trl.study.harvest import (
+    HarvestArguments,
+    dataset_pool,
+    pick_path,
+    read_pool_file,
+    run_harvest,
+    write_pool_file,
+)
 from backtrack_trl.tasks import get_task
 from backtrack_trl.tasks.countdown.format import Problem
 
@@ -122,62 +130,46 @@ def test_two_processes_write_exactly_the_dataset_one_process_writes(study, tmp_p
         assert TASK.check(TASK.problem_from_row(row), row["completion"], mode="strict").correct
 
 
-def test_study_options_of_the_vllm_harvest_are_checked():
-    from backtrack_trl.study.runner import SelfImproveArguments
-
-    with pytest.raises(ValueError, match="set search_backend: vllm too"):
-        SelfImproveArguments(vllm_serve=True)
-    with pytest.raises(ValueError, match="not both"):
-        SelfImproveArguments(search_backend="vllm", vllm_serve=True, vllm_server_base_url="http://x:8000")
-    with pytest.raises(ValueError, match="'CUDA_VISIBLE_DEVICES' is not KEY=VALUE"):
-        SelfImproveArguments(search_backend="vllm", vllm_serve=True, vllm_server_env=["CUDA_VISIBLE_DEVICES"])
-    with pytest.raises(ValueError, match="search_backend='tgi'"):
-        SelfImproveArguments(search_backend="tgi")
+# -- the filter: one strict-correct path per problem ---------------------------------------------------------------
+PROBLEM = Problem((3, 5, 2), 16)
+RIGHT = "5+3=8\n8*2=16\nGoal Reached!"
+FORGED = "5*3=15\n15+2=16\nGoal Reached!"  # wrong arithmetic that "reaches" the target
 
 
-def test_study_harvest_launches_the_recipe_with_a_server_per_round(tmp_path, monkeypatch):
-    """The harvest stage: pool file written, `accelerate launch recipes/harvest.py` with the eval accelerate config,
-    the search spec and, with vllm_serve, a server started on round k-1's model (its env and args) for the launch."""
-    import contextlib
+def _result(chosen: str, candidates: list[tuple[str, float]]) -> SearchResult:
+    cands = [Candidate(text=t, reached_goal=t.endswith("Goal Reached!"), end_reason="goal", mean_logprob=s, score=s)
+             for t, s in candidates]  # fmt: skip
+    return SearchResult(prompt="", completion=chosen, candidates=cands)
 
-    from backtrack_trl.decoding import vllm_backend
-    from backtrack_trl.study import runner as self_improve
-    from backtrack_trl.study.runner import SelfImproveArguments, Study
 
-    servers, commands = [], []
+def test_best_correct_skips_higher_scoring_forgery():
+    result = _result(FORGED, [(FORGED, -0.1), (RIGHT, -0.5), ("3+2=5\n<backtrack>", 0.0)])
+    assert pick_path(PROBLEM, result, "best_correct") == RIGHT
+    assert pick_path(PROBLEM, result, "chosen") is None  # the chosen answer is the forgery
 
-    @contextlib.contextmanager
-    def fake_server(model, python, extra_args, env, log_file):
-        servers.append({"model": str(model), "python": python, "args": extra_args, "env": env, "up": True})
-        yield "http://127.0.0.1:5555"
-        servers[-1]["up"] = False
 
-    def fake_run(cmd, log, fds=()):
-        assert servers and servers[-1]["up"]  # the server is up while the harvest runs
-        commands.append(cmd)
+def test_chosen_keeps_a_correct_choice_and_rejects_backtrack_text():
+    assert pick_path(PROBLEM, _result(RIGHT, [(RIGHT, -0.2)]), "chosen") == RIGHT
+    assert pick_path(PROBLEM, _result(RIGHT + "\n<backtrack>", []), "chosen") is None
+    with pytest.raises(ValueError, match="keep="):
+        pick_path(PROBLEM, _result(RIGHT, []), "first")
 
-    monkeypatch.setattr(vllm_backend, "launch_vllm_server", fake_server)
-    monkeypatch.setattr(self_improve, "run_logged", fake_run)
-    study = Study.__new__(Study)
-    study.args = SelfImproveArguments(
-        output_dir=str(tmp_path), search_backend="vllm", vllm_serve=True, vllm_python="/venv/bin/python",
-        vllm_server_args="--data-parallel-size 4 --gpu-memory-utilization 0.9",
-        vllm_server_env=["CUDA_VISIBLE_DEVICES=4,5,6,7"], eval_accelerate_config="accelerate_configs/ddp.yaml",
-        search_n=16, search_b=1,
-    )  # fmt: skip
-    study.python, study.recipes, study.out, study.lock_fds = "python", tmp_path, tmp_path, ()
-    study.task = TASK
-    monkeypatch.setattr(study, "pool_problems", lambda k: [TASK.problem_to_row(p) for p in POOL[:3]], raising=False)
-    monkeypatch.setattr(study, "round_model", lambda k: tmp_path / f"model_{k}", raising=False)
-    study.harvest(2)
-    assert servers == [{"model": str(tmp_path / "model_1"), "python": "/venv/bin/python", "up": False,
-                        "args": ["--data-parallel-size", "4", "--gpu-memory-utilization", "0.9"],
-                        "env": {"CUDA_VISIBLE_DEVICES": "4,5,6,7"}}]  # fmt: skip
-    (cmd,) = commands
-    assert cmd[cmd.index("--config_file") + 1] == "accelerate_configs/ddp.yaml"
-    assert cmd[cmd.index("--vllm_server_base_url") + 1] == "http://127.0.0.1:5555"
-    search = cmd[cmd.index("--search") + 1]
-    assert search.startswith("self_backtracking:") and "n=16" in search and "backend=vllm" in search
-    assert cmd[cmd.index("--model_name_or_path") + 1] == str(tmp_path / "model_1")
-    pool = read_pool_file(cmd[cmd.index("--pool_file") + 1], "countdown")
-    assert pool == [TASK.problem_to_row(p) for p in POOL[:3]]
+
+def test_harvest_that_keeps_nothing_stops_with_the_search_accuracy(tmp_path):
+    from backtrack_trl.study.harvest import EmptyHarvestError, harvest
+    from backtrack_trl.tasks.tokenizer import build_countdown_tokenizer
+    from backtrack_trl.training.model_init import init_tiny_llama, save_model_and_tokenizer
+
+    tokenizer = build_countdown_tokenizer()
+    model = init_tiny_llama(
+        tokenizer, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2
+    )
+    save_model_and_tokenizer(model, tokenizer, tmp_path / "random")  # an untrained model solves nothing
+    problems = [{"numbers": [3, 5, 2], "target": 16}, {"numbers": [4, 6, 1], "target": 25}]
+    with pytest.raises(EmptyHarvestError, match=r"accepted no path .* on 2 pool problems \(search accuracy 0\.0%"):
+        harvest(tmp_path / "random", problems, tmp_path / "rounds", "round_1", {"n": 2, "b": 0, "max_new_tokens": 8},
+                progress=False)  # fmt: skip
+    assert not (tmp_path / "rounds").exists()  # nothing half-written
+    with pytest.raises(ValueError, match="pool problems are test problems"):
+        harvest(tmp_path / "random", problems, tmp_path / "rounds", "round_1", {"n": 2, "b": 0},
+                forbidden_keys={((2, 3, 5), 16)}, progress=False)  # fmt: skip

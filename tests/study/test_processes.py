@@ -30,7 +30,7 @@ ORCHESTRATOR = textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    from backtrack_trl.study.runner import run_logged
+    from backtrack_trl.study.commands import run_logged
     run_logged([sys.executable, sys.argv[1], sys.argv[2]], Path(sys.argv[3]))
     """
 )

@@ -1,0 +1,45 @@
+"""The study's last step: ``report/report.md`` (Table 1 with both checkers, the per-round table, the wall time of
+every stage, the settings) and its PNG plots, from the evaluations the stages wrote.
+
+Usage:
+
+```python
+from backtrack_trl.study.stages.report import study_report
+
+path = study_report(context, {"data_backtrack": 12.0, "sft_backtrack": 300.0})  # a StudyContext
+print(path.read_text())
+```
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from backtrack_trl.study.config import thread_setting
+from backtrack_trl.study.stages.base import StudyContext
+
+
+def study_report(ctx: StudyContext, stage_seconds: dict[str, float]) -> Path:
+    """Write the report of the study in ``ctx.layout.root``; ``stage_seconds``: the wall time of each stage."""
+    from backtrack_trl.study.report import write_report
+    from backtrack_trl.study.results import collect_decoder_results, collect_round_rows, read_fact_probes
+
+    a, root = ctx.args, ctx.layout.root
+    decoder_results = collect_decoder_results(root)
+    searches = [spec for spec in a.round_eval_decoders if spec != "greedy"]
+    round_rows = collect_round_rows(root, a.rounds, searches[0] if searches else "greedy")
+    settings = "Settings: " + ", ".join(
+        f"{k}={v}" for k, v in (("rounds", a.rounds), ("pool_size", a.pool_size),
+                                ("search", f"b={a.search_b}, N={a.search_n}"), ("keep", a.keep), ("seed", a.seed),
+                                ("threads", thread_setting()))
+    )  # fmt: skip
+    return write_report(
+        ctx.layout.report_dir(),
+        decoder_results,
+        round_rows,
+        stage_seconds,
+        settings,
+        read_fact_probes(root),
+        task=ctx.task,
+        study_dir=root,  # the search trees of the backtrack model's evaluation
+    )

@@ -1,0 +1,144 @@
+"""The self-improvement rounds (expert iteration) and the control arm.
+
+Round k: ``round_k_search`` (``accelerate launch recipes/harvest.py``: the self-backtracking search, sharded over
+processes, on a fresh pool of TRAINING problems, on the HF model or on vLLM; the paths the strict checker accepts
+become dataset config ``round_k``), ``round_k_sft`` (fine-tune round k-1's model on it) and ``round_k_eval``.
+The control arm fine-tunes the round-0 model on the solver's optimal paths for the problems round 1 kept (same
+count, same recipe): it tells the gain from the search's own paths apart from more SFT.
+
+Usage:
+
+```python
+from backtrack_trl.study.stages.rounds import pool_problems, round_stages
+
+rows = pool_problems(layout, task, seed=42, pool_size=2000, k=1)  # a StudyLayout and a Task
+stages = round_stages(context, 1)  # a StudyContext: round_1_search, round_1_sft, round_1_eval
+```
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import shlex
+from typing import Any
+
+from backtrack_trl.atomic_io import atomic_write_json
+from backtrack_trl.study.layout import StudyLayout
+from backtrack_trl.study.stages.base import Stage, StudyContext
+from backtrack_trl.study.stages.table1 import eval_stage
+
+
+def pool_problems(layout: StudyLayout, task, seed: int, pool_size: int, k: int) -> list[dict[str, Any]]:
+    """Round k's pool: the k-th slice of a seeded shuffle of the distinct TRAIN questions (never test ones)."""
+    from datasets import load_dataset
+
+    columns = list(task.problem_columns)
+    train = load_dataset(str(layout.data_dir("backtrack")), split="train").select_columns(columns)
+    seen, questions = set(), []
+    for row in train:
+        key = tuple(tuple(row[c]) if isinstance(row[c], list) else row[c] for c in columns)
+        if key not in seen:
+            seen.add(key)
+            questions.append(key)
+    random.Random(seed).shuffle(questions)
+    start = ((k - 1) * pool_size) % max(1, len(questions))
+    picked = (questions[start:] + questions[:start])[: min(pool_size, len(questions))]
+    return [dict(zip(columns, key)) for key in picked]
+
+
+def harvest_overrides(ctx: StudyContext, k: int) -> dict[str, Any]:
+    """The options of round k's ``recipes/harvest.py`` (the search of round k-1's model on the pool file)."""
+    a, rdir = ctx.args, ctx.layout.round_dir(k)
+    options = {"n": a.search_n, "b": a.search_b, "temperature": a.search_temperature,
+               "batch_size": a.search_batch_size, "max_new_tokens": a.search_max_new_tokens}  # fmt: skip
+    if a.search_backend != "hf":
+        options["backend"] = a.search_backend
+    return {
+        "model_name_or_path": ctx.layout.round_model(k - 1),
+        "pool_file": rdir / "pool.jsonl",
+        "test_dataset_name": ctx.layout.data_dir("backtrack"),
+        "output_dir": ctx.layout.round_datasets(),
+        "config_name": f"round_{k}",
+        "search": "self_backtracking:" + ",".join(f"{key}={value}" for key, value in options.items()),
+        "vllm_server_base_url": a.vllm_server_base_url,
+        "keep": a.keep,
+        "seed": a.seed + 1000 * k,
+        "stats_file": rdir / "harvest.json",
+        "task": a.task,
+        "progress": False,
+    }
+
+
+def harvest_round(ctx: StudyContext, k: int) -> None:
+    """``accelerate launch recipes/harvest.py`` (the eval accelerate config: the pool is sharded over its
+    processes) on this round's pool, written to ``rounds/round_<k>/pool.jsonl``; with ``vllm_serve`` under a vLLM
+    server started on round k-1's model."""
+    from backtrack_trl.study.harvest import write_pool_file
+
+    a = ctx.args
+    write_pool_file(
+        pool_problems(ctx.layout, ctx.task, a.seed, a.pool_size, k), ctx.layout.round_dir(k) / "pool.jsonl"
+    )
+    overrides = harvest_overrides(ctx, k)
+    server = contextlib.nullcontext(a.vllm_server_base_url)
+    if a.vllm_serve:
+        from backtrack_trl.decoding.vllm_launch import launch_vllm_server
+
+        server = launch_vllm_server(
+            ctx.layout.round_model(k - 1),
+            python=a.vllm_python,
+            extra_args=shlex.split(a.vllm_server_args),
+            env=dict(item.split("=", 1) for item in a.vllm_server_env),
+            log_file=ctx.layout.log_file(f"round_{k}_vllm_server"),
+        )
+    with server as url:
+        overrides["vllm_server_base_url"] = url
+        ctx.recipes.run("harvest.py", None, overrides, ctx.layout.log_file(f"round_{k}_search"), launch=True)
+    if a.push_to_hub:
+        from backtrack_trl.data.hub_layout import push_hub_dataset
+
+        push_hub_dataset(ctx.layout.round_datasets(), a.hub_dataset_id, config_name=f"round_{k}")
+
+
+def _train_and_evaluate(ctx: StudyContext, name: str, start_model, dataset_config: str, folder) -> list[Stage]:
+    """``<name>_sft`` (``round_sft_config`` from ``start_model`` on ``dataset_config`` of the round datasets) and
+    ``<name>_eval`` (the round decoders), written under ``folder``."""
+    overrides = {"model_name_or_path": start_model, "dataset_name": ctx.layout.round_datasets(),
+                 "dataset_config": dataset_config, "output_dir": folder / "model", "seed": ctx.args.seed}  # fmt: skip
+    sft = ctx.recipe_stage(f"{name}_sft", "sft.py", ctx.args.round_sft_config, overrides, folder / "model", True)
+    evaluate = eval_stage(ctx, folder / "model", folder / "eval", f"{name}_eval", ctx.args.round_eval_decoders)
+    return [sft, evaluate]
+
+
+def round_stages(ctx: StudyContext, k: int) -> list[Stage]:
+    """``round_k_search``, ``round_k_sft``, ``round_k_eval``."""
+    rdir = ctx.layout.round_dir(k)
+    search = Stage(f"round_{k}_search", lambda: harvest_round(ctx, k), (rdir / "harvest.json",),
+                   dataset_config=(ctx.layout.round_datasets(), f"round_{k}"))  # fmt: skip
+    return [search, *_train_and_evaluate(ctx, f"round_{k}", ctx.layout.round_model(k - 1), f"round_{k}", rdir)]
+
+
+def control_data(ctx: StudyContext) -> None:
+    """Dataset config ``control_1``: the solver's optimal path for every problem round 1 kept."""
+    from datasets import Dataset, DatasetDict, load_dataset
+
+    from backtrack_trl.data.hub_layout import write_hub_dataset
+
+    task, folder = ctx.task, ctx.layout.round_datasets()
+    kept = load_dataset(str(folder), "round_1", split="train")
+    rows = []
+    for row in kept.select_columns(list(task.problem_columns)):
+        problem = task.problem_from_row(row)
+        rows.append(task.optimal_row(problem, task.solve(problem)))
+    card = {"source": "exact solver (control arm)", "problems": "those kept by round_1", "rows": len(rows)}
+    write_hub_dataset(DatasetDict({"train": Dataset.from_list(rows)}), folder, card, True, config_name="control_1")
+    atomic_write_json(ctx.layout.control_dir() / "harvest.json", {"kept": len(rows)})
+
+
+def control_stages(ctx: StudyContext) -> list[Stage]:
+    """``control_1_data``, ``control_1_sft`` (from the round-0 model), ``control_1_eval``."""
+    cdir = ctx.layout.control_dir()
+    data = Stage("control_1_data", lambda: control_data(ctx), (cdir / "harvest.json",),
+                 dataset_config=(ctx.layout.round_datasets(), "control_1"))  # fmt: skip
+    return [data, *_train_and_evaluate(ctx, "control_1", ctx.layout.round_model(0), "control_1", cdir)]
