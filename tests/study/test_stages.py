@@ -10,7 +10,6 @@ from datasets import Dataset, DatasetDict
 from backtrack_trl.data.hub_layout import write_hub_dataset
 from backtrack_trl.decoding import vllm_launch
 from backtrack_trl.study import commands
-from backtrack_trl.study.commands import RecipeLauncher
 from backtrack_trl.study.config import SelfImproveArguments
 from backtrack_trl.study.harvest import read_pool_file
 from backtrack_trl.study.layout import StudyLayout
@@ -27,8 +26,7 @@ TASK = get_task("countdown")
 
 
 def _context(tmp_path, **options) -> StudyContext:
-    args = SelfImproveArguments(output_dir=str(tmp_path), **options)
-    return StudyContext(args, StudyLayout(tmp_path), TASK, RecipeLauncher.from_args(args, tmp_path, python="python"))
+    return StudyContext.from_args(SelfImproveArguments(output_dir=str(tmp_path), **options), tmp_path, "python")
 
 
 def test_the_stages_of_the_default_study_in_order(tmp_path, monkeypatch):

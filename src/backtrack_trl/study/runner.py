@@ -41,7 +41,7 @@ from pathlib import Path
 from backtrack_trl.atomic_io import atomic_write_json
 from backtrack_trl.errors import run_recipe
 from backtrack_trl.study.checks import check_study
-from backtrack_trl.study.commands import RecipeLauncher, StageFailedError
+from backtrack_trl.study.commands import StageFailedError
 from backtrack_trl.study.config import RESUMABLE_OPTIONS, SelfImproveArguments, study_config
 from backtrack_trl.study.harvest import EmptyHarvestError
 from backtrack_trl.study.layout import StudyLayout
@@ -57,7 +57,6 @@ from backtrack_trl.study.stages.table1 import (
     table1_eval_stages,
 )
 from backtrack_trl.study.state import StudyState
-from backtrack_trl.tasks import get_task
 
 
 logger = logging.getLogger(__name__)
@@ -144,8 +143,8 @@ class Study:
             self.close()
             raise
         self.started = time.time()
-        launcher = RecipeLauncher.from_args(args, recipes, python, lock_fds=(lock_fd,) if lock_fd >= 0 else ())
-        self.context = StudyContext(args, self.layout, get_task(args.task), launcher)
+        lock_fds = (lock_fd,) if lock_fd >= 0 else ()
+        self.context = StudyContext.from_args(args, recipes, python, lock_fds)
 
     def close(self) -> None:
         """Release the study folder's lock (the end of :meth:`run`, or an error before it)."""

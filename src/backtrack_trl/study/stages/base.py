@@ -15,6 +15,7 @@ stage.run()
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from pathlib import Path
 from backtrack_trl.study.commands import RecipeLauncher
 from backtrack_trl.study.config import SelfImproveArguments
 from backtrack_trl.study.layout import StudyLayout
+from backtrack_trl.tasks import get_task
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,14 @@ class StudyContext:
     layout: StudyLayout
     task: object
     recipes: RecipeLauncher
+
+    @classmethod
+    def from_args(
+        cls, args: SelfImproveArguments, recipes: Path, python: str = sys.executable, lock_fds: tuple[int, ...] = ()
+    ) -> StudyContext:
+        """The context of the study ``args``, its sub-recipes in ``recipes`` (``lock_fds``: the study's lock)."""
+        launcher = RecipeLauncher.from_args(args, recipes, python, lock_fds)
+        return cls(args, StudyLayout(args.output_dir, args.backtrack_model), get_task(args.task), launcher)
 
     def recipe_stage(
         self, name: str, script: str, config: str | None, overrides: dict, output: Path, launch: bool = False

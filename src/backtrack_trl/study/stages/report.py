@@ -4,9 +4,14 @@ every stage, the settings) and its PNG plots, from the evaluations the stages wr
 Usage:
 
 ```python
+from pathlib import Path
+
+from backtrack_trl.study.config import SelfImproveArguments
+from backtrack_trl.study.stages.base import StudyContext
 from backtrack_trl.study.stages.report import study_report
 
-path = study_report(context, {"data_backtrack": 12.0, "sft_backtrack": 300.0})  # a StudyContext
+context = StudyContext.from_args(SelfImproveArguments(output_dir="results/countdown-tiny"), Path("recipes"))
+path = study_report(context, {"data_backtrack": 12.0, "sft_backtrack": 300.0})  # results/countdown-tiny/report
 print(path.read_text())
 ```
 """

@@ -9,10 +9,15 @@ count, same recipe): it tells the gain from the search's own paths apart from mo
 Usage:
 
 ```python
-from backtrack_trl.study.stages.rounds import pool_problems, round_stages
+from pathlib import Path
 
-rows = pool_problems(layout, task, seed=42, pool_size=2000, k=1)  # a StudyLayout and a Task
-stages = round_stages(context, 1)  # a StudyContext: round_1_search, round_1_sft, round_1_eval
+from backtrack_trl.study.config import SelfImproveArguments
+from backtrack_trl.study.stages.base import StudyContext
+from backtrack_trl.study.stages.rounds import harvest_overrides, round_stages
+
+context = StudyContext.from_args(SelfImproveArguments(output_dir="results/demo"), Path("recipes"))
+print([stage.name for stage in round_stages(context, 2)])  # round_2_search, round_2_sft, round_2_eval
+print(harvest_overrides(context, 2)["search"])  # the harvest's search spec
 ```
 """
 

@@ -7,10 +7,15 @@ Each function returns the stages of one step, in order, built from a
 Usage:
 
 ```python
-from backtrack_trl.study.stages.table1 import data_stages
+from pathlib import Path
 
-for stage in data_stages(context):  # a StudyContext (see backtrack_trl.study.runner.Study)
-    print(stage.name, stage.outputs)
+from backtrack_trl.study.config import SelfImproveArguments
+from backtrack_trl.study.stages.base import StudyContext
+from backtrack_trl.study.stages.table1 import data_stages, sft_stages
+
+context = StudyContext.from_args(SelfImproveArguments(output_dir="results/demo"), Path("recipes"))
+for stage in data_stages(context) + sft_stages(context):
+    print(stage.name, stage.outputs)  # data_backtrack (results/demo/data/backtrack,) ...
 ```
 """
 
