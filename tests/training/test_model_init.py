@@ -9,8 +9,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from backtrack_trl.training.model_init import InitModelArguments, init_model, init_tiny_llama, save_model_and_tokenizer
 from backtrack_trl.tasks.tokenizer import build_countdown_tokenizer, require_backtrack_token
+from backtrack_trl.training.model_init import InitModelArguments, init_model, init_tiny_llama, save_model_and_tokenizer
 
 
 REPO = Path(__file__).resolve().parents[2]

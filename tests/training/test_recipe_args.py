@@ -17,7 +17,9 @@ def parser():
 def test_an_unknown_flag_is_named_with_the_hint():
     with pytest.raises(ValueError) as error:
         parse_recipe_args(parser(), ["--bogus", "1"], HINT)
-    assert str(error.value) == f"Some specified arguments are not used by the HfArgumentParser: ['--bogus', '1']. {HINT}"
+    assert (
+        str(error.value) == f"Some specified arguments are not used by the HfArgumentParser: ['--bogus', '1']. {HINT}"
+    )
 
 
 def test_an_unknown_yaml_key_is_named_with_the_hint(tmp_path):

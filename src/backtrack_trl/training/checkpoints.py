@@ -12,7 +12,8 @@ from trl import SFTConfig
 
 from backtrack_trl.training.checkpoints import resume_checkpoint
 
-checkpoint = resume_checkpoint(SFTConfig("models/countdown-tiny/backtrack-sft"))  # None, or ".../checkpoint-40"
+training_args = SFTConfig("models/countdown-tiny/backtrack-sft", use_cpu=True, bf16=False)
+checkpoint = resume_checkpoint(training_args)  # None, or ".../checkpoint-40"
 ```
 """
 

@@ -12,8 +12,9 @@ from backtrack_trl.training.recipe_args import parse_recipe_args
 from backtrack_trl.training.reward_config import RewardModelScriptArguments
 
 parser = TrlParser((RewardModelScriptArguments, RewardConfig, ModelConfig))
+argv = ["--config", "recipes/countdown-tiny/reward_model/config_default.yaml", "--stage", "data"]
 script_args, training_args, model_args = parse_recipe_args(
-    parser, ["--output_dir", "models/x"], hint="List the options with `python recipes/reward_model.py --help`."
+    parser, argv, hint="List the options with `python recipes/reward_model.py --help`."
 )
 ```
 """
