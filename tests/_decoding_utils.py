@@ -9,8 +9,8 @@ from _scripted_lm import ScriptedLM
 from transformers import LlamaForCausalLM
 
 from backtrack_trl.tasks.countdown.format import BACKTRACK_TOKEN, GOAL_MARKER, Problem, format_prompt
-from backtrack_trl.training.model_init import init_tiny_llama
 from backtrack_trl.tasks.tokenizer import build_countdown_tokenizer
+from backtrack_trl.training.model_init import init_tiny_llama
 
 
 # Tiny models gain nothing from several threads, and on a shared 2-core machine they mostly spin.

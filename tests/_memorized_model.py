@@ -8,8 +8,8 @@ from pathlib import Path
 import torch
 
 from backtrack_trl.tasks import get_task
-from backtrack_trl.training.model_init import init_tiny_llama, save_model_and_tokenizer
 from backtrack_trl.tasks.tokenizer import build_countdown_tokenizer
+from backtrack_trl.training.model_init import init_tiny_llama, save_model_and_tokenizer
 
 
 def memorized_countdown_model(folder: Path, problems, steps: int = 60, seed: int = 0) -> Path:

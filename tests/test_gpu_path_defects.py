@@ -103,8 +103,8 @@ def test_harvest_frees_the_decoder_and_empties_the_cuda_cache(tmp_path, monkeypa
 def test_collator_counters_survive_dataloader_workers():
     from _training_utils import sample_rows
 
-    from backtrack_trl.training.collator import BacktrackMaskingCollator
     from backtrack_trl.tasks.tokenizer import build_countdown_tokenizer
+    from backtrack_trl.training.collator import BacktrackMaskingCollator
 
     rows = sample_rows(6)  # 12 rows
     # max_length=10 cuts every example inside its prompt: all are truncated and none has a trained token.
