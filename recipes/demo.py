@@ -11,17 +11,9 @@ GRADIO_ANALYTICS_ENABLED=False python recipes/demo.py --model results/countdown-
 `python recipes/demo.py --help` lists every option (backtrack_trl.viz.demo.DemoArguments).
 """
 
-from trl import TrlParser
-
-from backtrack_trl.errors import run_recipe
+from backtrack_trl.errors import run_options_recipe
 from backtrack_trl.viz.demo import DemoArguments, serve  # sets GRADIO_ANALYTICS_ENABLED=False before gradio loads
 
 
-def main():
-    parser = TrlParser((DemoArguments,))
-    (args,) = parser.parse_args_and_config()
-    serve(args)
-
-
 if __name__ == "__main__":
-    run_recipe(main)
+    run_options_recipe(DemoArguments, serve)

@@ -18,17 +18,9 @@ python recipes/evaluate_decoders.py --config recipes/countdown-tiny/eval/config_
 `python recipes/evaluate_decoders.py --help` lists every option (backtrack_trl.evaluation.EvaluationArguments).
 """
 
-from trl import TrlParser
-
-from backtrack_trl.errors import run_recipe
+from backtrack_trl.errors import run_options_recipe
 from backtrack_trl.evaluation import EvaluationArguments, evaluate_decoders
 
 
-def main():
-    parser = TrlParser((EvaluationArguments,))
-    (args,) = parser.parse_args_and_config()
-    evaluate_decoders(args)
-
-
 if __name__ == "__main__":
-    run_recipe(main)
+    run_options_recipe(EvaluationArguments, evaluate_decoders)

@@ -22,17 +22,9 @@ accelerate launch --config_file accelerate_configs/ddp.yaml recipes/harvest.py .
 `python recipes/harvest.py --help` lists every option (backtrack_trl.study.harvest.HarvestArguments).
 """
 
-from trl import TrlParser
-
-from backtrack_trl.errors import run_recipe
+from backtrack_trl.errors import run_options_recipe
 from backtrack_trl.study.harvest import HarvestArguments, run_harvest
 
 
-def main():
-    parser = TrlParser((HarvestArguments,))
-    (args,) = parser.parse_args_and_config()
-    run_harvest(args)
-
-
 if __name__ == "__main__":
-    run_recipe(main)
+    run_options_recipe(HarvestArguments, run_harvest)

@@ -8,16 +8,9 @@ Usage:
         --output_dir models/Llama-3.2-1B-backtrack
 """
 
-from trl import TrlParser
-
-from backtrack_trl.errors import run_recipe
+from backtrack_trl.errors import run_options_recipe
 from backtrack_trl.training.model_init import InitModelArguments, init_model
 
 
-def main():
-    (args,) = TrlParser((InitModelArguments,)).parse_args_and_config()
-    init_model(args)
-
-
 if __name__ == "__main__":
-    run_recipe(main)
+    run_options_recipe(InitModelArguments, init_model)

@@ -13,17 +13,9 @@ python recipes/visualize_search.py \
 `python recipes/visualize_search.py --help` lists every option (backtrack_trl.viz.search_tree.VisualizeArguments).
 """
 
-from trl import TrlParser
-
-from backtrack_trl.errors import run_recipe
+from backtrack_trl.errors import run_options_recipe
 from backtrack_trl.viz.search_tree import VisualizeArguments, visualize_search
 
 
-def main():
-    parser = TrlParser((VisualizeArguments,))
-    (args,) = parser.parse_args_and_config()
-    visualize_search(args)
-
-
 if __name__ == "__main__":
-    run_recipe(main)
+    run_options_recipe(VisualizeArguments, visualize_search)

@@ -49,3 +49,26 @@ def test_recipe_option_from_the_command_line_or_the_config(tmp_path):
     assert recipe_option(["--config", str(config)], "seed") is None
     with pytest.raises(FileNotFoundError, match=r"--config '.*missing.yaml' does not exist"):
         recipe_option(["--config", str(tmp_path / "missing.yaml")], "task")
+
+
+def test_run_options_recipe_parses_the_options_and_reports_a_user_error_in_one_line(monkeypatch, capsys):
+    from dataclasses import dataclass, field
+
+    from backtrack_trl.errors import run_options_recipe
+
+    @dataclass
+    class Options:
+        size: int = field(default=1, metadata={"help": "A size."})
+
+    seen = []
+    monkeypatch.setattr("sys.argv", ["recipe.py", "--size", "3"])
+    run_options_recipe(Options, lambda options: seen.append(options.size))
+    assert seen == [3]
+
+    def refuse(options):
+        raise ValueError(f"--size {options.size}: too small; use 4 or more.")
+
+    with pytest.raises(SystemExit) as exit_info:
+        run_options_recipe(Options, refuse)
+    assert exit_info.value.code == 1
+    assert capsys.readouterr().err == "error: --size 3: too small; use 4 or more.\n"

@@ -51,6 +51,19 @@ def run_recipe(
         raise SystemExit(130) from None
 
 
+def run_options_recipe(options_class: type, job: Callable[[Any], Any]) -> Any:
+    """The whole entry point of a recipe with one options dataclass: parse ``--config`` and the command line with
+    ``TrlParser`` (``--help`` lists the options), then ``job(options)`` under :func:`run_recipe`."""
+
+    def main():
+        from trl import TrlParser
+
+        (options,) = TrlParser((options_class,)).parse_args_and_config()
+        return job(options)
+
+    return run_recipe(main)
+
+
 def recipe_option(argv: Sequence[str], name: str) -> str | None:
     """The value a recipe's command line gives ``name`` before parsing: ``--name value`` / ``--name=value`` (the last
     wins), else the ``name:`` key of its ``--config`` YAML, else None. Recipes whose dataclasses depend on one option
