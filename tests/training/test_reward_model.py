@@ -45,3 +45,20 @@ def test_a_tiny_reward_trainer_run_learns_the_pairs(tmp_path):
     prompt = format_prompt(Problem((7, 2), 9))
     right, wrong = scorer.score([prompt, prompt], ["7+2=9\n" + GOAL, "7-2=5\n" + GOAL])
     assert scorer.model.config.pad_token_id == tokenizer().pad_token_id and right > wrong
+
+
+def test_the_new_score_head_is_the_same_for_the_same_seed(tmp_path):
+    import torch
+
+    from backtrack_trl.training.reward_model import load_reward_base
+
+    folder = tmp_path / "policy"
+    tiny_llama().save_pretrained(folder)
+    tokenizer().save_pretrained(folder)
+    heads = []
+    for seed in (3, 3, 4):
+        torch.manual_seed(seed * 100 + len(heads))  # whatever the global state, the seed decides the head
+        training_args = RewardConfig(output_dir=str(tmp_path / "out"), seed=seed, use_cpu=True, report_to="none")
+        model, _ = load_reward_base(ModelConfig(model_name_or_path=str(folder)), training_args)
+        heads.append(model.score.weight.detach().clone())
+    assert torch.equal(heads[0], heads[1]) and not torch.equal(heads[0], heads[2])

@@ -56,7 +56,7 @@ def pairwise_accuracy(scorer, rows) -> float:
 
 def load_reward_base(model_args, training_args):
     """``AutoModelForSequenceClassification`` (one label, a new score head) + tokenizer from ``model_name_or_path``."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, set_seed
 
     path = model_args.model_name_or_path
     if not path:
@@ -67,6 +67,8 @@ def load_reward_base(model_args, training_args):
     if tokenizer.pad_token is None:  # Llama-3.2 has none; the head must find the last real token
         tokenizer.pad_token = tokenizer.eos_token
     dtype = model_args.dtype if model_args.dtype in (None, "auto") else getattr(torch, model_args.dtype)
+    # The score head is new: seed its initialisation, or two runs of the same config train different ORMs.
+    set_seed(training_args.seed)
     model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=dtype)
     model.config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer
