@@ -5,7 +5,7 @@ The task (``task: countdown`` by default, see :mod:`backtrack_trl.tasks`) owns i
 Sudoku's ``size``), its solver and its wrong-step makers; this module owns the splits, the row contract, determinism
 and the dataset card.
 
-Splits (see the dataset row contract in the README):
+Splits (see the dataset row contract in docs/data.md):
 
 - ``test_seen``: problems of the seen part of the problem space, generated first; ``test_new``: problems of the part
   the task holds out (Countdown: held-out targets; Sudoku: held-out solution grids).

@@ -141,7 +141,7 @@ class SelfImproveArguments:
         metadata={
             "help": "A vLLM server for the harvest (search_backend vllm), e.g. http://localhost:8000. It must serve the "
             "round's model: the study does not restart it, so on GPU nodes restart the server on each round's model "
-            "(see the README) or leave this unset to start an in-process engine per round."
+            "(see docs/scale.md) or leave this unset to start an in-process engine per round."
         },
     )
     vllm_serve: bool = field(

@@ -66,7 +66,7 @@ def check_columns(column_names: Iterable[str], where: str = "dataset") -> None:
         raise ValueError(
             f"The {where} lacks the column(s) {missing} needed by BacktrackMaskingCollator (it has {sorted(present)}). "
             f"Rows need {list(REQUIRED_COLUMNS)}: build the data with `python recipes/build_dataset.py` (see the "
-            "dataset row contract in the README). If the columns exist but vanish before the collator, set "
+            "dataset row contract in docs/data.md). If the columns exist but vanish before the collator, set "
             "`remove_unused_columns=False` and `dataset_kwargs={'skip_prepare_dataset': True}` in SFTConfig."
         )
 

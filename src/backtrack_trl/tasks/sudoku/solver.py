@@ -194,7 +194,7 @@ def solve_path(problem: SudokuProblem, rng: random.Random | None = None, order: 
     ``order="reading"`` (the task's paths): the empty cells in reading order (row by row), so the cell to fill next
     is always known and a step only has to find its value. ``order="constrained"``: the most constrained cell first
     (fewest candidates in the grid placed so far; ties drawn by ``rng``, else the first in reading order), so every
-    step is as deducible as possible but the model must also find the cell (the README's Sudoku section measures
+    step is as deducible as possible but the model must also find the cell (docs/results.md's Sudoku section measures
     both: tiny models trained on these paths wrote few legal placements). Every order fills the same cells, so every
     path is optimal (equally short).
     """
