@@ -6,8 +6,10 @@ Usage:
 from backtrack_trl.decoding.tokens import TaskTokens
 from backtrack_trl.tasks.tokenizer import build_countdown_tokenizer
 
-tokens = TaskTokens.from_tokenizer(build_countdown_tokenizer())
-assert tokens.newline_mask[tokens.encode("\\n")[0]]
+tokenizer = build_countdown_tokenizer()
+tokens = TaskTokens.from_tokenizer(tokenizer)
+assert tokens.is_newline(tokenizer.convert_tokens_to_ids("\\n"))
+assert tokens.backtrack_id == tokenizer.convert_tokens_to_ids("<backtrack>")
 ```
 """
 
