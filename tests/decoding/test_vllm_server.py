@@ -141,13 +141,13 @@ def test_study_round_harvests_through_a_server_it_starts(tmp_path):
     import subprocess
 
     import yaml
-    from test_self_improve_loop import _configs, _run
+    from _study_utils import run_study, study_configs
 
-    config = _configs(tmp_path / "configs", tmp_path / "study", baseline=False)
+    config = study_configs(tmp_path / "configs", tmp_path / "study", baseline=False)
     settings = yaml.safe_load(config.read_text())
     settings.update(rounds=1, round_eval_decoders=["greedy"])
     config.write_text(yaml.safe_dump(settings))
-    proc = _run(
+    proc = run_study(
         config, tmp_path, "--search_backend", "vllm", "--vllm_serve", "true", "--vllm_python", str(VLLM_PYTHON),
         "--vllm_server_args", "--dtype float32 --no-enable-chunked-prefill --max-model-len 128",
         "--vllm_server_env", "OMP_NUM_THREADS=1", "VLLM_CPU_KVCACHE_SPACE=1",

@@ -10,91 +10,12 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 from _report_utils import parse_markdown_table
+from _study_utils import REPO, run_study, study_configs
 from datasets import load_dataset
 
 
-REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
-
-DATA = {
-    "mode": "backtrack",
-    "num_train_questions": 60,
-    "num_test": 4,
-    "num_numbers": 2,
-    "min_number": 1,
-    "max_number": 9,
-    "min_target": 1,
-    "max_target": 20,
-    "new_target_fraction": 0.1,
-    "seed": 3,
-    "num_proc": 1,
-}
-INIT = {"tokenizer": "countdown", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 1,
-        "num_attention_heads": 2, "max_position_embeddings": 128, "seed": 0}  # fmt: skip
-SFT = {"use_cpu": True, "bf16": False, "activation_checkpointing": False, "learning_rate": 1.0e-2,
-       "lr_scheduler_type": "constant", "max_steps": 120, "per_device_train_batch_size": 32, "max_length": 64,
-       "eval_strategy": "no", "logging_steps": 20, "save_strategy": "no", "report_to": "none", "seed": 0}  # fmt: skip
-EVAL = {"splits": ["test_seen", "test_new"], "max_problems": 4, "max_new_tokens": 24, "seed": 0,
-        "decoders": ["greedy", "best_of_n:n=4", "self_backtracking:n=4,b=0", "self_backtracking:n=4,b=1"],
-        "probe_facts": True, "probe_max_operand": 9}  # fmt: skip
-
-
-# The other Table 1 baselines (optional study stages), as small as they run.
-PREFERENCE = {"use_cpu": True, "bf16": False, "activation_checkpointing": False, "max_steps": 5, "beta": 0.1,
-              "per_device_train_batch_size": 8, "max_length": 64, "learning_rate": 1.0e-3, "report_to": "none",
-              "save_strategy": "no", "logging_steps": 5}  # fmt: skip
-REWARD = {"stage": "all", "max_problems": 40, "eval_problems": 8, "num_samples": 4, "max_new_tokens": 24,
-          "use_cpu": True, "bf16": False, "activation_checkpointing": False, "max_steps": 5,
-          "per_device_train_batch_size": 8, "max_length": 64, "report_to": "none", "save_strategy": "no",
-          "eval_strategy": "no"}  # fmt: skip
-
-
-def _write(path: Path, data: dict) -> str:
-    path.write_text(yaml.safe_dump(data))
-    return str(path)
-
-
-def _configs(folder: Path, output_dir: Path, baseline: bool = True) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    study = {
-        "output_dir": str(output_dir),
-        "backtrack_data_config": _write(folder / "data_bt.yaml", {**DATA, "output_dir": "unused"}),
-        "optimal_data_config": _write(folder / "data_opt.yaml", {**DATA, "mode": "optimal", "output_dir": "unused"})
-        if baseline
-        else None,
-        "init_model_config": _write(folder / "init.yaml", {**INIT, "output_dir": "unused"}),
-        "backtrack_sft_config": _write(folder / "sft.yaml", {**SFT, "output_dir": "unused"}),
-        "optimal_sft_config": str(folder / "sft.yaml") if baseline else None,
-        "eval_config": _write(folder / "eval.yaml", {**EVAL, "output_dir": "unused"}),
-        "round_sft_config": _write(folder / "round.yaml", {**SFT, "max_steps": 15, "learning_rate": 2e-3}),
-        "dpo_config": _write(folder / "dpo.yaml", {**PREFERENCE, "method": "dpo"}) if baseline else None,
-        "kto_config": _write(folder / "kto.yaml", {**PREFERENCE, "method": "kto"}) if baseline else None,
-        "reward_model_config": _write(folder / "orm.yaml", REWARD) if baseline else None,
-        "orm_n": [2, 4],
-        "round_eval_decoders": ["greedy", "self_backtracking:n=4,b=1"],
-        "rounds": 2,
-        "pool_size": 30,
-        "search_n": 4,
-        "search_b": 1,
-        "search_batch_size": 30,
-        "control": baseline,
-        "accelerate_config": str(REPO / "accelerate_configs" / "cpu.yaml"),
-        "seed": 0,
-    }
-    path = folder / "study.yaml"
-    path.write_text(yaml.safe_dump(study))
-    return path
-
-
-def _run(config: Path, cwd: Path, *extra: str, stop_after: str | None = None) -> subprocess.CompletedProcess:
-    env = dict(os.environ, HF_HUB_OFFLINE="1")
-    env.pop("BACKTRACK_TRL_STOP_AFTER", None)
-    if stop_after:
-        env["BACKTRACK_TRL_STOP_AFTER"] = stop_after
-    cmd = [sys.executable, str(REPO / "recipes" / "self_improve.py"), "--config", str(config), *extra]
-    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
 
 
 def _round_rows(study: Path, k: int) -> list[tuple]:
@@ -105,8 +26,8 @@ def _round_rows(study: Path, k: int) -> list[tuple]:
 @pytest.fixture(scope="module")
 def full_study(tmp_path_factory):
     root = tmp_path_factory.mktemp("full")
-    config = _configs(root / "configs", root / "study")
-    proc = _run(config, root)
+    config = study_configs(root / "configs", root / "study")
+    proc = run_study(config, root)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return root / "study", config, root
 
@@ -172,12 +93,12 @@ def test_report_files_and_tables_parse(full_study):
 
 def test_killed_run_resumes_and_matches_uninterrupted(full_study):
     study, _, root = full_study
-    config = _configs(root / "configs_resume", root / "resumed", baseline=False)
-    stopped = _run(config, root, stop_after="round_1_eval")
+    config = study_configs(root / "configs_resume", root / "resumed", baseline=False)
+    stopped = run_study(config, root, stop_after="round_1_eval")
     assert stopped.returncode != 0 and "stopping after round_1_eval" in stopped.stdout + stopped.stderr
     state = json.loads((root / "resumed" / "state.json").read_text())["stages"]
     assert "round_1_eval" in state and "round_2_search" not in state
-    finished = _run(config, root)
+    finished = run_study(config, root)
     assert finished.returncode == 0, finished.stdout[-3000:] + finished.stderr[-3000:]
     assert "[round_1_sft] already done" in finished.stdout + finished.stderr
     for k in (1, 2):
@@ -186,7 +107,7 @@ def test_killed_run_resumes_and_matches_uninterrupted(full_study):
 
 def test_other_configuration_in_same_folder_is_refused(full_study):
     _, config, root = full_study
-    proc = _run(config, root, "--pool_size", "31")
+    proc = run_study(config, root, "--pool_size", "31")
     assert proc.returncode == 1
     assert "was created by a different configuration" in proc.stderr and "pool_size: 30 -> 31" in proc.stderr
 
@@ -200,8 +121,8 @@ def test_model_without_backtrack_token_is_refused(tmp_path):
     PreTrainedTokenizerFast(tokenizer_object=raw, unk_token="<unk>", eos_token="</s>").save_pretrained(
         tmp_path / "plain"
     )
-    config = _configs(tmp_path / "configs", tmp_path / "study", baseline=False)
-    proc = _run(config, tmp_path, "--backtrack_model", str(tmp_path / "plain"))
+    config = study_configs(tmp_path / "configs", tmp_path / "study", baseline=False)
+    proc = run_study(config, tmp_path, "--backtrack_model", str(tmp_path / "plain"))
     assert proc.returncode == 1
     assert "<backtrack>" in proc.stderr and str(tmp_path / "plain") in proc.stderr
     assert not (tmp_path / "study").exists()  # refused before anything is written
@@ -227,7 +148,7 @@ def test_kill_9_mid_sft_leaves_no_stage_running_and_a_second_run_is_refused(tmp_
     from backtrack_trl.study.lock import study_lock
 
     study = tmp_path / "study"
-    config = _configs(tmp_path / "configs", study, baseline=False)
+    config = study_configs(tmp_path / "configs", study, baseline=False)
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     first = subprocess.Popen(
         [sys.executable, str(REPO / "recipes" / "self_improve.py"), "--config", str(config)],
@@ -241,7 +162,7 @@ def test_kill_9_mid_sft_leaves_no_stage_running_and_a_second_run_is_refused(tmp_
             training = [p for p in training if "sft.py" in Path(f"/proc/{p}/cmdline").read_text(errors="replace")]
             time.sleep(0.5)
         assert training, "the SFT stage never started"
-        second = _run(config, tmp_path)
+        second = run_study(config, tmp_path)
         assert second.returncode == 1 and f"is in use by PID {first.pid}" in second.stderr, second.stderr[-2000:]
         first.kill()  # kill -9: no handler runs in the orchestrator
         first.wait()
