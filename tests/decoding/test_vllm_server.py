@@ -49,7 +49,7 @@ def served(tmp_path_factory):
     if not VLLM_PYTHON.exists():
         pytest.skip(f"no vLLM environment at {VLLM_PYTHON}: `make vllm-env` installs the CPU build of vLLM there")
     root = tmp_path_factory.mktemp("vllm")
-    model = memorized_countdown_model(root / "model", SEEN, steps=120)
+    model = memorized_countdown_model(root / "model", SEEN, steps=120, backtrack_rows=True)
     args = ["--dtype", "float32", "--max-model-len", "128", "--no-enable-chunked-prefill",
             "--max-num-batched-tokens", "8192"]  # fmt: skip
     env = {"OMP_NUM_THREADS": "1", "VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1"}
