@@ -54,3 +54,8 @@ def test_bad_inputs(metric):
         metric.compute(predictions=["1+1=2"], references=["not a prompt"])
     with pytest.raises(ValueError, match="mode"):
         metric.compute(predictions=["1+1=2"], references=[PROMPT], mode="lenient")
+
+
+def test_a_number_past_the_int_digit_limit_counts_as_wrong(metric):
+    result = metric.compute(predictions=["45-39=6\n10*6=" + "6" * 5000 + "\nGoal Reached!"], references=[PROMPT])
+    assert result["accuracy"] == 0.0 and result["num_invalid_format"] == 1

@@ -152,3 +152,16 @@ def test_check_dispatch_and_bad_mode():
 def test_clean_response():
     assert clean_response("a\nGoal Reached!</s>\n") == "a\nGoal Reached!"
     assert clean_response("</s>x") == "</s>x"  # only at the very end
+
+
+@pytest.mark.parametrize("mode", ["strict", "official"])
+def test_an_absurdly_long_number_is_a_wrong_answer_not_a_crash(mode):
+    problem, huge = Problem((3, 5, 2), 16), "9" * 5000  # past int()'s 4,300-digit limit
+    for text in (
+        f"3+5=8\n8*2={huge}\nGoal Reached!",
+        f"{huge}+5=8\nGoal Reached!",
+        f"3+5=8\n{huge}*2=16\n<backtrack>",
+    ):
+        verdict = check(problem, text, mode=mode)
+        assert not verdict.correct and verdict.reason in ("invalid_format", "incorrect_result")
+    assert check(problem, "3+5=8\n8*2=16\nGoal Reached!", mode=mode).correct

@@ -52,7 +52,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 
-from backtrack_trl.tasks.countdown.format import BACKTRACK_TOKEN, GOAL_MARKER, Problem, parse_step
+from backtrack_trl.tasks.countdown.format import BACKTRACK_TOKEN, GOAL_MARKER, NUMBER_PATTERN, Problem, parse_step
 from backtrack_trl.tasks.frame import Verdict, clean_response
 
 
@@ -63,7 +63,7 @@ MODES = ("strict", "official")
 _OFFICIAL_RESPONSE_RE = re.compile(r"(.*?)(?:<backtrack>|Goal Reached!)", re.DOTALL)
 # [0-9] rather than \d: Python's \d also matches non-ASCII digits. The released code uses \d with re.match on
 # str input; restricting it to ASCII only changes the verdict on text no tokenizer of this project can produce.
-_OFFICIAL_STEP_RE = re.compile(r"([0-9]+)\s*([+\-*/])\s*([0-9]+)\s*=\s*([0-9]+)")
+_OFFICIAL_STEP_RE = re.compile(rf"({NUMBER_PATTERN})\s*([+\-*/])\s*({NUMBER_PATTERN})\s*=\s*({NUMBER_PATTERN})")
 
 
 def _show(values: Counter) -> list[int]:

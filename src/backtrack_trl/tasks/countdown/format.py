@@ -41,7 +41,11 @@ OPS = ("+", "-", "*", "/")
 _PROMPT_RE = re.compile(
     r"###Question: numbers \[(?P<numbers>(?:[0-9]+(?:, [0-9]+)*)?)\]->target (?P<target>[0-9]+)\n###Response:\n"
 )
-_STEP_RE = re.compile(r"(?P<a>[0-9]+)(?P<op>[+\-*/])(?P<b>[0-9]+)=(?P<result>-?[0-9]+)")
+# Model output is untrusted: a number longer than this is no step (a wrong answer), never int()'s 4,300-digit
+# ValueError. Countdown's numbers have a few digits.
+MAX_DIGITS = 1000
+NUMBER_PATTERN = f"[0-9]{{1,{MAX_DIGITS}}}"
+_STEP_RE = re.compile(rf"(?P<a>{NUMBER_PATTERN})(?P<op>[+\-*/])(?P<b>{NUMBER_PATTERN})=(?P<result>-?{NUMBER_PATTERN})")
 
 
 @dataclass(frozen=True)
