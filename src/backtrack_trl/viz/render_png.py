@@ -44,7 +44,8 @@ def render_png(view: SearchView, path: str | Path, dpi: int = 100) -> Path:
     ax.set_xlim(0, width)
     ax.set_ylim(height, 0)
     ax.axis("off")
-    font = {"family": "monospace", "size": 12 * 72 / dpi}
+    # parse_math=False: a step or prompt with "$" is text, not mathtext (a "$$" would crash the drawing).
+    font = {"family": "monospace", "size": 12 * 72 / dpi, "parse_math": False}
     entries, x = legend(view)
     for left, colour, label in entries:
         ax.add_patch(FancyBboxPatch((left, 10), 14, 14, boxstyle="round,pad=0,rounding_size=3", color=colour))
