@@ -58,15 +58,19 @@ def _fmt(value: Any, digits: int = 1) -> str:
 
 _KEY_RE = re.compile(r"^(?:(?P<kind>beam|bon|orm)_(?P<n>\d+)|sbt_b(?P<b>\d+)_n(?P<sn>\d+))$")
 # Table 1 order of the models: the paper's rows top to bottom.
-_MODEL_ORDER = {"optimal": 0, "dpo": 1, "kto": 2, "backtrack": 3}
+_MODEL_ORDER = {"optimal": 0, "dpo": 1, "kto": 2, "backtrack-synthetic": 3, "backtrack": 4}
 
 
 def _label(key: tuple[str, str]) -> str:
     if key in METHOD_LABELS:
         return METHOD_LABELS[key]
     model, decoder = key
-    base = "Backtrack SFT" if model == "backtrack" else "SFT on optimal paths"
+    base = {"backtrack": "Backtrack SFT", "backtrack-synthetic": "Backtrack SFT, synthetic errors only"}.get(
+        model, "SFT on optimal paths"
+    )
     match = _KEY_RE.match(decoder)
+    if model == "backtrack-synthetic" and match and match["sn"]:
+        return f"{base}: self-backtracking b={match['b']}, N={match['sn']}"
     if match and match["sn"]:
         return f"{'Self-backtracking' if model == 'backtrack' else base + ' + self-backtracking'} b={match['b']}, N={match['sn']}"
     if match and match["kind"] == "beam":
@@ -94,7 +98,12 @@ def _sort_key(key: tuple[str, str]) -> tuple:
         rank = (3, int(match["b"]), int(match["sn"]))
     else:
         rank = (4, 0, 0)
-    return (_MODEL_ORDER.get(model, 4), rank, decoder)
+    return (_MODEL_ORDER.get(model, 5), rank, decoder)
+
+
+# Public names of the Table 1 label and order, for other reports of the same results (study/seeds.py).
+method_label = _label
+method_order = _sort_key
 
 
 def _with_ci(result: dict[str, Any], column: str) -> str:
