@@ -16,6 +16,7 @@ from backtrack_trl.study.layout import StudyLayout
 from backtrack_trl.study.runner import study_stages
 from backtrack_trl.study.stages import rounds
 from backtrack_trl.study.stages.base import StudyContext
+from backtrack_trl.study.stages.correction import correction_overrides, correction_stages
 from backtrack_trl.study.stages.rounds import harvest_overrides, harvest_round, pool_problems
 from backtrack_trl.study.stages.table1 import baseline_stages, table1_eval_stages
 from backtrack_trl.tasks import get_task
@@ -33,13 +34,29 @@ def test_the_stages_of_the_default_study_in_order(tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)  # the default eval config is read for the optimal model's decoders
     names = [stage.name for stage in study_stages(_context(tmp_path, rounds=2))]
     assert names == [
-        "data_backtrack", "data_optimal", "init_model", "sft_optimal", "sft_backtrack", "eval_optimal",
-        "eval_backtrack", "round_1_search", "round_1_sft", "round_1_eval", "control_1_data", "control_1_sft",
-        "control_1_eval", "round_2_search", "round_2_sft", "round_2_eval",
+        "data_backtrack", "data_optimal", "init_model", "sft_optimal", "sft_backtrack", "self_correct_search",
+        "self_correct_sft", "eval_backtrack-synthetic", "eval_optimal", "eval_backtrack", "round_1_search",
+        "round_1_sft", "round_1_eval", "control_1_data", "control_1_sft", "control_1_eval", "round_2_search",
+        "round_2_sft", "round_2_eval",
     ]  # fmt: skip
-    given = [s.name for s in study_stages(_context(tmp_path, rounds=1, backtrack_model="m", control=False))]
+    given = [s.name for s in study_stages(_context(tmp_path, rounds=1, backtrack_model="m", control=False,
+                                                   correction_pool_size=0))]  # fmt: skip
     assert given == ["data_backtrack", "data_optimal", "sft_optimal", "eval_optimal", "eval_backtrack",
                      "round_1_search", "round_1_sft", "round_1_eval"]  # fmt: skip
+
+
+def test_self_correction_starts_from_the_backtrack_model_and_feeds_round_1(tmp_path):
+    context = _context(tmp_path, backtrack_model="org/m", synthetic_eval_decoders=[])
+    search, sft = correction_stages(context)
+    overrides = correction_overrides(context)
+    assert overrides["model_name_or_path"] == "org/m" and overrides["keep"] == "none"
+    assert overrides["replay_dataset"] == tmp_path / "data/backtrack" and overrides["mistakes_per_problem"] == 8
+    assert search.dataset_config == (tmp_path / "round_datasets", "self_correct")
+    assert sft.outputs == (tmp_path / "models/self-correct",)
+    assert harvest_overrides(context, 1)["model_name_or_path"] == tmp_path / "models/self-correct"
+    plain = _context(tmp_path, backtrack_model="org/m", correction_pool_size=0, round_mistakes=False)
+    assert correction_stages(plain) == [] and harvest_overrides(plain, 1)["model_name_or_path"] == "org/m"
+    assert "mistakes_per_problem" not in harvest_overrides(plain, 1)
 
 
 def test_the_optimal_model_is_evaluated_without_backtracking_decoders(tmp_path, monkeypatch):

@@ -32,7 +32,7 @@ ADDED_OPTIONS = {"search_max_new_tokens": 64, "dpo_config": None, "kto_config": 
 #: The options naming a sub-recipe config: the fingerprint holds each file's content too (``<option>_content``).
 SUB_CONFIGS = ("backtrack_data_config", "optimal_data_config", "init_model_config", "backtrack_sft_config",
                "optimal_sft_config", "eval_config", "round_sft_config", "dpo_config", "kto_config",
-               "reward_model_config")  # fmt: skip
+               "reward_model_config", "correction_sft_config")  # fmt: skip
 #: Options that may change without invalidating a study's finished stages: asking for more rounds, or pushing,
 #: continues a study; where the processes or the vLLM engine run does not change what they compute; adding the
 #: optional Table 1 baselines to a finished study only adds stages.
@@ -46,7 +46,75 @@ RESUMABLE_OPTIONS = (
 
 
 @dataclass
-class SelfImproveArguments:
+class SelfCorrectionArguments:
+    """The study's options for backtrack rows from the model's own mistakes (:mod:`backtrack_trl.study.mistakes`):
+    the self-correction stage after backtrack SFT and the rounds' mistake and replay rows."""
+
+    correction_pool_size: int = field(
+        default=4000,
+        metadata={
+            "help": "Training problems the backtrack-SFT model samples (correction_search) for the self-correction "
+            "stage: its wrong answers become backtrack rows (its own prefix, the first wrong line masked, then "
+            "<backtrack>) and correction_sft_config continues SFT on them plus replayed rows; the result is the "
+            "round-0 model. 0: no self-correction (round 0 = the backtrack-SFT model)."
+        },
+    )
+    correction_search: str = field(
+        default="self_backtracking:n=8,b=0,temperature=0.7,batch_size=64",
+        metadata={"help": "Decoder spec that samples the self-correction pool (b=0: plain samples)."},
+    )
+    correction_sft_config: str | None = field(
+        default="recipes/countdown-tiny/sft/config_self_correct.yaml",
+        metadata={"help": "recipes/sft.py config of the self-correction fine-tune (from the backtrack-SFT model)."},
+    )
+    mistakes_per_problem: int = field(
+        default=8, metadata={"help": "Mistake rows kept per problem (self-correction stage and rounds)."}
+    )
+    forged_weight: int = field(
+        default=2,
+        metadata={"help": "Copies of a mistake row whose last step is its first wrong line (a forged final step)."},
+    )
+    replay_ratio: float = field(
+        default=2.0,
+        metadata={
+            "help": "Rows replayed from the backtrack dataset's train split per harvested row (self-correction and "
+            "rounds), so fine-tuning does not erase what backtrack SFT taught."
+        },
+    )
+    round_mistakes: bool = field(
+        default=True,
+        metadata={
+            "help": "Rounds also train on mistake rows from their own search and on replayed rows (false: kept "
+            "correct paths only, the paper's expert iteration)."
+        },
+    )
+    synthetic_eval_decoders: list[str] = field(
+        default_factory=lambda: ["greedy", "self_backtracking:n=32,b=1"],
+        metadata={
+            "help": "With self-correction: decoders evaluated on the backtrack-SFT model before it (Table 1's "
+            "'synthetic errors only' rows); empty: skip."
+        },
+    )
+
+    def check_correction_options(self) -> None:
+        """One clear error for an out-of-range self-correction option."""
+        if self.correction_pool_size < 0 or self.mistakes_per_problem < 0 or self.forged_weight < 1:
+            raise ValueError(
+                f"correction_pool_size={self.correction_pool_size} and mistakes_per_problem="
+                f"{self.mistakes_per_problem} must be >= 0, forged_weight={self.forged_weight} >= 1."
+            )
+        if not self.replay_ratio >= 0:
+            raise ValueError(f"replay_ratio={self.replay_ratio}: must be >= 0.")
+        if self.correction_pool_size and not self.correction_sft_config:
+            raise ValueError("correction_pool_size > 0 needs correction_sft_config (or set correction_pool_size: 0).")
+        from backtrack_trl.evaluation import check_decoder_specs
+
+        check_decoder_specs([self.correction_search], where="correction_search: ")
+        check_decoder_specs(self.synthetic_eval_decoders, where="synthetic_eval_decoders: ")
+
+
+@dataclass
+class SelfImproveArguments(SelfCorrectionArguments):
     """Options of ``recipes/self_improve.py``. Paths of sub-recipe configs are relative to the working directory."""
 
     output_dir: str = field(
@@ -236,6 +304,7 @@ class SelfImproveArguments:
         from backtrack_trl.evaluation import check_decoder_specs
 
         check_decoder_specs(self.round_eval_decoders, where="round_eval_decoders: ")
+        self.check_correction_options()
         if self.search_backend not in ("hf", "vllm"):
             raise ValueError(f"search_backend={self.search_backend!r}: choose 'hf' or 'vllm'.")
         if self.vllm_serve and self.search_backend != "vllm":

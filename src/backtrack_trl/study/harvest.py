@@ -4,6 +4,11 @@ The kept paths become the round's dataset (rows of kind ``optimal`` in the share
 ``round_<k>`` of a Hub-layout dataset folder with a card naming the source model, the search settings, the filter
 and the counts. Test problems can never enter it: any pool problem that is also in a test split is an error.
 
+Optionally the dataset also gets backtrack rows from the search's own wrong answers (``mistakes_per_problem``, see
+:mod:`backtrack_trl.study.mistakes`) and rows replayed from the original training data (``replay_dataset``,
+``replay_ratio`` times the harvested rows), so a round keeps teaching when to backtrack. Each row's ``source``
+column says which: ``search``, ``mistake`` or ``replay``.
+
 Usage:
 
 ```python
@@ -31,13 +36,14 @@ from pathlib import Path
 from typing import Any
 
 from backtrack_trl.data.held_out import test_problem_keys
+from backtrack_trl.study.mistakes import count_error_types, mistake_rows
 from backtrack_trl.tasks import BACKTRACK_TOKEN, get_task
 
 
 logger = logging.getLogger(__name__)
 
 # What pick_path can keep; the one list (self_improve's --keep takes its choices from it).
-KEEP_RULES = ("best_correct", "chosen")
+KEEP_RULES = ("best_correct", "chosen", "none")
 # Decoders a harvest can search with (those whose candidates carry the scores ``best_correct`` ranks by).
 HARVEST_METHODS = {
     "self_backtracking": "SelfBacktrackingDecoder",
@@ -57,6 +63,8 @@ def pick_path(problem, result, keep: str, task="countdown") -> str | None:
     def ok(text: str) -> bool:
         return bool(text) and BACKTRACK_TOKEN not in text and task.check(problem, text, mode="strict").correct
 
+    if keep == "none":  # a harvest of mistakes only
+        return None
     if keep == "chosen":
         return result.completion if ok(result.completion) else None
     if keep == "best_correct":
@@ -77,12 +85,19 @@ def harvest(
     progress: bool = True,
     task="countdown",
     dtype: str | None = None,
+    mistakes_per_problem: int = 0,
+    forged_weight: int = 1,
+    replay_dataset: str | Path | None = None,
+    replay_ratio: float = 0.0,
 ) -> dict[str, Any] | None:
     """Search ``problems`` with the model in ``model_dir``, write the kept paths, return the counts.
 
     ``forbidden_keys``: problem keys (:meth:`Task.problem_key`) that must never be written,
     i.e. the test problems; a pool containing one is refused. ``dtype``: of the model's weights, as the evaluation's
-    (``"auto"``: the checkpoint's on a GPU, float32 on CPU). Under ``accelerate launch`` every process searches its
+    (``"auto"``: the checkpoint's on a GPU, float32 on CPU). ``mistakes_per_problem``: also write up to this many
+    backtrack rows per problem from the wrong answers among the candidates, highest score first (``forged_weight``
+    copies of a forged last step); ``replay_dataset``: add ``replay_ratio`` times the harvested rows drawn from its
+    train split. Under ``accelerate launch`` every process searches its
     share of the pool; the main process writes the dataset and returns the counts, the others return None.
     """
     from datasets import Dataset, DatasetDict
@@ -141,16 +156,26 @@ def harvest(
     if results is None:  # not the main process
         return None
 
-    rows, chosen_correct, oracle = [], 0, 0
+    rows, mistakes, chosen_correct, oracle = [], [], 0, 0
     for problem, result in zip(pool, results):
         chosen_correct += bool(result.completion) and task.check(problem, result.completion, mode="strict").correct
         oracle += any(c.reached_goal and task.check(problem, c.text, mode="strict").correct for c in result.candidates)
         path = pick_path(problem, result, keep, task)
         if path is not None:
-            rows.append(task.optimal_row(problem, task.parse_steps(path)))
+            rows.append({**task.optimal_row(problem, task.parse_steps(path)), "source": "search"})
+        if mistakes_per_problem:
+            ranked = sorted(result.candidates, key=lambda c: -c.score)
+            found = mistake_rows(task, problem, [c.text for c in ranked], mistakes_per_problem, forged_weight)
+            mistakes.extend({**row, "source": "mistake"} for row in found)
+    kept = len(rows)
+    rows += mistakes
+    replay = replay_rows(replay_dataset, round(replay_ratio * len(rows)), seed) if replay_dataset else []
     stats = {
         "pool_problems": len(pool),
-        "kept": len(rows),
+        "kept": kept,
+        "mistake_rows": len(mistakes),
+        "mistake_types": count_error_types(mistakes),
+        "replay_rows": len(replay),
         "search_accuracy": 100.0 * chosen_correct / max(1, len(pool)),
         "oracle_accuracy": 100.0 * oracle / max(1, len(pool)),
         "tokens_generated": sum(r.tokens_generated for r in results),
@@ -160,8 +185,8 @@ def harvest(
     }
     if not rows:
         raise EmptyHarvestError(
-            f"Round {config_name}: the strict checker accepted no path found by the search on {len(pool)} pool "
-            f"problems (search accuracy {stats['search_accuracy']:.1f}%, any candidate correct "
+            f"Round {config_name}: nothing to train on: the strict checker accepted no path and no mistake row was "
+            f"found in the search on {len(pool)} pool problems (search accuracy {stats['search_accuracy']:.1f}%, any candidate correct "
             f"{stats['oracle_accuracy']:.1f}%). Train the model longer or search wider (search_n / search_b) before "
             f"self-improving."
         )
@@ -169,18 +194,33 @@ def harvest(
         "source model": str(model_dir),
         "search": ", ".join(f"{k}={v}" for k, v in sorted(search_options.items())),
         "filter": f"strict checker; keep={keep} (one path per problem, no <backtrack>)",
+        "mistakes": f"up to {mistakes_per_problem} per problem, forged last steps x{forged_weight}",
+        "replay": f"{len(replay)} rows of {replay_dataset} (train)" if replay else "none",
         "seed": seed,
         **{k: (round(v, 2) if isinstance(v, float) else v) for k, v in stats.items()},
     }
     write_hub_dataset(
-        DatasetDict({"train": Dataset.from_list(rows)}),
+        DatasetDict({"train": Dataset.from_list(rows + replay)}),
         output_folder,
         card=card,
         overwrite=True,
         config_name=config_name,
     )
-    logger.info("%s: kept %d of %d pool problems", config_name, len(rows), len(pool))
+    logger.info("%s: kept %d of %d pool problems, %d mistake rows, %d replayed rows", config_name, kept, len(pool),
+                len(mistakes), len(replay))  # fmt: skip
     return stats
+
+
+def replay_rows(dataset_folder: str | Path, count: int, seed: int) -> list[dict[str, Any]]:
+    """``count`` rows drawn without replacement (seeded) from the train split of a contract dataset, with
+    ``source: replay``; all of them when it has fewer."""
+    import random
+
+    from datasets import load_dataset
+
+    train = load_dataset(str(dataset_folder), split="train")
+    picked = sorted(random.Random(seed).sample(range(len(train)), min(count, len(train))))
+    return [{**row, "source": "replay"} for row in train.select(picked)]
 
 
 @dataclass
@@ -229,7 +269,27 @@ class HarvestArguments:
             "help": "With backend=vllm: a vLLM server serving the model (e.g. http://node1:8000); None: in-process."
         },
     )
-    keep: str = field(default="best_correct", metadata={"help": "Path kept per problem.", "choices": list(KEEP_RULES)})
+    keep: str = field(
+        default="best_correct",
+        metadata={"help": "Path kept per problem ('none': mistakes only).", "choices": list(KEEP_RULES)},
+    )
+    mistakes_per_problem: int = field(
+        default=0,
+        metadata={
+            "help": "Also write up to this many backtrack rows per problem from the search's own wrong answers (the "
+            "model's prefix, its first wrong line masked, then <backtrack>); 0: none."
+        },
+    )
+    forged_weight: int = field(
+        default=1, metadata={"help": "Copies of each mistake row whose last step is its first wrong line."}
+    )
+    replay_dataset: str | None = field(
+        default=None,
+        metadata={"help": "Contract dataset folder whose train rows are replayed into the harvest (None: none)."},
+    )
+    replay_ratio: float = field(
+        default=0.0, metadata={"help": "Replayed rows per harvested row (kept paths + mistake rows)."}
+    )
     seed: int = field(default=0, metadata={"help": "Problem i of the pool is searched with seed + i."})
     stats_file: str | None = field(
         default=None, metadata={"help": "Also write the counts (JSON) here, e.g. rounds/round_1/harvest.json."}
@@ -252,6 +312,11 @@ class HarvestArguments:
             raise ValueError(f"pool_size={self.pool_size}: must be >= 1 (or None for the whole split).")
         if self.keep not in KEEP_RULES:
             raise ValueError(f"keep={self.keep!r}: choose {' or '.join(map(repr, KEEP_RULES))}.")
+        if self.mistakes_per_problem < 0 or self.forged_weight < 1 or not self.replay_ratio >= 0:
+            raise ValueError(
+                f"mistakes_per_problem={self.mistakes_per_problem} (>= 0), forged_weight={self.forged_weight} (>= 1) "
+                f"and replay_ratio={self.replay_ratio} (>= 0): one is out of range."
+            )
         from backtrack_trl.decoding.api import check_decoder_options
         from backtrack_trl.evaluation.specs import parse_decoder_spec
 
@@ -349,13 +414,18 @@ def run_harvest(args: HarvestArguments) -> dict[str, Any] | None:
         progress=args.progress,
         task=task,
         dtype=args.dtype,
+        mistakes_per_problem=args.mistakes_per_problem,
+        forged_weight=args.forged_weight,
+        replay_dataset=args.replay_dataset,
+        replay_ratio=args.replay_ratio,
     )
     if stats is not None:
         if args.stats_file:
             atomic_write_json(Path(args.stats_file), stats)
         # The recipe's result, readable where it ran (the counts are also in the dataset card and stats_file).
         print(
-            f"{args.config_name}: kept {stats['kept']} of {stats['pool_problems']} pool problems "
+            f"{args.config_name}: kept {stats['kept']} of {stats['pool_problems']} pool problems, "
+            f"{stats['mistake_rows']} mistake rows, {stats['replay_rows']} replayed rows "
             f"(search accuracy {stats['search_accuracy']:.1f}%, any candidate correct {stats['oracle_accuracy']:.1f}%, "
             f"{stats['processes']} process(es), {stats['wall_seconds']:.1f} s) -> {args.output_dir}"
         )

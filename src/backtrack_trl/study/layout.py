@@ -27,12 +27,13 @@ from pathlib import Path
 
 
 class StudyLayout:
-    """The paths of a study folder. ``backtrack_model``: an already trained round-0 model (instead of the study's
-    own backtrack SFT)."""
+    """The paths of a study folder. ``backtrack_model``: an already trained backtrack model (instead of the study's
+    own backtrack SFT); ``self_correct``: round 0 is that model after the self-correction fine-tune."""
 
-    def __init__(self, root: str | os.PathLike, backtrack_model: str | None = None):
+    def __init__(self, root: str | os.PathLike, backtrack_model: str | None = None, self_correct: bool = False):
         self.root = Path(root)
         self.backtrack_model = backtrack_model
+        self.self_correct = self_correct
 
     def data_dir(self, kind: str) -> Path:
         return self.root / "data" / kind
@@ -49,11 +50,18 @@ class StudyLayout:
     def control_dir(self) -> Path:
         return self.root / "rounds" / "control_1"
 
+    def backtrack_sft_model(self) -> Path | str:
+        """The backtrack model trained on the dataset's synthetic errors (or ``backtrack_model``)."""
+        return self.backtrack_model or self.model_dir("backtrack-sft")
+
     def round_model(self, k: int) -> Path | str:
-        """The model round ``k`` trained (round 0: the backtrack SFT model, or ``backtrack_model``)."""
+        """The model round ``k`` trained (round 0: the self-corrected model, else the backtrack SFT model)."""
         if k == 0:
-            return self.backtrack_model or self.model_dir("backtrack-sft")
+            return self.model_dir("self-correct") if self.self_correct else self.backtrack_sft_model()
         return self.round_dir(k) / "model"
+
+    def correction_dir(self) -> Path:
+        return self.root / "rounds" / "self_correct"
 
     def round_datasets(self) -> Path:
         return self.root / "round_datasets"

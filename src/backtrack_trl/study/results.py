@@ -84,7 +84,8 @@ def read_fact_probes(study_dir: str | Path) -> dict[str, dict]:
 
 
 # Evaluation folders of the study (under <study>/eval/) and the model each one's rows belong to in Table 1.
-EVAL_FOLDERS = {"optimal": "optimal", "backtrack": "backtrack", "dpo": "dpo", "kto": "kto", "optimal-orm": "optimal"}
+EVAL_FOLDERS = {"optimal": "optimal", "backtrack": "backtrack", "dpo": "dpo", "kto": "kto", "optimal-orm": "optimal",
+                "backtrack-synthetic": "backtrack-synthetic"}  # fmt: skip
 
 
 def collect_decoder_results(study_dir: str | Path) -> dict[tuple[str, str], dict[str, dict[str, float]]]:
@@ -119,7 +120,9 @@ def collect_round_rows(study_dir: str | Path, rounds: int, search_spec: str) -> 
     study_dir = Path(study_dir)
     _, method, options = parse_decoder_spec(search_spec)
     search_key = decoder_key({"method": method, "options": options}, search_spec)
-    rows = [_round_row(0, "backtrack SFT", read_metrics(study_dir / "eval" / "backtrack"), search_key, None)]
+    corrected = (study_dir / "rounds" / "self_correct" / "harvest.json").is_file()
+    name = "backtrack SFT + self-correction" if corrected else "backtrack SFT"
+    rows = [_round_row(0, name, read_metrics(study_dir / "eval" / "backtrack"), search_key, None)]
     for k in range(1, rounds + 1):
         rdir = study_dir / "rounds" / f"round_{k}"
         harvest_path = rdir / "harvest.json"

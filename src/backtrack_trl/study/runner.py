@@ -47,6 +47,7 @@ from backtrack_trl.study.harvest import EmptyHarvestError
 from backtrack_trl.study.layout import StudyLayout
 from backtrack_trl.study.lock import StudyLockedError, study_lock
 from backtrack_trl.study.stages.base import Stage, StudyContext
+from backtrack_trl.study.stages.correction import correction_stages
 from backtrack_trl.study.stages.report import study_report
 from backtrack_trl.study.stages.rounds import control_stages, round_stages
 from backtrack_trl.study.stages.table1 import (
@@ -73,6 +74,7 @@ def study_stages(ctx: StudyContext) -> Iterator[Stage]:
     yield from data_stages(ctx)
     yield from init_model_stages(ctx)
     yield from sft_stages(ctx)
+    yield from correction_stages(ctx)
     yield from table1_eval_stages(ctx)
     yield from baseline_stages(ctx)
     for k in range(1, ctx.args.rounds + 1):
@@ -130,7 +132,7 @@ class Study:
         self.args = args
         self._lock = None
         recipes = check_study(args, recipes_dir)
-        self.layout = StudyLayout(args.output_dir, args.backtrack_model)
+        self.layout = StudyLayout(args.output_dir, args.backtrack_model, self_correct=args.correction_pool_size > 0)
         config = study_config(args)
         # Checks done, nothing written yet: take the folder (one run at a time), then open its state.
         self._lock = study_lock(self.layout.root)

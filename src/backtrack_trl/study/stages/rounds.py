@@ -52,6 +52,13 @@ def pool_problems(layout: StudyLayout, task, seed: int, pool_size: int, k: int) 
     return [dict(zip(columns, key)) for key in picked]
 
 
+def mistake_options(ctx: StudyContext) -> dict[str, Any]:
+    """The harvest options that add mistake rows of the search and replayed rows of the backtrack data."""
+    a = ctx.args
+    return {"mistakes_per_problem": a.mistakes_per_problem, "forged_weight": a.forged_weight,
+            "replay_dataset": ctx.layout.data_dir("backtrack"), "replay_ratio": a.replay_ratio}  # fmt: skip
+
+
 def harvest_overrides(ctx: StudyContext, k: int) -> dict[str, Any]:
     """The options of round k's ``recipes/harvest.py`` (the search of round k-1's model on the pool file)."""
     a, rdir = ctx.args, ctx.layout.round_dir(k)
@@ -60,6 +67,7 @@ def harvest_overrides(ctx: StudyContext, k: int) -> dict[str, Any]:
     if a.search_backend != "hf":
         options["backend"] = a.search_backend
     return {
+        **(mistake_options(ctx) if a.round_mistakes else {}),
         "model_name_or_path": ctx.layout.round_model(k - 1),
         "pool_file": rdir / "pool.jsonl",
         "test_dataset_name": ctx.layout.data_dir("backtrack"),
@@ -75,35 +83,39 @@ def harvest_overrides(ctx: StudyContext, k: int) -> dict[str, Any]:
     }
 
 
-def harvest_round(ctx: StudyContext, k: int) -> None:
+def launch_harvest(ctx: StudyContext, name: str, pool: list[dict[str, Any]], overrides: dict[str, Any]) -> None:
     """``accelerate launch recipes/harvest.py`` (the eval accelerate config: the pool is sharded over its
-    processes) on this round's pool, written to ``rounds/round_<k>/pool.jsonl``; with ``vllm_serve`` under a vLLM
-    server started on round k-1's model."""
+    processes) with ``overrides`` on ``pool``, written to ``<pool_file>``; with ``vllm_serve`` under a vLLM server
+    started on the searching model. Its log: ``logs/<name>.log``."""
     from backtrack_trl.study.harvest import write_pool_file
 
     a = ctx.args
-    write_pool_file(
-        pool_problems(ctx.layout, ctx.task, a.seed, a.pool_size, k), ctx.layout.round_dir(k) / "pool.jsonl"
-    )
-    overrides = harvest_overrides(ctx, k)
+    write_pool_file(pool, overrides["pool_file"])
     server = contextlib.nullcontext(a.vllm_server_base_url)
     if a.vllm_serve:
         from backtrack_trl.decoding.vllm_launch import launch_vllm_server
 
         server = launch_vllm_server(
-            ctx.layout.round_model(k - 1),
+            overrides["model_name_or_path"],
             python=a.vllm_python,
             extra_args=shlex.split(a.vllm_server_args),
             env=dict(item.split("=", 1) for item in a.vllm_server_env),
-            log_file=ctx.layout.log_file(f"round_{k}_vllm_server"),
+            log_file=ctx.layout.log_file(f"{name}_vllm_server"),
         )
     with server as url:
-        overrides["vllm_server_base_url"] = url
-        ctx.recipes.run("harvest.py", None, overrides, ctx.layout.log_file(f"round_{k}_search"), launch=True)
+        overrides = {**overrides, "vllm_server_base_url": url}
+        ctx.recipes.run("harvest.py", None, overrides, ctx.layout.log_file(name), launch=True)
     if a.push_to_hub:
         from backtrack_trl.data.hub_layout import push_hub_dataset
 
-        push_hub_dataset(ctx.layout.round_datasets(), a.hub_dataset_id, config_name=f"round_{k}")
+        push_hub_dataset(ctx.layout.round_datasets(), a.hub_dataset_id, config_name=overrides["config_name"])
+
+
+def harvest_round(ctx: StudyContext, k: int) -> None:
+    """Round k's harvest: round k-1's model searches the k-th pool (``rounds/round_<k>/pool.jsonl``)."""
+    a = ctx.args
+    pool = pool_problems(ctx.layout, ctx.task, a.seed, a.pool_size, k)
+    launch_harvest(ctx, f"round_{k}_search", pool, harvest_overrides(ctx, k))
 
 
 def _train_and_evaluate(ctx: StudyContext, name: str, start_model, dataset_config: str, folder) -> list[Stage]:
@@ -125,20 +137,28 @@ def round_stages(ctx: StudyContext, k: int) -> list[Stage]:
 
 
 def control_data(ctx: StudyContext) -> None:
-    """Dataset config ``control_1``: the solver's optimal path for every problem round 1 kept."""
+    """Dataset config ``control_1``: round 1's rows with the solver's optimal path in place of every path the search
+    kept (its mistake and replayed rows, if any, unchanged)."""
     from datasets import Dataset, DatasetDict, load_dataset
 
     from backtrack_trl.data.hub_layout import write_hub_dataset
 
     task, folder = ctx.task, ctx.layout.round_datasets()
-    kept = load_dataset(str(folder), "round_1", split="train")
-    rows = []
-    for row in kept.select_columns(list(task.problem_columns)):
+    round_1 = load_dataset(str(folder), "round_1", split="train")
+    rows, kept = [], 0
+    for row in round_1:
+        if row.get("source", "search") != "search":
+            rows.append(row)
+            continue
         problem = task.problem_from_row(row)
-        rows.append(task.optimal_row(problem, task.solve(problem)))
-    card = {"source": "exact solver (control arm)", "problems": "those kept by round_1", "rows": len(rows)}
+        rows.append(
+            {**task.optimal_row(problem, task.solve(problem)), **({"source": "solver"} if "source" in row else {})}
+        )
+        kept += 1
+    card = {"source": "exact solver (control arm)", "problems": "those kept by round_1", "rows": len(rows),
+            "solver paths": kept}  # fmt: skip
     write_hub_dataset(DatasetDict({"train": Dataset.from_list(rows)}), folder, card, True, config_name="control_1")
-    atomic_write_json(ctx.layout.control_dir() / "harvest.json", {"kept": len(rows)})
+    atomic_write_json(ctx.layout.control_dir() / "harvest.json", {"kept": kept, "rows": len(rows)})
 
 
 def control_stages(ctx: StudyContext) -> list[Stage]:
