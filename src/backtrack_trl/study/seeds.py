@@ -215,7 +215,7 @@ def seeds_markdown(summary: dict[str, Any]) -> str:
     """``seeds.md``: the seeds' settings, Table 1 and the rounds per seed with mean and spread, the targets."""
     seeds = [str(s["seed"]) for s in summary["seeds"]]
     lines = [f"# Self-backtracking study over {len(seeds)} training seeds ({', '.join(seeds)})", "",
-             "| Seed | Folder | Threads | Revision | Study time (min) |", "|---|---|---|---|---|"]  # fmt: skip
+             "| Seed | Folder | Threads | Revision | Study time (min, sum of stages) |", "|---|---|---|---|---|"]  # fmt: skip
     for s in summary["seeds"]:
         minutes = "-" if s["study_seconds"] is None else f"{s['study_seconds'] / 60:.1f}"
         lines.append(f"| {s['seed']} | {s['folder']} | {s['threads'] or '-'} | {s['revision'] or '-'} | {minutes} |")
@@ -241,7 +241,8 @@ def seeds_markdown(summary: dict[str, Any]) -> str:
             cells = [_pair(c, a, b, with_n=True) for c in row["per_seed"]]
             cells += [_pair(row["mean"], a, b), _pair(row["spread"], a, b)]
             lines.append(f"| {row['name']} | {prefix} | " + " | ".join(cells) + " |")
-    lines += ["", "## Targets of issue 23", ""] + [f"- {t['line']}" for t in summary["targets"]]
+    lines += ["", "## Targets of issue 23", "", "Margins: the smallest over seeds and splits (and where it is).", ""]
+    lines += [f"- {t['line']}" for t in summary["targets"]]
     return "\n".join(lines) + "\n\n![seeds](seeds.png)\n"
 
 
