@@ -3,12 +3,14 @@ plain batched ``model.generate`` sampling. Prints markdown tables (not a test: t
 
 Model: ``models/countdown-tiny/backtrack-sft`` when it exists, else a tiny random Llama with the task tokenizer.
 Problems: the ``test_seen`` split of ``data/countdown-tiny/backtrack`` when it exists, else freshly sampled
-3-number problems. Times are the best of ``--repeats`` interleaved runs (the machine may be shared).
+3-number problems. Times are the best of ``--repeats`` interleaved runs (the machine may be shared). ``--device``
+picks where the model runs (default: CPU; ``cuda`` or ``auto`` for a GPU).
 
 Usage:
 
     python bench/bench_decoding.py                       # defaults
     python bench/bench_decoding.py --problems 100 --ns 8 32 --output results/bench_decoding.md
+    python bench/bench_decoding.py --device cuda           # on the GPU
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from backtrack_trl.decoding import (  # noqa: E402
     SelfBacktrackingDecoder,
     load_model_and_tokenizer,
 )
+from backtrack_trl.decoding.api import resolve_device  # noqa: E402
 from backtrack_trl.evaluation.scoring import score_results  # noqa: E402
 from backtrack_trl.tasks.countdown.format import Problem, format_prompt, parse_prompt  # noqa: E402
 
@@ -40,16 +43,40 @@ DEFAULT_MODEL = ROOT / "models" / "countdown-tiny" / "backtrack-sft"
 DEFAULT_DATA = ROOT / "data" / "countdown-tiny" / "backtrack"
 
 
-def load_model(path: str | None):
+def check_device(option: str) -> torch.device:
+    """``--device`` as a torch device (``auto``: the GPU when one is visible); one clear error for a bad one."""
+    try:
+        device = torch.device(resolve_device(option))
+    except RuntimeError:
+        raise SystemExit(f"--device {option!r} is not a device: use cpu, cuda, cuda:<index> or auto.") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(f"--device {option!r}: no CUDA GPU is visible (torch.cuda.is_available() is False); use cpu.")
+    if device.type not in ("cpu", "cuda"):
+        raise SystemExit(f"--device {option!r}: this benchmark runs on cpu or cuda only.")
+    return device
+
+
+def device_name(device: torch.device) -> str:
+    return f"{device} ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else str(device)
+
+
+def warm_up(model, tokenizer, problems) -> None:
+    """One untimed run of each decoder on a GPU: the released decoder is timed once, so CUDA's start-up (kernel
+    loading, cuBLAS handles) would otherwise land in its time only."""
+    SelfBacktrackingDecoder(model, tokenizer, n=2, b=1, max_new_tokens=8).solve(problems[:2])
+    ReleasedSelfBacktrackingDecoder(model, tokenizer, n=2, b=1, max_length=40).solve(problems[:1])
+
+
+def load_model(path: str | None, device: torch.device | str = "cpu"):
     if path or DEFAULT_MODEL.is_dir():
         model_path = path or str(DEFAULT_MODEL)
-        model, tokenizer = load_model_and_tokenizer(model_path)
+        model, tokenizer = load_model_and_tokenizer(model_path, device=device)
         return model, tokenizer, model_path
     from backtrack_trl.tasks.tokenizer import build_countdown_tokenizer
     from backtrack_trl.training.model_init import init_tiny_llama
 
     tokenizer = build_countdown_tokenizer()
-    model = init_tiny_llama(tokenizer, hidden_size=128, intermediate_size=512, num_hidden_layers=2).eval()
+    model = init_tiny_llama(tokenizer, hidden_size=128, intermediate_size=512, num_hidden_layers=2).eval().to(device)
     return model, tokenizer, "random tiny Llama (h128 x 2 layers; no trained model found)"
 
 
@@ -140,7 +167,7 @@ def throughput(model, tokenizer, problems, n, repeats, max_new_tokens) -> list[s
     engine = SelfBacktrackingDecoder(
         model, tokenizer, n=n, b=0, max_new_tokens=max_new_tokens, batch_size=len(prompts)
     )
-    inputs = tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left")
+    inputs = tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left").to(model.device)
     width = inputs["input_ids"].shape[1]
 
     def plain():
@@ -186,13 +213,18 @@ def main(argv=None):
     # (70x slower measured with 5 processes on 2 cores); pass --threads 0 to keep torch's default.
     parser.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
     parser.add_argument("--output", default=None, help="also write the tables to this markdown file")
+    parser.add_argument("--device", default="cpu", help="where the model runs: cpu (default), cuda, cuda:<i>, auto")
     args = parser.parse_args(argv)
+    device = check_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
-    model, tokenizer, model_name = load_model(args.model)
+    model, tokenizer, model_name = load_model(args.model, device)
     problems, source = load_problems(max(args.problems, args.throughput_problems), args.data)
+    if device.type == "cuda":
+        warm_up(model, tokenizer, problems)
     lines = [
-        f"Model: {model_name}. Problems: {source}. CPU threads: {torch.get_num_threads()}. Strict checker. "
+        f"Model: {model_name}. Problems: {source}. Device: {device_name(device)}. CPU threads: "
+        f"{torch.get_num_threads()}. Strict checker. "
         f"{args.problems} problems; best of {args.repeats} runs for our decoders (the released decoder runs "
         "once); seeds: problem i gets seed i (decoder seed 0); the same length budget for all (the released max_length, prompt included).",
         "",
