@@ -1,5 +1,5 @@
-.PHONY: install style quality test test-slow test-all data init-model sft evaluate probe self-improve bench demo clean \
-	vllm-env vllm-serve bench-vllm
+.PHONY: install style quality test test-slow test-all data init-model sft evaluate probe self-improve reproduce bench \
+	demo clean vllm-env vllm-serve bench-vllm
 
 # Every target sets itself up: a virtual environment in $(VENV) with torch==2.13.0 installed first
 # (a plain `torch` pulls a multi-GB CUDA build), then this package with its dev extras.
@@ -84,6 +84,12 @@ probe: install
 self-improve: install
 	$(PY) recipes/self_improve.py --config $(CONFIG) $(if $(ROUNDS),--rounds $(ROUNDS),) \
 		$(if $(filter command line environment,$(origin ACCELERATE_CONFIG)),--accelerate_config $(ACCELERATE_CONFIG),)
+
+# The study on three training seeds, one after another (about 3 x the study's time), and one report over them:
+# results/countdown-tiny-seeds/report/seeds.md, e.g. `make reproduce REPRODUCE_ARGS="--seeds 42 43"`.
+REPRODUCE_ARGS ?=
+reproduce: install
+	$(PY) recipes/reproduce.py --config $(CONFIG) $(REPRODUCE_ARGS)
 
 bench: install
 	$(PY) bench/run_all.py

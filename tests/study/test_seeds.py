@@ -11,8 +11,9 @@ import pytest
 from _report_utils import parse_markdown_table
 
 from backtrack_trl.evaluation.intervals import format_with_interval
+from backtrack_trl.study.report import method_label
 from backtrack_trl.study.reproduce import ReproduceArguments, study_command
-from backtrack_trl.study.seeds import write_seeds_report
+from backtrack_trl.study.seeds import seed_label, write_seeds_report
 
 
 REPO = Path(__file__).resolve().parents[2]
@@ -60,7 +61,7 @@ def make_study(root: Path, i: int, table1=TABLE1, control=True, seconds=(600.0, 
     """Seed SEEDS[i]'s finished study folder: Table 1 evaluations, 2 rounds, the control arm, state and timings."""
     seed = SEEDS[i]
     study = root / f"seed_{seed}"
-    for model in ("optimal", "backtrack"):
+    for model in {model for model, _ in table1}:
         _metrics(study / "eval" / model, {dec: v[i] for (m, dec), v in table1.items() if m == model})
     for k, rows in ROUNDS.items():
         greedy, search = rows[i]
@@ -92,13 +93,18 @@ def _targets(summary: dict) -> dict:
 
 
 def test_means_spreads_and_targets_that_pass(tmp_path):
-    folders = [make_study(tmp_path, i, provenance=i != 2) for i in range(3)]
+    table1 = {**TABLE1, ("backtrack-synthetic", "greedy"): [(21, 11), (23, 13), (28, 15)]}  # any model of the study
+    folders = [make_study(tmp_path, i, table1, provenance=i != 2) for i in range(3)]
     report = write_seeds_report(folders, tmp_path / "report")
     summary = json.loads((tmp_path / "report" / "seeds.json").read_text())
     b1 = _row(summary, "backtrack", "sbt_b1_n32")
     assert b1["mean"] == pytest.approx({"test_seen": 58.0, "test_new": 48.0})
     assert b1["spread"] == pytest.approx({"test_seen": 4.0, "test_new": 4.0})
     assert b1["oracle_mean"] == pytest.approx({"test_seen": 78.0, "test_new": 68.0})
+    synthetic = _row(summary, "backtrack-synthetic", "greedy")
+    assert synthetic["mean"] == pytest.approx({"test_seen": 24.0, "test_new": 13.0})
+    assert synthetic["spread"] == pytest.approx({"test_seen": 7.0, "test_new": 4.0})
+    assert synthetic["label"] == method_label(("backtrack-synthetic", "greedy"))
     bon = _row(summary, "optimal", "bon_32")
     assert bon["mean"] == pytest.approx({"test_seen": 31.0, "test_new": 21.0})
     assert bon["spread"] == pytest.approx({"test_seen": 3.0, "test_new": 2.0})
@@ -163,6 +169,13 @@ def test_missing_figures_are_not_measured_and_rows_kept_to_every_seed(tmp_path):
     assert "seed 43" in targets["a"]["line"]
     assert targets["e"]["passed"] is None and targets["d.1"]["passed"] is True
     assert "- (e) each seed's study time <= 30 min: not measured" in report.read_text()
+
+
+def test_labels_name_a_model_table1_does_not_know():
+    assert seed_label(("backtrack", "sbt_b1_n32")) == "Self-backtracking b=1, N=32"
+    assert seed_label(("optimal", "bon_32")) == "SFT on optimal paths + best-of-32 (likelihood)"
+    assert seed_label(("new-model", "sbt_b1_n8")) == "new-model model + self-backtracking b=1, N=8"
+    assert seed_label(("new-model", "greedy")) == "new-model model + greedy"
 
 
 def test_a_missing_seed_folder_is_one_clear_error(tmp_path):

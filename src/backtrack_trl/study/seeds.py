@@ -23,7 +23,7 @@ from typing import Any
 
 from backtrack_trl.atomic_io import atomic_write_json, atomic_write_text
 from backtrack_trl.evaluation.intervals import format_with_interval
-from backtrack_trl.study.report import METHOD_LABELS, SPLITS, _save_figure, method_label, method_order
+from backtrack_trl.study.report import SPLITS, _save_figure, method_label, method_order
 from backtrack_trl.study.results import collect_decoder_results, collect_round_rows
 
 
@@ -87,10 +87,11 @@ def read_seed_study(folder: str | Path) -> SeedStudy:
 
 
 def seed_label(key: tuple[str, str]) -> str:
-    """Table 1's label; a model Table 1 does not name (e.g. a new baseline) is named as it is."""
-    if key in METHOD_LABELS or key[0] in {model for model, _ in METHOD_LABELS}:
-        return method_label(key)
-    return method_label(("optimal", key[1])).replace("SFT on optimal paths", f"{key[0]} model", 1)
+    """Table 1's label; a model Table 1 does not name (its label falls back to the optimal model's) is named."""
+    label = method_label(key)
+    if key[0] != "optimal" and label == method_label(("optimal", key[1])):
+        return label.replace("SFT on optimal paths", f"{key[0]} model", 1)
+    return label
 
 
 def _stats(values: list[float | None]) -> tuple[float | None, float | None]:
