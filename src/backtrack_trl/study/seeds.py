@@ -76,7 +76,7 @@ def read_seed_study(folder: str | Path) -> SeedStudy:
     rounds = config.get("rounds", len(list(folder.glob("rounds/round_*"))))
     return SeedStudy(
         folder=folder,
-        seed=provenance.get("seed", config.get("seed", folder.name)),
+        seed=next((v for v in (provenance.get("seed"), config.get("seed")) if v is not None), folder.name),
         threads=None if threads is None else str(threads),
         revision=None if provenance.get("revision") is None else str(provenance["revision"]),
         seconds=float(sum(timings.values())) if timings else None,
