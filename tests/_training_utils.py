@@ -11,12 +11,14 @@ from __future__ import annotations
 import os
 import random
 import string
+from pathlib import Path
 
 import datasets
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from backtrack_trl.data.builder import backtrack_row, optimal_row  # noqa: F401 (the row contract, re-exported to the tests)
+from backtrack_trl.data.hub_layout import content_fingerprint
 from backtrack_trl.tasks.countdown.format import (
     Problem,
     Step,
@@ -138,6 +140,9 @@ def write_hub_folder(folder: str, splits: dict[str, list[dict]]) -> str:
     for split, rows in splits.items():
         datasets.Dataset.from_list(rows).to_parquet(os.path.join(folder, "data", f"{split}-00000-of-00001.parquet"))
         lines += [f"  - split: {split}", f"    path: data/{split}-*"]
+    # datasets caches a local folder by its name and card YAML only: without the content's fingerprint, two tests'
+    # folders named "data" with the same splits would load whichever was cached first (as write_hub_dataset does).
+    lines.append(f"  description: backtrack-trl content fingerprint {content_fingerprint(Path(folder, 'data'))}")
     with open(os.path.join(folder, "README.md"), "w") as f:
         f.write("\n".join(lines + ["---", "", "Tiny test dataset.", ""]))
     return folder

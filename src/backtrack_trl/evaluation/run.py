@@ -31,6 +31,7 @@ from backtrack_trl.evaluation.specs import (
     parse_decoder_spec,
     spec_file_name,
 )
+from backtrack_trl.provenance import write_provenance
 from backtrack_trl.tasks import get_task
 
 
@@ -274,5 +275,7 @@ def evaluate_decoders(args: EvaluationArguments) -> dict:
         atomic_write_text(output_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
         atomic_write_text(output_dir / "results.md", markdown_tables(metrics, args.model_name_or_path, probe, task))
         atomic_write_text(output_dir / "config.json", json.dumps(asdict(args), indent=2) + "\n")
+        # Beside metrics.json, not inside it: its readers key on the splits. Records seed, threads, revision, versions.
+        write_provenance(output_dir, seed=args.seed)
     state.wait_for_everyone()
     return metrics

@@ -34,6 +34,7 @@ from trl import ModelConfig, SFTConfig, SFTTrainer
 from backtrack_trl.data.loading import first_rows, load_hub_dataset, pick_split
 from backtrack_trl.decoding.custom_generate_writer import write_custom_generate
 from backtrack_trl.logs import setup_logging
+from backtrack_trl.provenance import write_provenance
 from backtrack_trl.tasks.base import get_task
 from backtrack_trl.training.checkpoints import resume_checkpoint
 from backtrack_trl.training.collator import BacktrackMaskingCollator, check_columns
@@ -151,6 +152,8 @@ def train(script_args: SFTScriptArguments, training_args: SFTConfig, model_args:
     trainer.log_metrics("train", metrics)
     trainer.save_metrics("train", metrics)
     trainer.save_state()
+    if trainer.is_world_process_zero():  # beside train_results.json: the seed, threads, revision and versions
+        write_provenance(training_args.output_dir, seed=training_args.seed)
     rank, world = training_args.process_index, training_args.world_size
     logger.log(
         logging.INFO,

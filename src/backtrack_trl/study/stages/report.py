@@ -1,5 +1,6 @@
 """The study's last step: ``report/report.md`` (Table 1 with both checkers, the per-round table, the wall time of
-every stage, the settings) and its PNG plots, from the evaluations the stages wrote.
+every stage, the settings, a provenance line: seed, threads, code revision, versions) and its PNG plots, from the
+evaluations the stages wrote; ``report/provenance.json`` holds the same provenance.
 
 Usage:
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from backtrack_trl.provenance import provenance, provenance_markdown, write_provenance
 from backtrack_trl.study.config import thread_setting
 from backtrack_trl.study.stages.base import StudyContext
 
@@ -38,12 +40,16 @@ def study_report(ctx: StudyContext, stage_seconds: dict[str, float]) -> Path:
                                 ("search", f"b={a.search_b}, N={a.search_n}"), ("keep", a.keep), ("seed", a.seed),
                                 ("threads", thread_setting()))
     )  # fmt: skip
+    # The seed, threads, code revision and versions of the process that writes the report (the stages it launched
+    # inherit its environment): at the top of report.md and in report/provenance.json.
+    info = provenance(seed=a.seed)
+    write_provenance(ctx.layout.report_dir(), info=info)
     return write_report(
         ctx.layout.report_dir(),
         decoder_results,
         round_rows,
         stage_seconds,
-        settings,
+        provenance_markdown(info) + "\n\n" + settings,
         read_fact_probes(root),
         task=ctx.task,
         study_dir=root,  # the search trees of the backtrack model's evaluation
