@@ -1,8 +1,9 @@
 """Where a result comes from: the seed, the CPU threads, the code revision and the library versions of a run.
 
-The same config, seed and torch thread count give the same datasets, weights and numbers (tests/training and
-tests/evaluation ``test_determinism.py``); the thread count matters because a reduction split over more threads adds
-in another order. So every report records these: the evaluation writes ``provenance.json`` beside ``metrics.json``,
+The same config, seed and torch thread count give the same datasets, weights and numbers
+(``tests/training/test_training_determinism.py``, ``tests/evaluation/test_evaluation_determinism.py``); the thread
+count is part of that key because a reduction split over more threads may add in another order. So every report
+records these: the evaluation writes ``provenance.json`` beside ``metrics.json``,
 SFT beside ``train_results.json``, the study in ``report/provenance.json`` and at the top of ``report/report.md``.
 
 The revision is ``git rev-parse --short HEAD`` of the checkout this package is imported from, with ``-dirty`` when
