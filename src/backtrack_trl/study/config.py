@@ -71,7 +71,7 @@ class SelfCorrectionArguments:
         default=8, metadata={"help": "Mistake rows kept per problem (self-correction stage and rounds)."}
     )
     forged_weight: int = field(
-        default=2,
+        default=1,
         metadata={"help": "Copies of a mistake row whose last step is its first wrong line (a forged final step)."},
     )
     replay_ratio: float = field(
