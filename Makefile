@@ -67,8 +67,9 @@ sft: install
 
 # Decoder evaluation (greedy, beam, best-of-N, self-backtracking) of the backtrack model on both test splits.
 EVAL_CONFIG ?= recipes/$(SCALE)/eval/config_default.yaml
+EVAL_ARGS ?=
 evaluate: install
-	$(ACCELERATE) launch --config_file $(ACCELERATE_CONFIG) recipes/evaluate_decoders.py --config $(EVAL_CONFIG)
+	$(ACCELERATE) launch --config_file $(ACCELERATE_CONFIG) recipes/evaluate_decoders.py --config $(EVAL_CONFIG) $(EVAL_ARGS)
 
 # What limits a model: the arithmetic of its greedy answers and its greedy answers to single facts a<op>b=
 # (inside vs held out from the training solutions' steps), e.g. `make probe MODEL=results/countdown-tiny/models/optimal-sft`.

@@ -68,6 +68,12 @@ def study_configs(folder: Path, output_dir: Path, baseline: bool = True) -> Path
         "reward_model_config": write_yaml(folder / "orm.yaml", REWARD) if baseline else None,
         "orm_n": [2, 4],
         "round_eval_decoders": ["greedy", "self_backtracking:n=4,b=1"],
+        "correction_pool_size": 30,
+        "correction_search": "self_backtracking:n=4,b=0,temperature=0.7,batch_size=30,max_new_tokens=24",
+        "correction_sft_config": write_yaml(
+            folder / "self_correct.yaml", {**SFT, "max_steps": 15, "learning_rate": 2e-3}
+        ),
+        "synthetic_eval_decoders": ["greedy"],
         "rounds": 2,
         "pool_size": 30,
         "search_n": 4,

@@ -155,7 +155,8 @@ def test_study_round_harvests_through_a_server_it_starts(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     study = tmp_path / "study"
     stats = json.loads((study / "rounds" / "round_1" / "harvest.json").read_text())
-    assert stats["kept"] == len(load_dataset(str(study / "round_datasets"), "round_1", split="train")) > 0
+    sources = load_dataset(str(study / "round_datasets"), "round_1", split="train")["source"]
+    assert stats["kept"] == sources.count("search") > 0 and stats["mistake_rows"] == sources.count("mistake")
     assert "backend=vllm" in (study / "round_datasets" / "README.md").read_text()
     server_log = (study / "logs" / "round_1_vllm_server.log").read_text()
     assert "POST /v1/completions" in server_log

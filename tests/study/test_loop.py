@@ -18,8 +18,10 @@ from datasets import load_dataset
 pytestmark = pytest.mark.slow
 
 
-def _round_rows(study: Path, k: int) -> list[tuple]:
+def _round_rows(study: Path, k: int, source: str | None = None) -> list[tuple]:
     rows = load_dataset(str(study / "round_datasets"), f"round_{k}", split="train")
+    if source:
+        rows = rows.filter(lambda row: row["source"] == source)
     return sorted(zip(map(tuple, rows["numbers"]), rows["target"], rows["completion"]))
 
 
@@ -35,17 +37,23 @@ def full_study(tmp_path_factory):
 def test_rounds_write_datasets_models_and_metrics(full_study):
     study, _, _ = full_study
     state = json.loads((study / "state.json").read_text())["stages"]
-    for stage in ("sft_optimal", "sft_backtrack", "eval_optimal", "eval_backtrack", "round_1_search", "round_1_sft",
+    for stage in ("sft_optimal", "sft_backtrack", "self_correct_search", "self_correct_sft",
+                  "eval_backtrack-synthetic", "eval_optimal", "eval_backtrack", "round_1_search", "round_1_sft",
                   "round_1_eval", "control_1_sft", "round_2_search", "round_2_sft", "round_2_eval", "report",
                   "data_preference", "dpo", "eval_dpo", "kto", "eval_kto", "reward_model", "eval_orm"):  # fmt: skip
         assert stage in state, stage
+    correction = json.loads((study / "rounds" / "self_correct" / "harvest.json").read_text())
+    assert correction["kept"] == 0 and correction["mistake_rows"] > 0
+    assert correction["replay_rows"] == round(2.0 * correction["mistake_rows"])
+    assert (study / "models" / "self-correct" / "config.json").is_file()
     for k in (1, 2):
         harvest = json.loads((study / "rounds" / f"round_{k}" / "harvest.json").read_text())
-        rows = _round_rows(study, k)
+        rows = _round_rows(study, k, "search")
         assert harvest["pool_problems"] == 30 and harvest["kept"] == len(rows) > 0
-        assert all(
-            completion.endswith("Goal Reached!") and "<backtrack>" not in c for *_, c in rows for completion in [c]
-        )
+        assert all(c.endswith("Goal Reached!") and "<backtrack>" not in c for *_, c in rows)
+        mistakes = _round_rows(study, k, "mistake")
+        assert len(mistakes) == harvest["mistake_rows"] and all(c.endswith("<backtrack>") for *_, c in mistakes)
+        assert len(_round_rows(study, k, "replay")) == harvest["replay_rows"] > 0
         metrics = json.loads((study / "rounds" / f"round_{k}" / "eval" / "metrics.json").read_text())
         assert set(metrics) == {"test_seen", "test_new"} and "greedy" in metrics["test_seen"]
         assert (study / "rounds" / f"round_{k}" / "model" / "config.json").is_file()

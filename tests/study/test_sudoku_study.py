@@ -53,6 +53,10 @@ def sudoku_study(tmp_path_factory):
         "eval_config": _write(folder / "eval.yaml", {**EVAL, "output_dir": "unused"}),
         "round_sft_config": _write(folder / "round.yaml", {**SFT, "max_steps": 10, "learning_rate": 2e-3}),
         "round_eval_decoders": ["greedy"],
+        "correction_pool_size": 40,
+        "correction_search": "self_backtracking:n=4,b=0,temperature=0.7,batch_size=40,max_new_tokens=48",
+        "correction_sft_config": _write(folder / "self_correct.yaml", {**SFT, "max_steps": 10, "learning_rate": 2e-3}),
+        "synthetic_eval_decoders": ["greedy"],
         "rounds": 1,
         "pool_size": 40,
         "search_n": 8,
@@ -76,8 +80,8 @@ def sudoku_study(tmp_path_factory):
 def test_sudoku_study_runs_every_stage_on_sudoku_data(sudoku_study):
     study, _ = sudoku_study
     state = json.loads((study / "state.json").read_text())["stages"]
-    for stage in ("sft_optimal", "sft_backtrack", "eval_optimal", "eval_backtrack", "round_1_search", "round_1_sft",
-                  "round_1_eval", "control_1_sft", "report"):  # fmt: skip
+    for stage in ("sft_optimal", "sft_backtrack", "self_correct_search", "self_correct_sft", "eval_optimal",
+                  "eval_backtrack", "round_1_search", "round_1_sft", "round_1_eval", "control_1_sft", "report"):  # fmt: skip
         assert stage in state, stage
     sudoku = get_task("sudoku")
     data = load_dataset(str(study / "data" / "backtrack"))
@@ -86,7 +90,12 @@ def test_sudoku_study_runs_every_stage_on_sudoku_data(sudoku_study):
     rows = load_dataset(str(study / "round_datasets"), "round_1", split="train")
     for row in rows:  # the harvest keeps strictly correct Sudoku answers of training puzzles only
         problem = sudoku.problem_from_row(row)
-        assert sudoku.check(problem, row["completion"]).correct and sudoku.problem_key(problem) not in test_keys
+        assert sudoku.problem_key(problem) not in test_keys
+        if row["source"] == "search":
+            assert sudoku.check(problem, row["completion"]).correct
+        elif row["source"] == "mistake":  # the model's own wrong placement, then <backtrack>
+            assert row["error_type"].startswith("own_") and row["completion"].endswith("<backtrack>")
+            assert not sudoku.check(problem, row["prefix"] + row["wrong_step"] + "Goal Reached!").correct
     tokenizer = json.loads((study / "models" / "init" / "tokenizer.json").read_text())
     assert " sudoku" in tokenizer["model"]["vocab"] and " numbers" not in tokenizer["model"]["vocab"]
     card = (study / "models" / "backtrack-sft" / "README.md").read_text()
