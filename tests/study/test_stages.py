@@ -141,3 +141,19 @@ def test_study_harvest_launches_the_recipe_with_a_server_per_round(tmp_path, mon
     assert search.startswith("self_backtracking:") and "n=16" in search and "backend=vllm" in search
     assert cmd[cmd.index("--model_name_or_path") + 1] == round_1
     assert read_pool_file(cmd[cmd.index("--pool_file") + 1], "countdown") == pool
+
+
+def test_self_correction_uses_a_vllm_server_only_when_its_own_search_asks(tmp_path, monkeypatch):
+    from backtrack_trl.study.stages import correction
+
+    calls = []
+    monkeypatch.setattr(correction, "pool_problems", lambda *args: [{"numbers": [3, 5, 2], "target": 16}])
+    monkeypatch.setattr(correction, "launch_harvest", lambda ctx, name, pool, o, serve: calls.append((o, serve)))
+    served = dict(search_backend="vllm", vllm_server_base_url="http://round-model:8000")
+    correction.harvest_mistakes(_context(tmp_path, **served))
+    overrides, serve = calls[-1]
+    assert overrides["vllm_server_base_url"] is None and serve is False  # the round's server serves another model
+    spec = "self_backtracking:n=8,b=0,backend=vllm"
+    correction.harvest_mistakes(_context(tmp_path, **served, correction_search=spec))
+    overrides, serve = calls[-1]
+    assert overrides["vllm_server_base_url"] == "http://round-model:8000" and serve is True

@@ -37,6 +37,10 @@ CORRECTION_CONFIG = "self_correct"
 _POOL_SEED_OFFSET = 7919
 
 
+def _on_vllm(spec: str) -> bool:
+    return "backend=vllm" in spec.replace(" ", "")
+
+
 def correction_overrides(ctx: StudyContext) -> dict[str, Any]:
     """The options of the self-correction ``recipes/harvest.py`` (mistakes only, plus replayed rows)."""
     a, cdir = ctx.args, ctx.layout.correction_dir()
@@ -48,6 +52,8 @@ def correction_overrides(ctx: StudyContext) -> dict[str, Any]:
         "output_dir": ctx.layout.round_datasets(),
         "config_name": CORRECTION_CONFIG,
         "search": a.correction_search,
+        # Its own search spec says whether it runs on vLLM (the rounds' server may serve another model).
+        "vllm_server_base_url": a.vllm_server_base_url if _on_vllm(a.correction_search) else None,
         "keep": "none",
         "seed": a.seed + _POOL_SEED_OFFSET,
         "stats_file": cdir / "harvest.json",
@@ -59,7 +65,7 @@ def correction_overrides(ctx: StudyContext) -> dict[str, Any]:
 def harvest_mistakes(ctx: StudyContext) -> None:
     a = ctx.args
     pool = pool_problems(ctx.layout, ctx.task, a.seed + _POOL_SEED_OFFSET, a.correction_pool_size, 1)
-    launch_harvest(ctx, "self_correct_search", pool, correction_overrides(ctx))
+    launch_harvest(ctx, "self_correct_search", pool, correction_overrides(ctx), serve=_on_vllm(a.correction_search))
 
 
 def correction_stages(ctx: StudyContext) -> list[Stage]:

@@ -83,16 +83,18 @@ def harvest_overrides(ctx: StudyContext, k: int) -> dict[str, Any]:
     }
 
 
-def launch_harvest(ctx: StudyContext, name: str, pool: list[dict[str, Any]], overrides: dict[str, Any]) -> None:
+def launch_harvest(
+    ctx: StudyContext, name: str, pool: list[dict[str, Any]], overrides: dict[str, Any], serve: bool = True
+) -> None:
     """``accelerate launch recipes/harvest.py`` (the eval accelerate config: the pool is sharded over its
-    processes) with ``overrides`` on ``pool``, written to ``<pool_file>``; with ``vllm_serve`` under a vLLM server
-    started on the searching model. Its log: ``logs/<name>.log``."""
+    processes) with ``overrides`` on ``pool``, written to ``<pool_file>``; with ``vllm_serve`` (and ``serve``) under a
+    vLLM server started on the searching model. Its log: ``logs/<name>.log``."""
     from backtrack_trl.study.harvest import write_pool_file
 
     a = ctx.args
     write_pool_file(pool, overrides["pool_file"])
-    server = contextlib.nullcontext(a.vllm_server_base_url)
-    if a.vllm_serve:
+    server = contextlib.nullcontext(overrides.get("vllm_server_base_url"))
+    if a.vllm_serve and serve:
         from backtrack_trl.decoding.vllm_launch import launch_vllm_server
 
         server = launch_vllm_server(
