@@ -149,7 +149,7 @@ def test_self_correction_uses_a_vllm_server_only_when_its_own_search_asks(tmp_pa
     calls = []
     monkeypatch.setattr(correction, "pool_problems", lambda *args: [{"numbers": [3, 5, 2], "target": 16}])
     monkeypatch.setattr(correction, "launch_harvest", lambda ctx, name, pool, o, serve: calls.append((o, serve)))
-    served = dict(search_backend="vllm", vllm_server_base_url="http://round-model:8000")
+    served = {"search_backend": "vllm", "vllm_server_base_url": "http://round-model:8000"}
     correction.harvest_mistakes(_context(tmp_path, **served))
     overrides, serve = calls[-1]
     assert overrides["vllm_server_base_url"] is None and serve is False  # the round's server serves another model
