@@ -145,7 +145,8 @@ def test_study_round_harvests_through_a_server_it_starts(tmp_path):
 
     config = study_configs(tmp_path / "configs", tmp_path / "study", baseline=False)
     settings = yaml.safe_load(config.read_text())
-    settings.update(rounds=1, round_eval_decoders=["greedy"])
+    # Round 1 from the backtrack-SFT model (no self-correction stage): the server-harvest check of the old study.
+    settings.update(rounds=1, round_eval_decoders=["greedy"], correction_pool_size=0)
     config.write_text(yaml.safe_dump(settings))
     proc = run_study(
         config, tmp_path, "--search_backend", "vllm", "--vllm_serve", "true", "--vllm_python", str(VLLM_PYTHON),
