@@ -102,7 +102,7 @@ def launch_harvest(
             python=a.vllm_python,
             extra_args=shlex.split(a.vllm_server_args),
             env=dict(item.split("=", 1) for item in a.vllm_server_env),
-            log_file=ctx.layout.log_file(f"{name}_vllm_server"),
+            log_file=ctx.layout.log_file(name.removesuffix("_search") + "_vllm_server"),  # round_<k>_vllm_server.log
         )
     with server as url:
         overrides = {**overrides, "vllm_server_base_url": url}
