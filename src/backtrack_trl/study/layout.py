@@ -50,6 +50,11 @@ class StudyLayout:
     def control_dir(self) -> Path:
         return self.root / "rounds" / "control_1"
 
+    @classmethod
+    def of_study(cls, args) -> StudyLayout:
+        """The layout of the study ``args`` (a :class:`~backtrack_trl.study.config.SelfImproveArguments`)."""
+        return cls(args.output_dir, args.backtrack_model, self_correct=args.correction_pool_size > 0)
+
     def backtrack_sft_model(self) -> Path | str:
         """The backtrack model trained on the dataset's synthetic errors (or ``backtrack_model``)."""
         return self.backtrack_model or self.model_dir("backtrack-sft")

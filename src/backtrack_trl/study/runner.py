@@ -132,7 +132,7 @@ class Study:
         self.args = args
         self._lock = None
         recipes = check_study(args, recipes_dir)
-        self.layout = StudyLayout(args.output_dir, args.backtrack_model, self_correct=args.correction_pool_size > 0)
+        self.layout = StudyLayout.of_study(args)
         config = study_config(args)
         # Checks done, nothing written yet: take the folder (one run at a time), then open its state.
         self._lock = study_lock(self.layout.root)

@@ -53,8 +53,7 @@ class StudyContext:
     ) -> StudyContext:
         """The context of the study ``args``, its sub-recipes in ``recipes`` (``lock_fds``: the study's lock)."""
         launcher = RecipeLauncher.from_args(args, recipes, python, lock_fds)
-        layout = StudyLayout(args.output_dir, args.backtrack_model, self_correct=args.correction_pool_size > 0)
-        return cls(args, layout, get_task(args.task), launcher)
+        return cls(args, StudyLayout.of_study(args), get_task(args.task), launcher)
 
     def recipe_stage(
         self, name: str, script: str, config: str | None, overrides: dict, output: Path, launch: bool = False

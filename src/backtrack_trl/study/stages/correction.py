@@ -38,7 +38,9 @@ _POOL_SEED_OFFSET = 7919
 
 
 def _on_vllm(spec: str) -> bool:
-    return "backend=vllm" in spec.replace(" ", "")
+    from backtrack_trl.evaluation.specs import parse_decoder_spec
+
+    return parse_decoder_spec(spec)[2].get("backend") == "vllm"
 
 
 def correction_overrides(ctx: StudyContext) -> dict[str, Any]:
