@@ -215,3 +215,30 @@ def test_recovery_restores_a_folder_left_aside_by_a_whole_folder_swap(tmp_path):
     write_hub_dataset(DatasetDict({"train": Dataset.from_dict({"x": [2]})}), folder, config_name="round_2")
     assert dataset_configs(folder) == ["round_1", "round_2"]
     assert _rows(folder, "round_1") == [1] and _rows(folder, "round_2") == [2]
+
+
+def test_a_config_is_only_replaced_by_data_of_the_same_splits_and_columns(tmp_path):
+    # e.g. `recipes/harvest.py --output_dir <a built dataset> --config_name default` with its implicit overwrite:
+    # the dataset's train/test splits must survive, whatever overwrite says.
+    folder = tmp_path / "ds"
+    write_hub_dataset(_splits(), folder)
+    write_hub_dataset(DatasetDict({"train": Dataset.from_dict({"x": [42]})}), folder, config_name="round_1")
+    readme = (folder / "README.md").read_text()
+    harvest_like = DatasetDict({"train": Dataset.from_dict({"x": [7], "s": ["h"]})})
+    with pytest.raises(FileExistsError, match=r"config 'default' .* split\(s\) \['test_seen'\] would be lost"):
+        write_hub_dataset(harvest_like, folder, overwrite=True)
+    other_columns = DatasetDict({"train": Dataset.from_dict({"y": [1]}), "test_seen": Dataset.from_dict({"y": [2]})})
+    with pytest.raises(FileExistsError, match=r"its columns \['x', 's'\] would become \['y'\].*delete"):
+        write_hub_dataset(other_columns, folder, overwrite=True)
+    with pytest.raises(FileExistsError, match="split"):
+        hub_dataset.check_config_write(folder, "default", ["train"], None, overwrite=True)
+    assert (folder / "README.md").read_text() == readme
+    assert sorted(p.name for p in folder.iterdir()) == ["README.md", "data", "round_1"]  # no leftovers either
+    assert load_dataset(str(folder))["test_seen"]["x"] == [100] and _rows(folder, "round_1") == [42]
+    # the same shape is replaced (a rerun), more splits too (nothing is lost); other configs are kept
+    write_hub_dataset(_splits(10), folder, overwrite=True)
+    bigger = DatasetDict({**_splits(20), "test_new": Dataset.from_dict({"x": [1], "s": ["n"]})})
+    write_hub_dataset(bigger, folder, overwrite=True)
+    assert set(load_dataset(str(folder))) == {"train", "test_seen", "test_new"} and _rows(folder, "round_1") == [42]
+    assert hub_dataset.config_shape(folder, "default") == (["train", "test_seen", "test_new"], ["x", "s"])
+    assert hub_dataset.config_shape(folder, "round_9") is None

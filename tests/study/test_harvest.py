@@ -95,6 +95,19 @@ def test_a_test_problem_in_the_pool_is_refused(study, tmp_path):
         run_harvest(args)
 
 
+def test_harvest_into_a_datasets_own_config_is_refused_before_the_search(study, tmp_path):
+    # `--output_dir <the dataset> --config_name default` used to replace the dataset: its test splits were gone.
+    readme = (study / "data" / "README.md").read_text()
+    args = HarvestArguments(
+        model_name_or_path=str(tmp_path / "no_model_needed"), dataset_name=str(study / "data"),
+        output_dir=str(study / "data"), config_name="default", progress=False,
+    )  # fmt: skip
+    with pytest.raises(FileExistsError, match=r"config 'default' .*\['test_seen', 'test_new'\] would be lost"):
+        run_harvest(args)
+    assert (study / "data" / "README.md").read_text() == readme
+    assert set(load_dataset(str(study / "data"))) == {"train", "test_seen", "test_new"}
+
+
 def _harvest_command(study, out, launcher):
     return [
         *launcher, "recipes/harvest.py",

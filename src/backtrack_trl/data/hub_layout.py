@@ -79,6 +79,67 @@ def dataset_configs(folder: str | os.PathLike) -> list[str]:
     return list(MetadataConfigs.from_dataset_card_data(card.data)) if card is not None else []
 
 
+def config_shape(folder: str | os.PathLike, config_name: str) -> tuple[list[str], list[str] | None] | None:
+    """(split names, column names) of config ``config_name`` as ``folder``'s README.md records them; None if the
+    folder has no such config. The columns are None for a card without ``dataset_info`` (not written by us)."""
+    card = read_card(folder)
+    if card is None:
+        return None
+    config = MetadataConfigs.from_dataset_card_data(card.data).get(config_name)
+    if config is None:
+        return None
+    info = DatasetInfosDict.from_dataset_card_data(card.data).get(config_name)
+    if info is not None and info.splits:
+        splits = list(info.splits)
+    else:
+        splits = [str(entry["split"]) for entry in config.get("data_files") or [] if isinstance(entry, dict)]
+    columns = list(info.features) if info is not None and info.features else None
+    return splits, columns
+
+
+def check_config_write(
+    folder: str | os.PathLike,
+    config_name: str,
+    splits: list[str],
+    columns: list[str] | None = None,
+    overwrite: bool = False,
+) -> None:
+    """Raise FileExistsError if writing config ``config_name`` (``splits``, ``columns``) into ``folder`` is refused.
+
+    The rules of :func:`write_hub_dataset`, callable before the work that produces the data (a search, a build):
+    an existing folder that is not a dataset folder, or an existing config, is replaced only with ``overwrite``; and
+    even then a config is only replaced by data of the same splits and columns (None: not compared), so a write can
+    never drop a split or turn a dataset's own config into another kind of data (e.g. a harvest written as config
+    ``default`` of the dataset it was drawn from). Other configs are never touched.
+    """
+    folder = Path(folder)
+    existing_configs = dataset_configs(folder)
+    if folder.exists() and not existing_configs and not overwrite:
+        raise FileExistsError(
+            f"The dataset folder {str(folder)!r} already exists and is not a dataset folder with a README.md "
+            f"`configs:` section. Pass --overwrite (overwrite=True) to replace it, or choose another output_dir."
+        )
+    if config_name not in existing_configs:
+        return
+    if not overwrite:
+        raise FileExistsError(
+            f"The dataset folder {str(folder)!r} already holds the config {config_name!r}. Pass --overwrite "
+            f"(overwrite=True) to replace it, or choose another output_dir / config_name."
+        )
+    old_splits, old_columns = config_shape(folder, config_name) or ([], None)
+    lost = [split for split in old_splits if split not in splits]
+    changed = columns is not None and old_columns is not None and set(columns) != set(old_columns)
+    if lost or changed:
+        what = f"its split(s) {lost} would be lost" if lost else f"its columns {old_columns} would become {columns}"
+        others = [name for name in existing_configs if name != config_name]
+        raise FileExistsError(
+            f"Refusing to replace config {config_name!r} of the dataset folder {str(folder)!r} (splits {old_splits}"
+            f"{f', other configs {others}' if others else ''}) with different data (splits {list(splits)}): {what}. "
+            f"A config is only replaced by data of the same splits and columns. Write to another config_name "
+            f"(e.g. round_1) or output_dir; to replace the dataset itself, delete {str(folder)!r} first."
+        )
+
+
 def render_card_body(config_name: str, card: str | dict | None, dataset_dict: DatasetDict) -> str:
     """Markdown for one config: ``card`` verbatim if it is a string; a settings table if it is a dict."""
     if isinstance(card, str):
@@ -140,7 +201,8 @@ def write_hub_dataset(
       table; the YAML front matter (``configs`` and ``dataset_info``) is generated.
     - A new folder is created with this one config. An existing dataset folder gets the config added (other configs
       are kept: e.g. ``round_1``, ``round_2`` of a self-improvement loop); a config that is already there, or an
-      existing folder that is not a dataset folder, is replaced only with ``overwrite=True``.
+      existing folder that is not a dataset folder, is replaced only with ``overwrite=True``, and a config only by
+      data of the same splits and columns (:func:`check_config_write`): no write drops a split or another config.
     - Crash-safe: a new folder is assembled in a temporary sibling and renamed into place; a config added to an
       existing folder is staged beside the others, committed by an atomic replace of README.md, then swapped in,
       never moving the other configs (see :func:`recover_hub_dataset`). An exception leaves the previous state.
@@ -155,18 +217,9 @@ def write_hub_dataset(
     folder = Path(folder)
     for action in recover_hub_dataset(folder):
         logger.warning("Recovered an interrupted write in %s: %s", folder, action)
-    existing_configs = dataset_configs(folder) if folder.is_dir() else []
-    merge = bool(existing_configs)
-    if folder.exists() and not merge and not overwrite:
-        raise FileExistsError(
-            f"The dataset folder {str(folder)!r} already exists and is not a dataset folder with a README.md "
-            f"`configs:` section. Pass --overwrite (overwrite=True) to replace it, or choose another output_dir."
-        )
-    if config_name in existing_configs and not overwrite:
-        raise FileExistsError(
-            f"The dataset folder {str(folder)!r} already holds the config {config_name!r}. Pass --overwrite "
-            f"(overwrite=True) to replace it, or choose another output_dir / config_name."
-        )
+    columns = next(iter(dataset_dict.values())).column_names
+    check_config_write(folder, config_name, list(dataset_dict), columns, overwrite)
+    merge = folder.is_dir() and bool(dataset_configs(folder))
     if merge:
         _add_config(dataset_dict, folder, card, convert_file_size_to_int(max_shard_size), config_name)
         return folder
