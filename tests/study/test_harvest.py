@@ -3,6 +3,7 @@ exactly the dataset 1 process writes)."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,11 +12,13 @@ import pytest
 from _memorized_model import memorized_countdown_model
 from datasets import Dataset, DatasetDict, load_dataset
 
+from backtrack_trl.data import hub_layout
 from backtrack_trl.data.hub_layout import write_hub_dataset
 from backtrack_trl.decoding.results import Candidate, SearchResult
 from backtrack_trl.study.harvest import (
     HarvestArguments,
     dataset_pool,
+    dataset_test_keys,
     pick_path,
     read_pool_file,
     run_harvest,
@@ -91,8 +94,45 @@ def test_a_test_problem_in_the_pool_is_refused(study, tmp_path):
         model_name_or_path=str(study / "model"), pool_file=str(tmp_path / "pool.jsonl"),
         test_dataset_name=str(study / "data"), output_dir=str(tmp_path / "out"), progress=False,
     )  # fmt: skip
-    with pytest.raises(ValueError, match="1 pool problems are test problems"):
+    with pytest.raises(ValueError, match="1 of the 3 problems of --pool_file .* are test problems"):
         run_harvest(args)
+
+
+def test_a_pool_file_is_checked_against_the_test_splits_of_the_dataset_it_extends(study, tmp_path, caplog):
+    # No --test_dataset_name: the test splits of the --output_dir dataset still keep their problems out.
+    data = tmp_path / "data"
+    shutil.copytree(study / "data", data)
+    write_pool_file([TASK.problem_to_row(p) for p in POOL[:2] + TEST], tmp_path / "pool.jsonl")
+    args = HarvestArguments(
+        model_name_or_path=str(tmp_path / "no_model"), pool_file=str(tmp_path / "pool.jsonl"),
+        output_dir=str(data), config_name="round_1", progress=False,
+    )  # fmt: skip
+    with pytest.raises(ValueError) as error:
+        run_harvest(args)
+    message = str(error.value)
+    assert f"2 of the 4 problems of --pool_file '{tmp_path / 'pool.jsonl'}' are test problems of '{data}'" in message
+    assert 'e.g. {"numbers": [1, 1, 1], "target": 3}' in message and "Remove them from the pool file" in message
+    assert hub_layout.dataset_configs(data) == ["default"]  # nothing written
+    # a pool drawn from a test split of --dataset_name
+    args = HarvestArguments(
+        model_name_or_path=str(tmp_path / "no_model"), dataset_name=str(study / "data"), dataset_split="test_new",
+        output_dir=str(tmp_path / "new"), progress=False,
+    )  # fmt: skip
+    with pytest.raises(ValueError, match=r"1 of the 1 problems of the pool \(split 'test_new' of --dataset_name"):
+        run_harvest(args)
+    # test splits of any config of the output dataset count (here a test split of config `extra`)
+    extra = DatasetDict({"train": Dataset.from_list(_rows(POOL[7:])), "test": Dataset.from_list(_rows(POOL[:1]))})
+    write_hub_dataset(extra, data, config_name="extra")
+    assert TASK.problem_key(POOL[0]) in dataset_test_keys(data, TASK)
+    # nothing to check against: a warning names the option, then the run goes on (to the missing model here)
+    write_pool_file([TASK.problem_to_row(p) for p in POOL[:2]], tmp_path / "clean.jsonl")
+    args = HarvestArguments(
+        model_name_or_path=str(tmp_path / "no_model"), pool_file=str(tmp_path / "clean.jsonl"),
+        output_dir=str(tmp_path / "new"), progress=False,
+    )  # fmt: skip
+    with caplog.at_level("WARNING"), pytest.raises(FileNotFoundError, match="no_model"):
+        run_harvest(args)
+    assert "pass --test_dataset_name" in caplog.text
 
 
 def test_harvest_into_a_datasets_own_config_is_refused_before_the_search(study, tmp_path):

@@ -265,6 +265,65 @@ def dataset_pool(dataset_folder: str | Path, split: str, pool_size: int | None, 
     return rows
 
 
+def dataset_test_keys(folder: str | Path, task) -> set:
+    """:meth:`Task.problem_key` of the problems in every ``test*`` split of every config of a dataset folder (the
+    default config's ``test_seen``/``test_new`` of a Hub id); configs of another task's columns are skipped."""
+    from datasets import load_dataset
+
+    from backtrack_trl.data.hub_layout import config_shape, dataset_configs
+
+    task = get_task(task)
+    configs = dataset_configs(folder)
+    if not configs:
+        return test_problem_keys(folder, task=task)
+    keys = set()
+    for config in configs:
+        splits, columns = config_shape(folder, config)
+        splits = [split for split in splits if split.startswith("test")]
+        if not splits or (columns is not None and not set(task.problem_columns) <= set(columns)):
+            continue
+        dataset = load_dataset(str(folder), config)
+        for split in splits:
+            for row in dataset[split].select_columns(list(task.problem_columns)):
+                keys.add(task.problem_key(task.problem_from_row(row)))
+    return keys
+
+
+def check_pool_against_tests(args: HarvestArguments, problems: list[dict[str, Any]], task) -> set:
+    """The test problem keys a harvest must never write: those of ``test_dataset_name``, ``dataset_name`` and the
+    ``output_dir`` dataset it extends (when it exists). A pool problem among them is refused, with the count, an
+    example and the fix."""
+    from backtrack_trl.data.hub_layout import dataset_configs
+
+    task = get_task(task)
+    folders = [args.test_dataset_name, args.dataset_name]
+    if dataset_configs(args.output_dir):  # an existing dataset (a new output folder has no test split)
+        folders.append(args.output_dir)
+    folders = list(dict.fromkeys(str(folder) for folder in folders if folder))
+    if not folders:
+        logger.warning(
+            "No test split to check the --pool_file %r against: pass --test_dataset_name <the dataset the model is "
+            "evaluated on> so that no test problem is harvested into training data.", args.pool_file
+        )  # fmt: skip
+    forbidden = set()
+    for folder in folders:
+        keys = dataset_test_keys(folder, task)
+        leaked = [row for row in problems if task.problem_key(task.problem_from_row(row)) in keys]
+        if leaked:
+            if args.pool_file:
+                pool, fix = f"--pool_file {args.pool_file!r}", "Remove them from the pool file"
+            else:
+                pool = f"the pool (split {args.dataset_split!r} of --dataset_name {args.dataset_name!r})"
+                fix = "Draw the pool from a training split (--dataset_split train)"
+            raise ValueError(
+                f"{len(leaked)} of the {len(problems)} problems of {pool} are test problems of {folder!r} (its test "
+                f"splits), e.g. {json.dumps(leaked[0])}: harvested, they would put test questions into training "
+                f"data. {fix}, so that the harvest only sees problems the model is not evaluated on."
+            )
+        forbidden |= keys
+    return forbidden
+
+
 def run_harvest(args: HarvestArguments) -> dict[str, Any] | None:
     """The recipe: read the pool, search it (sharded over ``accelerate launch`` processes), write the round dataset
     and the counts on the main process. Returns the counts there, None on the other processes."""
@@ -280,8 +339,7 @@ def run_harvest(args: HarvestArguments) -> dict[str, Any] | None:
         problems = read_pool_file(args.pool_file, task)
     else:
         problems = dataset_pool(args.dataset_name, args.dataset_split, args.pool_size, task)
-    test_folder = args.test_dataset_name or args.dataset_name
-    forbidden = test_problem_keys(test_folder, task=task) if test_folder else None
+    forbidden = check_pool_against_tests(args, problems, task)
     stats = harvest(
         args.model_name_or_path,
         problems=problems,

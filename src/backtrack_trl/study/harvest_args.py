@@ -56,8 +56,9 @@ class HarvestArguments:
     test_dataset_name: str | None = field(
         default=None,
         metadata={
-            "help": "Dataset folder whose test_seen/test_new problems must never be harvested (None: dataset_name; "
-            "a pool problem among them is an error)."
+            "help": "Dataset folder whose test splits' problems must never be harvested, checked besides those of "
+            "dataset_name and of output_dir when it is an existing dataset (a pool problem among them is an error). "
+            "Give it with pool_file when output_dir is a new folder: the dataset the model is evaluated on."
         },
     )
     search: str = field(
