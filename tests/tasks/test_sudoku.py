@@ -229,7 +229,9 @@ def test_test_new_solution_grids_are_never_seen_in_training():
     [
         ({"size": 5}, r"SudokuConfig.size=5 .* set size to one of \(4, 6, 9\)"),
         ({"size": 4, "min_givens": 3}, r"SudokuConfig.min_givens=3 is outside 4..15"),
-        ({"size": 9, "max_givens": 81}, r"SudokuConfig.max_givens=81 is outside 17..80"),
+        ({"size": 9, "max_givens": 81}, r"SudokuConfig.max_givens=81 is outside 22..80"),
+        ({"size": 9, "min_givens": 17}, r"min_givens=17 is outside 22..80 .*no fewer than 22 givens in bounded time"),
+        ({"size": 9, "min_givens": 17, "max_givens": 17}, r"min_givens=17 is outside 22..80"),
         ({"size": 6, "min_givens": 20, "max_givens": 18}, r"min_givens=20 > max_givens=18"),
         ({"size": 4, "max_givens": 5}, r"min_givens=6 > max_givens=5"),
         ({"new_grid_fraction": 1.0}, r"new_grid_fraction=1.0 must be in \[0, 1\)"),
@@ -239,6 +241,16 @@ def test_test_new_solution_grids_are_never_seen_in_training():
 def test_config_validation_names_the_field_and_the_fix(kwargs, match):
     with pytest.raises(ValueError, match=match):
         SudokuConfig(**kwargs).validate()
+
+
+def test_fewest_reachable_givens_are_reached_and_fewer_stop_with_the_range():
+    """Issue 24: 9x9 with 17 givens hung; the floor of validate() is reachable, and the loop has a bound of its own."""
+    config = SudokuConfig(size=9, min_givens=22, max_givens=22)
+    puzzle = next(iter_problems(config, "train", random.Random(1))).grid
+    assert sum(map(bool, puzzle)) == 22 and count_solutions(puzzle, 9) == 1
+    stream = iter_problems(SudokuConfig(size=6, min_givens=8, max_givens=8), "train", random.Random(0), 100, 3)
+    with pytest.raises(ValueError, match=r"Could not carve a 6x6 puzzle with 8 givens in 3 tries .* reaches 8..35"):
+        next(stream)
 
 
 def test_no_held_out_grids_and_unknown_splits_fail_fast():
