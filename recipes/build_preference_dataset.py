@@ -12,16 +12,14 @@ The folder loads with `datasets.load_dataset(output_dir, "pairwise")` (DPO) or `
 "unpaired")` (KTO); `python recipes/build_preference_dataset.py --help` lists every option.
 """
 
-from trl import TrlParser
-
 from backtrack_trl.data.preference_pairs import PreferenceDataArguments, build_and_save_preference
-from backtrack_trl.errors import run_recipe
+from backtrack_trl.errors import recipe_parser, run_recipe
 from backtrack_trl.logs import setup_logging
 
 
 def main():
     setup_logging()
-    (args,) = TrlParser((PreferenceDataArguments,)).parse_args_and_config()
+    (args,) = recipe_parser((PreferenceDataArguments,)).parse_args_and_config()
     build_and_save_preference(args)
 
 

@@ -16,16 +16,14 @@ python recipes/reproduce.py --report_only true
 
 from pathlib import Path
 
-from transformers import HfArgumentParser
-
-from backtrack_trl.errors import USER_ERRORS, run_recipe
+from backtrack_trl.errors import USER_ERRORS, recipe_parser, run_recipe
 from backtrack_trl.study.reproduce import ReproduceArguments, SeedStudyFailedError, run_seeds
 
 
 def parse_and_run():
     # --config is the study's YAML here, an option like the others: TrlParser reserves --config for a YAML of the
-    # recipe's own options (and refuses a field named config), so its base class parses the command line.
-    (args,) = HfArgumentParser((ReproduceArguments,)).parse_args_into_dataclasses()
+    # recipe's own options (and refuses a field named config), so its base class (HfArgumentParser) parses it.
+    (args,) = recipe_parser((ReproduceArguments,), with_config=False).parse_args_into_dataclasses()
     return run_seeds(args, study_recipe=Path(__file__).resolve().parent / "self_improve.py")
 
 

@@ -18,15 +18,13 @@ python recipes/self_improve.py --config recipes/Llama-3.2-1B/self_improve/config
 
 from pathlib import Path
 
-from trl import TrlParser
-
-from backtrack_trl.errors import run_recipe
+from backtrack_trl.errors import recipe_parser, run_recipe
 from backtrack_trl.study.config import SelfImproveArguments
 from backtrack_trl.study.runner import main
 
 
 def parse_and_run():
-    (args,) = TrlParser(SelfImproveArguments).parse_args_and_config()
+    (args,) = recipe_parser(SelfImproveArguments).parse_args_and_config()
     return main(args, recipes_dir=Path(__file__).resolve().parent)  # the sub-recipes beside this script
 
 

@@ -135,11 +135,11 @@ def task_of_recipe(argv: Sequence[str]) -> str:
 
 def parse_data_args(argv: Sequence[str] | None = None) -> tuple[BuildDatasetArguments, Any]:
     """``(args, task config)`` of a data recipe command line (``--config file.yaml`` and flags), validated."""
-    from trl import TrlParser
+    from backtrack_trl.errors import recipe_parser  # one-line command-line errors
 
     argv = list(sys.argv[1:] if argv is None else argv)
     task = get_task(task_of_recipe(argv))
-    args, config = TrlParser((BuildDatasetArguments, task.config_class)).parse_args_and_config(argv)
+    args, config = recipe_parser((BuildDatasetArguments, task.config_class)).parse_args_and_config(argv)
     return args.validate(config), config
 
 

@@ -47,10 +47,10 @@ def check_backtrack_model(path: str) -> None:
 
 
 def _parse_with(dataclass_type):
-    from trl import TrlParser
+    from backtrack_trl.errors import recipe_parser
 
     def parse(argv):
-        (parsed,) = TrlParser((dataclass_type,)).parse_args_and_config(args=argv)
+        (parsed,) = recipe_parser((dataclass_type,)).parse_args_and_config(args=argv)
         return parsed
 
     return parse

@@ -37,7 +37,7 @@ import torch
 from trl import DPOConfig, DPOTrainer, KTOConfig, KTOTrainer, ModelConfig, ScriptArguments, TrlParser, get_peft_config
 
 from backtrack_trl.data.loading import first_rows, load_hub_dataset, pick_split
-from backtrack_trl.errors import recipe_option
+from backtrack_trl.errors import recipe_option, recipe_parser
 from backtrack_trl.logs import setup_logging
 from backtrack_trl.training.model_card import PreferenceCardMixin
 from backtrack_trl.training.model_loading import configure_generation, load_model, load_tokenizer
@@ -95,7 +95,7 @@ def method_of_recipe(argv: Sequence[str]) -> str:
 
 
 def make_parser(method: str = "dpo") -> TrlParser:
-    return TrlParser((PreferenceScriptArguments, METHODS[method], ModelConfig))
+    return recipe_parser((PreferenceScriptArguments, METHODS[method], ModelConfig))  # one-line CLI errors
 
 
 def parse_preference_args(argv: Sequence[str] | None = None):

@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from backtrack_trl.training.recipe_args import parse_recipe_args
+from backtrack_trl.training.run_folder import OVERWRITE_HELP
 
 
 STAGES = ("data", "train", "all")
@@ -64,6 +65,7 @@ class RewardModelScriptArguments:
         metadata={"help": "Hub-layout folder of the pairs: written by stage data, read by stage train."},
     )
     overwrite_dataset: bool = field(default=False, metadata={"help": "Replace an existing preference_dataset."})
+    overwrite_output_dir: bool = field(default=False, metadata={"help": OVERWRITE_HELP})
     sampling_seed: int = field(default=0, metadata={"help": "Base seed of the sampling (problem i gets seed + i)."})
     device: str | None = field(default=None, metadata={"help": "Sampling device (default: cuda if available)."})
 
@@ -81,7 +83,9 @@ class RewardModelScriptArguments:
 
 def parse_args(argv: list[str] | None = None):
     """``--config recipe.yaml`` + CLI overrides -> (RewardModelScriptArguments, RewardConfig, ModelConfig)."""
-    from trl import ModelConfig, RewardConfig, TrlParser
+    from trl import ModelConfig, RewardConfig
 
-    parser = TrlParser((RewardModelScriptArguments, RewardConfig, ModelConfig))
+    from backtrack_trl.errors import recipe_parser  # one-line command-line errors
+
+    parser = recipe_parser((RewardModelScriptArguments, RewardConfig, ModelConfig))
     return parse_recipe_args(parser, argv, "List the options with `python recipes/reward_model.py --help`.")

@@ -26,6 +26,7 @@ from trl import ModelConfig, ScriptArguments, SFTConfig, TrlParser
 
 from backtrack_trl.config_files import read_yaml
 from backtrack_trl.training.recipe_args import parse_recipe_args
+from backtrack_trl.training.run_folder import OVERWRITE_HELP
 
 
 @dataclass
@@ -70,6 +71,7 @@ class SFTScriptArguments(ScriptArguments):
         default=None, metadata={"help": "Evaluate on the first N rows of the test split only."}
     )
     task: str = field(default="countdown", metadata={"help": "Registered task of the dataset (backtrack_trl.tasks)."})
+    overwrite_output_dir: bool = field(default=False, metadata={"help": OVERWRITE_HELP})
 
 
 # SFTConfig options that contradict raw-row collation: name -> (bad value test, why, fix)
@@ -118,7 +120,9 @@ _UNKNOWN_HINT = (
 
 
 def make_parser() -> TrlParser:
-    return TrlParser((SFTScriptArguments, SFTConfig, ModelConfig))
+    from backtrack_trl.errors import recipe_parser  # one-line command-line errors
+
+    return recipe_parser((SFTScriptArguments, SFTConfig, ModelConfig))
 
 
 def _check_recipe_keys(argv: list[str]) -> None:
