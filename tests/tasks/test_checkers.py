@@ -165,3 +165,37 @@ def test_an_absurdly_long_number_is_a_wrong_answer_not_a_crash(mode):
         verdict = check(problem, text, mode=mode)
         assert not verdict.correct and verdict.reason in ("invalid_format", "incorrect_result")
     assert check(problem, "3+5=8\n8*2=16\nGoal Reached!", mode=mode).correct
+
+
+# Issue 24: how each mode reads a number written other than canonically. Problem (9, 3, 4) -> 12, right answer
+# "9/3=3\n3*4=12"; each line below changes how one number is written, not its value.
+NUMBER_SPELLINGS = [
+    # text, strict reason, official reason (the released checker reads numbers with int() after a \d+ regex)
+    ("9/3=3\n3*4=12\nGoal Reached!", "correct", "correct"),
+    ("09/3=3\n3*4=12\nGoal Reached!", "invalid_format", "correct"),  # leading zero on an operand
+    ("9/3=3\n3*04=12\nGoal Reached!", "invalid_format", "correct"),
+    ("9/3=03\n3*4=12\nGoal Reached!", "invalid_format", "correct"),  # on a result
+    ("9/3=3\n3*4=0012\nGoal Reached!", "invalid_format", "correct"),
+    ("9 / 03 = 3\n3*4=12\nGoal Reached!", "invalid_format", "correct"),  # official allows the spaces too
+    ("9/3=3.0\n3*4=12\nGoal Reached!", "invalid_format", "correct"),  # official: ".0" is trailing text
+    ("+9/3=3\n3*4=12\nGoal Reached!", "invalid_format", "invalid_format"),  # a sign matches neither
+    ("9/+3=3\n3*4=12\nGoal Reached!", "invalid_format", "invalid_format"),
+    ("9.0/3=3\n3*4=12\nGoal Reached!", "invalid_format", "invalid_format"),
+    ("9/3=3\n3*4=12\n<backtrack>", "not_reached_target", "correct"),
+]
+
+
+@pytest.mark.parametrize(("text", "strict", "official"), NUMBER_SPELLINGS)
+def test_each_mode_reads_non_canonical_numbers_as_documented(text, strict, official):
+    problem = Problem((9, 3, 4), 12)
+    assert check(problem, text, mode="strict").reason == strict
+    assert check(problem, text, mode="official").reason == official
+
+
+def test_strict_names_the_non_canonical_number_and_its_canonical_form():
+    detail = check_strict(Problem((9, 3, 4), 12), "09/3=3\n3*4=12\nGoal Reached!").detail
+    assert "'09/3=3' writes a number with a leading zero" in detail and "'9/3=3'" in detail
+    detail = check_strict(Problem((3, 3, 4), 4), "3-3=-0\n0+4=4\nGoal Reached!").detail
+    assert "'3-3=-0'" in detail and "'3-3=0'" in detail
+    assert check_strict(Problem((3, 3, 4), 4), "3-3=0\n0+4=4\nGoal Reached!").correct  # 0 itself is canonical
+    assert check_strict(Problem((10, 10, 4), 104), "10*10=100\n100+4=104\nGoal Reached!").correct

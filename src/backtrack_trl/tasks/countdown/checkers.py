@@ -7,11 +7,11 @@ Input tolerance (both modes): trailing whitespace and trailing ``</s>`` / ``<pad
 response are ignored, so a decode with ``skip_special_tokens=False`` can be passed as is. Nothing else is cleaned.
 
 **Strict** (``mode="strict"``, the project's default). The response must be exactly ``len(numbers) - 1`` lines
-``a<op>b=c`` (no spaces, non-negative integers, ops ``+ - * /``) and then the line ``Goal Reached!``, with nothing
-after it. The lines are checked in order and the first failure decides the reason:
+``a<op>b=c`` (no spaces, ops ``+ - * /``, every number written canonically as ``str(int)`` writes it: no leading zero
+as in ``09``, no ``+5``, no ``5.0``) and then the line ``Goal Reached!``, with nothing after it. The lines are checked in order and the first failure decides the reason:
 
-1. ``invalid_format``: a line that is neither a step nor a marker (spaces, empty line, text), or anything after the
-   goal marker (a step, junk, ``<backtrack>``).
+1. ``invalid_format``: a line that is neither a step nor a marker (spaces, empty line, text, a number not written
+   canonically such as ``09/3=3``), or anything after the goal marker (a step, junk, ``<backtrack>``).
 2. ``unknown_numbers``: an operand not in the current multiset (never given, already used, or used twice when given
    once). Checked before the arithmetic of the same line.
 3. ``incorrect_result``: wrong arithmetic, including floor division (``116/32=3``), a negative difference
@@ -25,7 +25,9 @@ after it. The lines are checked in order and the first failure decides the reaso
 **Official** (``mode="official"``, the checker the paper's accuracies were measured with, reimplemented). The steps
 are the lines before the *first* ``<backtrack>`` or ``Goal Reached!`` (either marker counts; text after it is
 ignored); none -> ``invalid_format``. Each line is matched with ``(\\d+)\\s*([+\\-*/])\\s*(\\d+)\\s*=\\s*(\\d+)`` at its
-start (spaces allowed, trailing text ignored; no match -> ``invalid_format``). An operand counts as available when
+start (spaces allowed, trailing text ignored; no match -> ``invalid_format``); its numbers are read with ``int``, so
+leading zeros pass (``09/3=3`` is ``9/3=3``) while ``+5`` does not match and ``9/3=3.0`` reads as ``9/3=3`` (the
+``.0`` is trailing text), exactly as the released checker reads them. An operand counts as available when
 its *value* is in the current list (``unknown_numbers`` otherwise); arithmetic uses floor division (``incorrect_result``
 when the written result differs or on division by zero); then *every* occurrence of both operand values is removed
 and the result appended. Unused numbers are allowed: the answer is ``correct`` iff the last step's result equals the
@@ -64,10 +66,21 @@ _OFFICIAL_RESPONSE_RE = re.compile(r"(.*?)(?:<backtrack>|Goal Reached!)", re.DOT
 # [0-9] rather than \d: Python's \d also matches non-ASCII digits. The released code uses \d with re.match on
 # str input; restricting it to ASCII only changes the verdict on text no tokenizer of this project can produce.
 _OFFICIAL_STEP_RE = re.compile(rf"({NUMBER_PATTERN})\s*([+\-*/])\s*({NUMBER_PATTERN})\s*=\s*({NUMBER_PATTERN})")
+# A step whose only fault is how a number is written (``09/3=3``, ``5+3=008``): the strict checker says so.
+_DIGITS_STEP_RE = re.compile(rf"({NUMBER_PATTERN})([+\-*/])({NUMBER_PATTERN})=(-?)({NUMBER_PATTERN})")
 
 
 def _show(values: Counter) -> list[int]:
     return sorted(values.elements())
+
+
+def _not_a_step(index: int, line: str) -> str:
+    digits = _DIGITS_STEP_RE.fullmatch(line)
+    if digits is None:
+        return f"line {index} {line!r} is not 'a<op>b=c' or a marker"
+    a, op, b, sign, result = digits.groups()
+    canonical = f"{int(a)}{op}{int(b)}={sign if int(result) else ''}{int(result)}"
+    return f"line {index} {line!r} writes a number with a leading zero (or -0); strict reads {canonical!r} only"
 
 
 def check_strict(problem: Problem, response: str) -> Verdict:
@@ -89,7 +102,7 @@ def check_strict(problem: Problem, response: str) -> Verdict:
             return Verdict(False, "not_reached_target", f"line {index} is {BACKTRACK_TOKEN}: the answer gave up")
         step = parse_step(line)
         if step is None:
-            return Verdict(False, "invalid_format", f"line {index} {line!r} is not 'a<op>b=c' or a marker")
+            return Verdict(False, "invalid_format", _not_a_step(index, line))
         need = Counter((step.a, step.b))
         if any(pool[value] < count for value, count in need.items()):
             return Verdict(False, "unknown_numbers", f"line {index} {line!r} uses numbers not in {_show(pool)}")

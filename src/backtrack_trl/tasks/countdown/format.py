@@ -45,7 +45,14 @@ _PROMPT_RE = re.compile(
 # ValueError. Countdown's numbers have a few digits.
 MAX_DIGITS = 1000
 NUMBER_PATTERN = f"[0-9]{{1,{MAX_DIGITS}}}"
-_STEP_RE = re.compile(rf"(?P<a>{NUMBER_PATTERN})(?P<op>[+\-*/])(?P<b>{NUMBER_PATTERN})=(?P<result>-?{NUMBER_PATTERN})")
+# A step is written with canonical numbers only, as str(int) writes them: no leading zero (``09``), no sign (``+5``),
+# no decimals (``5.0``); a result may be negative (``3-5=-2``: wrong arithmetic, not a format error) but not ``-0``.
+# ``09/3=3`` is therefore no step: a strict answer and the training data mean one text per step.
+CANONICAL_NUMBER_PATTERN = f"(?:0|[1-9][0-9]{{0,{MAX_DIGITS - 1}}})"
+_STEP_RE = re.compile(
+    rf"(?P<a>{CANONICAL_NUMBER_PATTERN})(?P<op>[+\-*/])(?P<b>{CANONICAL_NUMBER_PATTERN})"
+    rf"=(?P<result>0|-?[1-9][0-9]{{0,{MAX_DIGITS - 1}}})"
+)
 
 
 @dataclass(frozen=True)
@@ -129,7 +136,8 @@ def parse_prompt(text: str) -> Problem:
 
 
 def parse_step(line: str) -> Step | None:
-    """Parse one ``a<op>b=c`` line (no surrounding text); None if the line is not exactly a step."""
+    """Parse one ``a<op>b=c`` line (no surrounding text); None if the line is not exactly a step, which includes a
+    number not written canonically (``09``, ``+5``, ``5.0``), so ``str(parse_step(line)) == line`` for every step."""
     match = _STEP_RE.fullmatch(line)
     if match is None:
         return None
