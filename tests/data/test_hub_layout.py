@@ -1,10 +1,14 @@
 """The Hub-layout dataset writer: layout, card, named configs, atomicity, offline push."""
 
+import subprocess
+import sys
+
 import pytest
 import yaml
 from datasets import Dataset, DatasetDict, load_dataset
 
 import backtrack_trl.data.hub_layout as hub_dataset
+from backtrack_trl.atomic_io import writer_tag
 from backtrack_trl.data.hub_layout import HubPushError, dataset_configs, push_hub_dataset, write_hub_dataset
 
 
@@ -242,3 +246,24 @@ def test_a_config_is_only_replaced_by_data_of_the_same_splits_and_columns(tmp_pa
     assert set(load_dataset(str(folder))) == {"train", "test_seen", "test_new"} and _rows(folder, "round_1") == [42]
     assert hub_dataset.config_shape(folder, "default") == (["train", "test_seen", "test_new"], ["x", "s"])
     assert hub_dataset.config_shape(folder, "round_9") is None
+
+
+def test_a_killed_whole_folder_write_is_no_result_and_the_next_write_tidies_it(tmp_path):
+    # What a kill -9 between the staging and the rename of a new dataset folder leaves: a complete-looking dataset in
+    # `.ds.tmp-<host>-<pid>-*`. It is no result, and the next write of `ds` (a new folder or a config added to it)
+    # deletes it unless its writer still runs.
+    host = writer_tag().rpartition("-")[0]
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    stale = [tmp_path / f".ds.tmp-{host}-{process.pid}-{suffix}" for suffix in ("a", "b")]
+    live = tmp_path / f".ds.tmp-{writer_tag()}-c"
+    for folder in (*stale[:1], live):
+        write_hub_dataset(_splits(500), folder)
+    folder = tmp_path / "ds"
+    assert dataset_configs(folder) == []
+    write_hub_dataset(_splits(), folder)
+    assert not stale[0].exists() and live.exists()
+    stale[1].mkdir()
+    write_hub_dataset(DatasetDict({"train": Dataset.from_dict({"x": [42]})}), folder, config_name="round_1")
+    assert not stale[1].exists()
+    assert load_dataset(str(folder))["train"]["x"] == [0, 1, 2, 3, 4] and _rows(folder, "round_1") == [42]

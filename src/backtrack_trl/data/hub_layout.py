@@ -47,7 +47,7 @@ from datasets.utils.metadata import MetadataConfigs
 from datasets.utils.py_utils import convert_file_size_to_int
 from huggingface_hub import DatasetCard, DatasetCardData
 
-from backtrack_trl.atomic_io import atomic_directory, atomic_path
+from backtrack_trl.atomic_io import atomic_directory, atomic_path, clean_stale_temporaries, crash_point
 
 
 logger = logging.getLogger(__name__)
@@ -269,7 +269,9 @@ def _card_text(
 
 
 def _crash_point(step: str) -> None:
-    """Called between the steps of a config write; tests replace it to snapshot the folder as a kill would leave it."""
+    """Called between the steps of a config write; tests replace it to snapshot the folder as a kill would leave it,
+    or kill the process there (:func:`backtrack_trl.atomic_io.crash_point`)."""
+    crash_point(step)
 
 
 def _staged(folder: Path, data_dir_name: str, kind: str) -> Path:
@@ -339,13 +341,17 @@ def recover_hub_dataset(folder: str | os.PathLike) -> list[str]:
 
     README.md decides: every config it lists gets the shard folder whose content fingerprint it records (put back
     from a staged or moved-aside copy if the kill came mid-swap); staged copies of writes that never reached
-    README.md are deleted. A folder that a kill left as ``.<name>.old-*`` beside a missing ``<name>`` (the whole-folder
-    swap of earlier versions) is renamed back.
+    README.md are deleted. Beside the folder, :func:`~backtrack_trl.atomic_io.clean_stale_temporaries` tidies what
+    killed whole-folder writes left, and an untagged ``.<name>.old-*`` of earlier versions beside a missing
+    ``<name>`` is renamed back.
     """
     folder = Path(folder)
-    actions: list[str] = []
+    # Temporaries of killed writers beside the folder; one it had moved aside for its last rename is put back.
+    actions = clean_stale_temporaries(folder)
     if not folder.exists():
+        # Untagged backups of earlier versions (a live writer's tagged one is never taken).
         leftovers = sorted(folder.parent.glob(f".{folder.name}.old-*")) if folder.parent.is_dir() else []
+        leftovers = [path for path in leftovers if "-" not in path.name.removeprefix(f".{folder.name}.old-")]
         if leftovers and (leftovers[-1] / CARD_FILENAME).is_file():
             os.rename(leftovers[-1], folder)
             actions.append(f"restored {folder.name} from {leftovers[-1].name}")
