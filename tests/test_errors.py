@@ -9,6 +9,7 @@ from backtrack_trl.errors import (
     MissingDependencyError,
     ServerUnavailableError,
     UsageError,
+    check_file,
     recipe_option,
     recipe_parser,
     run_recipe,
@@ -150,3 +151,18 @@ def test_user_errors_met_at_the_point_of_failure_are_one_line(capsys):
     for bug in (ConnectionError("a bug"), ImportError("a bug"), IsADirectoryError("a bug")):  # tracebacks stay
         with pytest.raises(type(bug)):
             run_recipe(_raise(bug))
+
+
+def test_check_file_names_the_option_for_a_folder_or_a_missing_file(tmp_path, capsys):
+    (tmp_path / "pool.jsonl").write_text("{}\n")
+    assert check_file(tmp_path / "pool.jsonl", "--pool_file") == tmp_path / "pool.jsonl"
+    with pytest.raises(IsADirectoryError, match=r"^--pool_file '.*' is a folder, not a file: give a JSON-lines file$"):
+        check_file(tmp_path, "--pool_file", "give a JSON-lines file")
+    with pytest.raises(FileNotFoundError, match=r"^--pool_file '.*nope' does not exist\.$"):
+        check_file(tmp_path / "nope", "--pool_file")
+    with pytest.raises(SystemExit) as exit_info:  # a user error, not a traceback
+        run_recipe(lambda: check_file(tmp_path, "--generations"))
+    assert (
+        exit_info.value.code == 1
+        and capsys.readouterr().err == f"error: --generations {str(tmp_path)!r} is a folder, not a file.\n"
+    )

@@ -32,6 +32,7 @@ import os
 import re
 import sys
 from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 
@@ -46,6 +47,10 @@ class ServerUnavailableError(UserError, ConnectionError):
 
 class MissingDependencyError(UserError, ImportError):
     """An optional package is not installed in this environment (say which environment has it)."""
+
+
+class IsAFolderError(UserError, IsADirectoryError):
+    """A folder where the option wants a file (:func:`check_file`)."""
 
 
 class UsageError(ValueError):
@@ -87,6 +92,18 @@ def run_options_recipe(options_class: type, job: Callable[[Any], Any]) -> Any:
         return job(options)
 
     return run_recipe(main)
+
+
+def check_file(path: str | os.PathLike, option: str, fix: str = "") -> Path:
+    """``path`` as a Path when it is a file; else one error naming ``option``, the value and ``fix``: a folder is an
+    :class:`IsAFolderError` (a ``open()`` on it would raise a bare IsADirectoryError), a missing path a
+    FileNotFoundError."""
+    path = Path(path)
+    if path.is_dir():
+        raise IsAFolderError(f"{option} {str(path)!r} is a folder, not a file{': ' + fix if fix else '.'}")
+    if not path.is_file():
+        raise FileNotFoundError(f"{option} {str(path)!r} does not exist{': ' + fix if fix else '.'}")
+    return path
 
 
 def closest(value: Any, candidates: Iterable[Any]) -> str | None:

@@ -2,6 +2,7 @@
 vLLM 0.32's OpenAI-compatible server (tests/fixtures), and a fake server over HTTP."""
 
 import json
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 from backtrack_trl.decoding.vllm_backend import make_vllm_client
 from backtrack_trl.decoding.vllm_client import Request, SamplingSettings
 from backtrack_trl.decoding.vllm_http import VLLMServer, parse_completion_response, request_body
+from backtrack_trl.errors import run_recipe
 from backtrack_trl.tasks.base import GOAL_MARKER
 
 
@@ -119,9 +121,16 @@ def test_server_client_over_http(fake_server):
         client.generate([Request((1,), 3, 8, 0)], settings)
 
 
-def test_no_server_is_one_clear_error():
-    with pytest.raises(ConnectionError, match="No vLLM server at http://127.0.0.1:9 .*vllm serve"):
-        VLLMServer("http://127.0.0.1:9")
+def test_no_server_is_one_clear_error(capsys):
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    with pytest.raises(ConnectionError, match=f"--vllm_server_base_url {url}: no vLLM server answers there"):
+        VLLMServer(url)
+    with pytest.raises(SystemExit) as exit_info:  # a user error: one line, how to start a server
+        run_recipe(lambda: VLLMServer(url))
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 1 and err.count("\n") == 1 and "`make vllm-serve MODEL=<model folder>`" in err
 
 
 def test_a_server_on_another_model_folder_is_refused(fake_server, tmp_path):

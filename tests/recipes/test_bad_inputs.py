@@ -151,3 +151,15 @@ def test_recipes_print_one_line_without_a_traceback(argv, message, tmp_path):
     assert "Traceback" not in result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and message in errors[0], result.stderr[-2000:]
+
+
+def test_a_folder_where_a_file_is_expected_names_the_option(tmp_path):
+    from backtrack_trl.study.harvest import read_pool_file
+    from backtrack_trl.viz.search_tree import load_generation
+
+    with pytest.raises(IsADirectoryError, match=r"--pool_file '.*' is a folder, not a file: give a JSON-lines file"):
+        read_pool_file(tmp_path, "countdown")
+    with pytest.raises(IsADirectoryError, match=r"--generations '.*' is a folder, not a file: evaluation writes"):
+        load_generation(tmp_path, 0)
+    with pytest.raises(FileNotFoundError, match=r"--pool_file '.*nope.jsonl' does not exist"):
+        read_pool_file(tmp_path / "nope.jsonl", "countdown")

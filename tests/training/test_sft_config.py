@@ -79,7 +79,9 @@ def test_a_missing_or_malformed_recipe_is_named(tmp_path):
     missing = str(tmp_path / "nope.yaml")
     with pytest.raises(FileNotFoundError) as error:
         parse_args(["--config", missing])
-    assert str(error.value) == f"Recipe {missing!r} (--config) does not exist."
+    assert str(error.value).startswith(f"--config {missing!r} does not exist: give the recipe's YAML file")
+    with pytest.raises(IsADirectoryError, match=r"--config '.*' is a folder, not a file"):  # a folder: which option
+        parse_args(["--config", str(tmp_path)])
     listed = tmp_path / "list.yaml"
     listed.write_text("- learning_rate\n")
     with pytest.raises(ValueError) as error:

@@ -23,6 +23,15 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from backtrack_trl.decoding.vllm_client import MISSING_LOGPROB, Completion, Request, SamplingSettings, VLLMClient
+from backtrack_trl.errors import ServerUnavailableError
+
+
+# How to start a server, for the error when none answers (the Makefile's target builds .venv-vllm first).
+START_HINT = (
+    "Start one on the model folder with `make vllm-serve MODEL=<model folder>` (http://localhost:8000, vLLM's CPU "
+    "build in .venv-vllm) or `vllm serve <model folder> --enable-prefix-caching` where vLLM is installed, and pass "
+    "its address as --vllm_server_base_url (the study can start one per round itself: vllm_serve: true)"
+)
 
 
 def request_body(request: Request, settings: SamplingSettings, model: str | None) -> dict:
@@ -139,10 +148,9 @@ class VLLMServer(VLLMClient):
             detail = error.read().decode(errors="replace")[:500]
             raise RuntimeError(f"vLLM server {url} answered HTTP {error.code}: {detail}") from None
         except (urllib.error.URLError, ConnectionError, TimeoutError) as error:
-            raise ConnectionError(
-                f"No vLLM server at {self.base_url} ({error}). Start one with `vllm serve <model folder> "
-                "--enable-prefix-caching` (or `python -m vllm.entrypoints.openai.api_server --model <folder>`) and "
-                "pass its address as vllm_server_base_url."
+            reason = getattr(error, "reason", error)
+            raise ServerUnavailableError(
+                f"--vllm_server_base_url {self.base_url}: no vLLM server answers there ({reason}). {START_HINT}."
             ) from None
 
     def generate(self, requests, settings):

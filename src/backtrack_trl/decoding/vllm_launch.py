@@ -25,6 +25,8 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
+from backtrack_trl.errors import MissingDependencyError, ServerUnavailableError
+
 
 @contextlib.contextmanager
 def launch_vllm_server(
@@ -56,20 +58,29 @@ def launch_vllm_server(
     log_path = Path(log_file) if log_file else Path(tempfile.mkstemp(prefix="vllm-server-", suffix=".log")[1])
     url = f"http://127.0.0.1:{port}"
     with open(log_path, "w") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+        try:
+            process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+            )
+        except (FileNotFoundError, PermissionError) as error:
+            raise FileNotFoundError(
+                f"vllm_python {python!r} cannot run ({error.strerror}): give the Python of an environment with vLLM, "
+                "e.g. .venv-vllm/bin/python (`make vllm-env` builds it)."
+            ) from None
     try:
         deadline = time.monotonic() + timeout
         while True:
             if process.poll() is not None:
-                tail = log_path.read_text(errors="replace")[-3000:]
-                raise RuntimeError(f"The vLLM server exited with code {process.returncode} (log {log_path}):\n{tail}")
+                raise _exit_error(python, process.returncode, log_path)
             try:
                 with urllib.request.urlopen(f"{url}/v1/models", timeout=5):
                     break
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 pass
             if time.monotonic() > deadline:
-                raise TimeoutError(f"The vLLM server did not answer within {timeout:.0f} s (log {log_path}).")
+                raise ServerUnavailableError(
+                    f"The vLLM server on {model} did not answer within {timeout:.0f} s: see its log {log_path}."
+                )
             time.sleep(1.0)
         yield url
     finally:
@@ -79,3 +90,18 @@ def launch_vllm_server(
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def _exit_error(python: str, code: int, log_path: Path) -> Exception:
+    """The one-line error of a server that exited before answering: vLLM missing from ``python``'s environment, or
+    the server's last log line and the log's path (a bad server argument, a model it cannot load, no memory)."""
+    log = log_path.read_text(errors="replace")
+    if "No module named 'vllm'" in log or 'No module named "vllm"' in log:
+        return MissingDependencyError(
+            f"vllm_python {python!r} has no vLLM: give the Python of an environment with vLLM, e.g. "
+            ".venv-vllm/bin/python (`make vllm-env` builds it)."
+        )
+    last = next((line.strip() for line in reversed(log.splitlines()) if line.strip()), "")
+    return ServerUnavailableError(
+        f"The vLLM server exited with code {code} before answering (last line: {last[:300]!r}); full log: {log_path}."
+    )

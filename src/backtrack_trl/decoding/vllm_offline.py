@@ -12,13 +12,16 @@ client = VLLMOffline("models/countdown-tiny/backtrack-sft", dtype="float32")  # 
 
 from __future__ import annotations
 
+import sys
+
 from backtrack_trl.decoding.vllm_client import MISSING_LOGPROB, Completion, VLLMClient
+from backtrack_trl.errors import MissingDependencyError
 
 
 INSTALL_HINT = (
-    "install vLLM in this environment (`pip install vllm` on a GPU node, `make vllm-env` for the CPU build in its own "
-    "virtual environment), or start a server there (`vllm serve <model folder> --enable-prefix-caching`) and pass "
-    "vllm_server_base_url"
+    "run it with the Python of .venv-vllm (`make vllm-env` builds it: vLLM's CPU build, beside this package), or "
+    "`pip install vllm` here on a GPU node; or start a server (`make vllm-serve MODEL=<model folder>`) and pass "
+    "--vllm_server_base_url http://localhost:8000"
 )
 
 
@@ -29,7 +32,10 @@ class VLLMOffline(VLLMClient):
         try:
             from vllm import LLM
         except ImportError as error:
-            raise ImportError(f"backend='vllm' without a server needs vLLM ({error}): {INSTALL_HINT}.") from None
+            raise MissingDependencyError(
+                f"backend=vllm without --vllm_server_base_url runs vLLM in this process, but vLLM is not installed "
+                f"in this environment ({sys.executable}: {error}): {INSTALL_HINT}."
+            ) from None
         engine_options.setdefault("enable_prefix_caching", True)
         self.llm = LLM(model=str(model), **engine_options)
         self.name_or_path = str(model)

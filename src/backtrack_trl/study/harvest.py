@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from backtrack_trl.data.held_out import test_problem_keys
+from backtrack_trl.errors import UserError, check_file
 from backtrack_trl.study.harvest_args import HARVEST_METHODS, KEEP_RULES, HarvestArguments
 from backtrack_trl.study.mistakes import count_error_types, mistake_rows
 from backtrack_trl.tasks import BACKTRACK_TOKEN, get_task
@@ -43,8 +44,9 @@ from backtrack_trl.tasks import BACKTRACK_TOKEN, get_task
 logger = logging.getLogger(__name__)
 
 
-class EmptyHarvestError(RuntimeError):
-    """The search solved none of the pool problems, so the round has nothing to train on."""
+class EmptyHarvestError(UserError, RuntimeError):
+    """The search solved none of the pool problems, so the round has nothing to train on (a user error: the recipes
+    print it as one line naming what to change)."""
 
 
 def pick_path(problem, result, keep: str, task="countdown") -> str | None:
@@ -176,10 +178,11 @@ def harvest(
     }
     if not rows:
         raise EmptyHarvestError(
-            f"Round {config_name}: nothing to train on: the strict checker accepted no path and no mistake row was "
-            f"found in the search on {len(pool)} pool problems (search accuracy {stats['search_accuracy']:.1f}%, any candidate correct "
-            f"{stats['oracle_accuracy']:.1f}%). Train the model longer or search wider (search_n / search_b) before "
-            f"self-improving."
+            f"Harvest {config_name!r}: nothing to train on: the strict checker accepted no path and no mistake row "
+            f"was found on {len(pool)} pool problems (search accuracy {stats['search_accuracy']:.1f}%, any candidate "
+            f"correct {stats['oracle_accuracy']:.1f}%). Give it more to find: a larger pool (--pool_size; the "
+            "study's pool_size), a wider search (larger n or b in --search; the study's search_n / search_b), or a "
+            "better model (train it longer) before self-improving."
         )
     card = {
         "source model": str(model_dir),
@@ -217,9 +220,7 @@ def replay_rows(dataset_folder: str | Path, count: int, seed: int) -> list[dict[
 def read_pool_file(path: str | Path, task) -> list[dict[str, Any]]:
     """Problem rows from a JSON-lines file; one error naming the line and the missing columns."""
     task = get_task(task)
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"--pool_file {str(path)!r} does not exist.")
+    path = check_file(path, "--pool_file", "give a JSON-lines file of problems, one per line")
     rows = []
     for number, line in enumerate(path.read_text().splitlines(), 1):
         if not line.strip():

@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from backtrack_trl.errors import check_file
 from backtrack_trl.study.seeds import write_seeds_report
 
 
@@ -88,10 +89,7 @@ def run_seeds(args: ReproduceArguments, study_recipe: str | Path = "recipes/self
                 f"study, or leave {seed} out of --seeds."
             )
     else:
-        if not Path(args.config).is_file():
-            raise FileNotFoundError(
-                f"--config {args.config}: no such file; give the study's YAML, e.g. {DEFAULT_CONFIG}."
-            )
+        check_file(args.config, "--config", f"give the study's YAML, e.g. {DEFAULT_CONFIG}")
         for index, seed in enumerate(args.seeds, 1):
             command = study_command(args, seed, study_recipe)
             print(f"\n##### seed {seed} ({index} of {len(args.seeds)}): {shlex.join(command)}", flush=True)

@@ -39,11 +39,10 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from backtrack_trl.atomic_io import atomic_write_json
-from backtrack_trl.errors import run_recipe
+from backtrack_trl.errors import USER_ERRORS, run_recipe
 from backtrack_trl.study.checks import check_study
 from backtrack_trl.study.commands import StageFailedError
 from backtrack_trl.study.config import RESUMABLE_OPTIONS, SelfImproveArguments, study_config
-from backtrack_trl.study.harvest import EmptyHarvestError
 from backtrack_trl.study.layout import StudyLayout
 from backtrack_trl.study.lock import StudyLockedError, study_lock
 from backtrack_trl.study.stages.base import Stage, StudyContext
@@ -62,8 +61,9 @@ from backtrack_trl.study.state import StudyState
 
 logger = logging.getLogger(__name__)
 
-#: The study's user errors: one ``error: ...`` line, exit code 1 (the failing recipe's traceback was streamed above).
-STUDY_ERRORS = (StageFailedError, EmptyHarvestError, ValueError, FileNotFoundError, StudyLockedError)
+#: The study's user errors: one ``error: ...`` line, exit code 1 (the failing recipe's traceback was streamed above);
+#: USER_ERRORS holds EmptyHarvestError and the vLLM server's errors (a round's server that does not start).
+STUDY_ERRORS = (StageFailedError, *USER_ERRORS, StudyLockedError)
 INTERRUPTED = "interrupted: rerun the same command to resume from the last finished stage."
 #: Test hook: ``BACKTRACK_TRL_STOP_AFTER=<stage>`` exits right after that stage is recorded (a simulated kill).
 STOP_AFTER = "BACKTRACK_TRL_STOP_AFTER"

@@ -18,13 +18,13 @@ assert training_args.remove_unused_columns is False and script_args.mask_wrong_s
 from __future__ import annotations
 
 import dataclasses
-import os
 import sys
 from dataclasses import dataclass, field
 
 from trl import ModelConfig, ScriptArguments, SFTConfig, TrlParser
 
 from backtrack_trl.config_files import read_yaml
+from backtrack_trl.errors import check_file
 from backtrack_trl.training.recipe_args import parse_recipe_args
 from backtrack_trl.training.run_folder import OVERWRITE_HELP
 
@@ -130,8 +130,7 @@ def _check_recipe_keys(argv: list[str]) -> None:
     if "--config" not in argv or argv.index("--config") + 1 >= len(argv):
         return
     path = argv[argv.index("--config") + 1]
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"Recipe {path!r} (--config) does not exist.")
+    check_file(path, "--config", "give the recipe's YAML file, e.g. recipes/countdown-tiny/sft/config_backtrack.yaml")
     recipe = read_yaml(path, option="Recipe")
     known = {f.name for cls in (SFTScriptArguments, SFTConfig, ModelConfig) for f in dataclasses.fields(cls)}
     unknown = sorted(set(recipe) - known - {"env"})

@@ -32,6 +32,7 @@ from pathlib import Path
 
 from backtrack_trl.atomic_io import atomic_write_text
 from backtrack_trl.decoding.results import SearchResult
+from backtrack_trl.errors import check_file
 from backtrack_trl.tasks import get_task
 from backtrack_trl.viz.render_html import render_html
 from backtrack_trl.viz.render_png import render_png
@@ -50,12 +51,10 @@ def write_search_view(result, html_path: str | Path, png: str | Path | None = No
 
 def load_generation(path: str | Path, index: int) -> SearchResult:
     """Problem ``index`` (its ``index`` column) of an evaluation's generations file (``.jsonl`` or ``.parquet``)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"--generations {str(path)!r}: no such file. Evaluation writes them under "
-            "<output_dir>/generations/<split>/<decoder>.jsonl (recipes/evaluate_decoders.py)."
-        )
+    path = check_file(  # one error naming the option for a missing file or a folder
+        path, "--generations", "evaluation writes them as <output_dir>/generations/<split>/<decoder>.jsonl "
+        "(recipes/evaluate_decoders.py)"
+    )  # fmt: skip
     if path.suffix == ".parquet":
         import pandas as pd
 
