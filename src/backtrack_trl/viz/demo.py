@@ -14,12 +14,18 @@ demo.launch()  # http://127.0.0.1:7860; API: gradio_client.Client(url).predict(.
 
 ``recipes/demo.py`` (``make demo MODEL=<folder>``) is the command-line front end; ``space/`` holds the files of a
 Hugging Face Space that runs it.
+
+Every field of a search request is checked by :func:`read_request` (a pure function, tested without a browser):
+a bad value becomes a ``gr.Error`` naming the field and what it accepts, never a traceback or a silent rounding
+(the app's Number and Slider fields pass their raw value on, so ``2.5`` is refused rather than rounded to 2).
 """
 
 from __future__ import annotations
 
 import html
+import math
 import os
+import re
 from dataclasses import dataclass, field
 
 from backtrack_trl.decoding.selection import SELECTION_RULES
@@ -31,6 +37,11 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 DEFAULT_PROBLEM = ((3, 5, 2), 16)
 TEST_SPLITS = ("test_seen", "test_new")
+# What each field accepts (the sliders' ranges; the others bound what a Countdown prompt and a seed can hold).
+N_RANGE, B_RANGE = (1, 64), (0, 3)
+SEED_RANGE = (0, 2**32 - 1)
+NUMBER_RANGE = (0, 10**9 - 1)
+COUNT_RANGE = (2, 8)
 
 
 @dataclass
@@ -52,6 +63,83 @@ class DemoArguments:
     seed: int = field(default=0, metadata={"help": "Initial seed."})
     host: str = field(default="127.0.0.1", metadata={"help": "Address to serve on (0.0.0.0 in a Space)."})
     port: int = field(default=7860, metadata={"help": "Port."})
+
+    def __post_init__(self):
+        # The first problem and settings go through the same checks as the form, under their option names.
+        self.numbers = [whole_number("--numbers", value, *NUMBER_RANGE) for value in self.numbers]
+        if not COUNT_RANGE[0] <= len(self.numbers) <= COUNT_RANGE[1]:
+            raise ValueError(f"--numbers has {len(self.numbers)} numbers; give {COUNT_RANGE[0]}..{COUNT_RANGE[1]}.")
+        self.target = whole_number("--target", self.target, *NUMBER_RANGE)
+        self.n, self.b = whole_number("--n", self.n, *N_RANGE), whole_number("--b", self.b, *B_RANGE)
+        self.seed = whole_number("--seed", self.seed, *SEED_RANGE)
+        self.test_problems = whole_number("--test_problems", self.test_problems, 0, 10_000)
+        self.port = whole_number("--port", self.port, 1, 65535)
+
+
+def whole_number(name: str, value, low: int, high: int) -> int:
+    """``value`` (an int, a float or the text of a form field) as an int in ``low..high``; a ValueError naming
+    ``name``, the value and the accepted range otherwise (empty, ``inf``, ``nan``, ``2.5``, out of range)."""
+    accepted = f"enter a whole number in {low}..{high}"
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise ValueError(f"{name} is empty; {accepted}.")
+    number = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, str) and re.fullmatch(r"[+-]?[0-9]+", value.strip()):
+        if len(value.strip()) > 30:  # far out of any range, and int() fails past 4,300 digits
+            raise ValueError(f"{name}={_shown(value)} is outside {low}..{high}; {accepted}.")
+        number = int(value)
+    elif isinstance(value, (float, str)):
+        try:
+            real = float(value)
+        except ValueError:
+            real = math.nan
+        if math.isfinite(real) and real.is_integer():
+            number = int(real)
+    if number is None:
+        raise ValueError(f"{name}={_shown(value)} is not a whole number; {accepted}.")
+    if not low <= number <= high:
+        raise ValueError(f"{name}={_shown(number)} is outside {low}..{high}; {accepted}.")
+    return number
+
+
+def _shown(value) -> str:
+    """``repr(value)``, cut short for a pasted wall of digits (and never str() of an int past its digit limit)."""
+    if isinstance(value, int) and abs(value) >= 10**30:
+        return f"{'-' if value < 0 else ''}<a number of over 30 digits>"
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:30]}...' ({len(text) - 2} characters)"
+
+
+@dataclass(frozen=True)
+class SearchRequest:
+    """One checked search request of the form: the prompt and the search settings."""
+
+    prompt: str
+    n: int
+    b: int
+    selection: str
+    seed: int
+
+
+def read_request(task, choices: dict[str, str], numbers, target, test_problem, n, b, selection, seed):
+    """Check every field of the form (raw values as Gradio passes them) and build the prompt; a ValueError names the
+    field (by its label) and what it accepts. ``choices``: ``{label: prompt}`` of the offered test problems."""
+    if test_problem and test_problem not in choices:
+        raise ValueError(f"Test problem {test_problem!r} is not one of the {len(choices)} offered; pick one or none.")
+    n = whole_number("N (samples per state)", n, *N_RANGE)
+    b = whole_number("b (backtracking rounds)", b, *B_RANGE)
+    if selection not in SELECTION_RULES:
+        raise ValueError(f"Selection rule {selection!r} is not one of {', '.join(SELECTION_RULES)}.")
+    seed = whole_number("Seed", seed, *SEED_RANGE)
+    if test_problem:
+        prompt = choices[test_problem]
+        task.parse_prompt(prompt)
+    else:
+        values = parse_numbers("" if numbers is None else str(numbers))
+        row = {"numbers": values, "target": whole_number("Target", target, *NUMBER_RANGE)}
+        prompt = task.format_prompt(task.problem_from_row(row))
+    return SearchRequest(prompt, n, b, selection, seed)
 
 
 def test_problem_choices(data: str | None, per_split: int = 50, task=None) -> dict[str, str]:
@@ -79,13 +167,20 @@ def test_problem_choices(data: str | None, per_split: int = 50, task=None) -> di
 def parse_numbers(text: str) -> list[int]:
     """``"3 5 2"`` / ``"3, 5, 2"`` / ``"[3, 5, 2]"`` -> [3, 5, 2]; a ValueError naming the bad item."""
     items = text.replace("[", " ").replace("]", " ").replace(",", " ").split()
+    low, high = COUNT_RANGE
     if not items:
-        raise ValueError("Enter the numbers, e.g. 3 5 2.")
+        raise ValueError(f"Numbers is empty; enter {low}..{high} whole numbers, e.g. 3 5 2.")
     numbers = []
     for item in items:
-        if not item.isdigit():
-            raise ValueError(f"Numbers must be positive integers separated by spaces or commas; got {item!r}.")
-        numbers.append(int(item))
+        # ASCII digits only: str.isdigit() also takes "²", which int() refuses.
+        if not re.fullmatch(r"[0-9]+", item):
+            raise ValueError(
+                f"Numbers: {item!r} is not a whole number; enter {low}..{high} whole numbers (0 or more) separated by "
+                "spaces or commas, e.g. 3 5 2."
+            )
+        numbers.append(whole_number("Numbers", item, *NUMBER_RANGE))
+    if not low <= len(numbers) <= high:
+        raise ValueError(f"Numbers has {len(numbers)} numbers; enter {low}..{high}, e.g. 3 5 2.")
     return numbers
 
 
@@ -135,19 +230,13 @@ class SearchRunner:
             text = prompt if prompt.endswith("\n") else prompt + "\n"
             self.task.parse_prompt(text)
             return text
-        if target is None or str(target).strip() == "":
-            raise ValueError("Enter a target, e.g. 16.")
-        value = float(target)
-        if value != int(value) or value < 0:
-            raise ValueError(f"The target must be a non-negative integer; got {target!r}.")
-        row = {"numbers": parse_numbers(numbers), "target": int(value)}
-        return self.task.format_prompt(self.task.problem_from_row(row))
+        return read_request(self.task, {}, numbers, target, "", N_RANGE[0], B_RANGE[0], "likelihood", 0).prompt
 
     def run(self, prompt: str, n: int = 8, b: int = 1, selection: str = "likelihood", seed: int = 0):
         from backtrack_trl.decoding import SelfBacktrackingDecoder
 
         decoder = SelfBacktrackingDecoder(
-            self.model, self.tokenizer, n=int(n), b=int(b), selection=selection, seed=int(seed), task=self.task
+            self.model, self.tokenizer, n=n, b=b, selection=selection, seed=seed, task=self.task
         )
         result = decoder.solve([prompt])[0]
         view = build_view(result, self.task)
@@ -182,10 +271,27 @@ def build_demo(
 
     def search(numbers, target, test_problem, n, b, selection, seed):
         try:
-            prompt = runner.prompt(numbers, target, choices.get(test_problem) if test_problem else None)
-            return runner.run(prompt, n, b, selection, seed)
+            request = read_request(runner.task, choices, numbers, target, test_problem, n, b, selection, seed)
+            return runner.run(request.prompt, request.n, request.b, request.selection, request.seed)
         except ValueError as error:
             raise gr.Error(str(error)) from None
+
+    class RawNumber(gr.Number):
+        """A Number field that passes its raw value on: Gradio's own rounding (precision=0) turns 2.5 into 2 and
+        fails on inf outside gr.Error; :func:`read_request` checks the value instead."""
+
+        is_template = True  # drawn by the frontend as its parent class
+
+        def preprocess(self, payload):
+            return payload
+
+    class RawSlider(gr.Slider):
+        """A Slider that passes its raw value on (Gradio's bounds check fails on None outside gr.Error)."""
+
+        is_template = True
+
+        def preprocess(self, payload):
+            return payload
 
     def pick(test_problem):
         # A Countdown test problem fills the numbers and the target (then the search reads those, so they can be
@@ -210,15 +316,15 @@ def build_demo(
         )
         with gr.Row():
             numbers = gr.Textbox(value=" ".join(map(str, numbers0)), label="Numbers", scale=2)
-            target = gr.Number(value=target0, label="Target", precision=0, scale=1)
+            target = RawNumber(value=target0, label="Target", scale=1)
             test_problem = gr.Dropdown(
                 choices=[""] + list(choices), value="", label="...or a test problem", scale=3, allow_custom_value=False
             )
         with gr.Row():
-            n_slider = gr.Slider(1, 64, value=n, step=1, label="N (samples per state)")
-            b_slider = gr.Slider(0, 3, value=b, step=1, label="b (backtracking rounds)")
+            n_slider = RawSlider(*N_RANGE, value=n, step=1, label="N (samples per state)")
+            b_slider = RawSlider(*B_RANGE, value=b, step=1, label="b (backtracking rounds)")
             selection = gr.Radio(list(SELECTION_RULES), value="likelihood", label="Selection rule")
-            seed_box = gr.Number(value=seed, precision=0, label="Seed")
+            seed_box = RawNumber(value=seed, label="Seed")
         button = gr.Button("Search", variant="primary")
         with gr.Row():
             with gr.Column(scale=3):
