@@ -50,14 +50,16 @@ import os
 import random
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import datasets
 from datasets import Dataset, DatasetDict
 
+from backtrack_trl.atomic_io import atomic_directory
 from backtrack_trl.data.build_config import parse_error_mix
 from backtrack_trl.data.builder import ROW_FEATURES, question_seed
-from backtrack_trl.data.hub_layout import write_hub_dataset
+from backtrack_trl.data.hub_layout import check_config_write, write_hub_dataset
 from backtrack_trl.tasks import BACKTRACK_TOKEN, Task, get_task
 
 
@@ -271,12 +273,26 @@ def build_and_save_preference(args: PreferenceDataArguments) -> dict[str, Any]:
     """Build both configs and write them to ``args.output_dir`` (Hub layout); return what :func:`build_preference`
     returns."""
     built = build_preference(args)
-    for config in (PAIRWISE, UNPAIRED):
-        write_hub_dataset(
-            built[config], args.output_dir, card=_card(args, config, built), overwrite=args.overwrite,
-            config_name=config,
-        )  # fmt: skip
-        logger.info(
-            "Wrote config %r of %s: %s", config, args.output_dir, {s: len(d) for s, d in built[config].items()}
-        )
+    folder = Path(args.output_dir)
+    for config in (PAIRWISE, UNPAIRED):  # both are refused before either is written
+        columns = next(iter(built[config].values())).column_names
+        check_config_write(folder, config, list(built[config]), columns, args.overwrite)
+
+    def write(config: str, target: Path, overwrite: bool) -> None:
+        card = _card(args, config, built)
+        write_hub_dataset(built[config], target, card=card, overwrite=overwrite, config_name=config)
+        logger.info("Wrote config %r of %s: %s", config, folder, {s: len(d) for s, d in built[config].items()})
+
+    if folder.exists():  # configs added to (or replaced in) an existing dataset folder, each atomically
+        for config in (PAIRWISE, UNPAIRED):
+            write(config, folder, args.overwrite)
+        return built
+    # A new folder gets both configs or neither: they are assembled inside one temporary sibling (a kill leaves only
+    # that, which the next run deletes) and renamed into place together.
+    with atomic_directory(folder, what="preference output_dir") as tmp:
+        for config in (PAIRWISE, UNPAIRED):
+            write(config, tmp / "dataset", overwrite=False)
+        for entry in list((tmp / "dataset").iterdir()):
+            os.rename(entry, tmp / entry.name)
+        (tmp / "dataset").rmdir()
     return built
