@@ -39,9 +39,12 @@ from trl import DPOConfig, DPOTrainer, KTOConfig, KTOTrainer, ModelConfig, Scrip
 from backtrack_trl.data.loading import first_rows, load_hub_dataset, pick_split
 from backtrack_trl.errors import recipe_option, recipe_parser
 from backtrack_trl.logs import setup_logging
+from backtrack_trl.training.checkpoints import ResumeAtTheEndMixin, resume_checkpoint
 from backtrack_trl.training.model_card import PreferenceCardMixin
 from backtrack_trl.training.model_loading import configure_generation, load_model, load_tokenizer
 from backtrack_trl.training.recipe_args import parse_recipe_args
+from backtrack_trl.training.run_folder import OVERWRITE_HELP, plan_run, run_config
+from backtrack_trl.training.task_check import check_dataset_task, check_model_task, first_row
 
 
 logger = logging.getLogger(__name__)
@@ -77,6 +80,7 @@ class PreferenceScriptArguments(ScriptArguments):
         default=None, metadata={"help": "Train on the first N rows of the train split only (quick runs)."}
     )
     task: str = field(default="countdown", metadata={"help": "Registered task of the dataset (backtrack_trl.tasks)."})
+    overwrite_output_dir: bool = field(default=False, metadata={"help": OVERWRITE_HELP})
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -164,11 +168,11 @@ def load_preference_datasets(script_args: PreferenceScriptArguments, training_ar
     return train, evaluation
 
 
-class BacktrackDPOTrainer(PreferenceCardMixin, DPOTrainer):
+class BacktrackDPOTrainer(PreferenceCardMixin, ResumeAtTheEndMixin, DPOTrainer):
     pass
 
 
-class BacktrackKTOTrainer(PreferenceCardMixin, KTOTrainer):
+class BacktrackKTOTrainer(PreferenceCardMixin, ResumeAtTheEndMixin, KTOTrainer):
     pass
 
 
@@ -193,8 +197,24 @@ def train_preference(script_args: PreferenceScriptArguments, training_args, mode
     """Train with DPOTrainer / KTOTrainer and save model, tokenizer and model card; return the metrics."""
     configure_preference_args(script_args, training_args)
     setup_logging(training_args)
+    # The output folder first: a finished run is left alone, a folder holding something else is refused.
+    plan = plan_run(
+        script_args.method,
+        run_config(script_args, training_args, model_args),
+        training_args.output_dir,
+        overwrite=script_args.overwrite_output_dir,
+        model_name_or_path=model_args.model_name_or_path,
+        main_process=training_args.local_process_index == 0,
+    )
+    if plan.finished is not None:
+        return plan.finished
     train_dataset, eval_dataset = load_preference_datasets(script_args, training_args)
+    check_dataset_task(script_args.task, first_row(train_dataset), script_args.dataset_name)
     tokenizer = load_tokenizer(model_args, training_args)
+    check_model_task(script_args.task, model_args.model_name_or_path, tokenizer)
+    checkpoint = resume_checkpoint(training_args, fresh=script_args.overwrite_output_dir)
+    if checkpoint is not None:
+        logger.info("Resuming from checkpoint %s.", checkpoint)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model = load_model(model_args, training_args)
@@ -207,7 +227,9 @@ def train_preference(script_args: PreferenceScriptArguments, training_args, mode
         peft_config=get_peft_config(model_args),
     )
     trainer.script_args, trainer.model_args = script_args, model_args
-    result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    if trainer.is_world_process_zero():
+        plan.record()  # the settings, before the first checkpoint
+    result = trainer.train(resume_from_checkpoint=checkpoint)
     metrics = dict(result.metrics)
     trainer.log_metrics("train", metrics)
     trainer.save_metrics("train", metrics)
@@ -224,6 +246,8 @@ def train_preference(script_args: PreferenceScriptArguments, training_args, mode
         output_dir=training_args.output_dir,
         **{k: v for k, v in (logged[-1] if logged else {}).items() if k.startswith("rewards/")},
     )
+    if trainer.is_world_process_zero():
+        plan.record(metrics)  # the last write: a rerun of the same settings finds a finished run
     return metrics
 
 

@@ -37,10 +37,14 @@ from typing import Any
 
 import torch
 
+from backtrack_trl.atomic_io import atomic_write_json, atomic_write_text
 from backtrack_trl.data.loading import load_hub_dataset
 from backtrack_trl.logs import setup_logging
+from backtrack_trl.training.checkpoints import ResumeAtTheEndMixin, resume_checkpoint
 from backtrack_trl.training.reward_config import RewardModelScriptArguments, parse_args
 from backtrack_trl.training.reward_data import build_orm_dataset
+from backtrack_trl.training.run_folder import RunPlan, plan_run, run_config
+from backtrack_trl.training.task_check import check_dataset_task, check_model_task, first_row
 
 
 def pairwise_accuracy(scorer, rows) -> float:
@@ -97,21 +101,42 @@ Training: {steps} steps, learning rate {lr}, {seconds} s. Dataset: `{dataset}`.
 """
 
 
-def train_reward_model(script_args: RewardModelScriptArguments, training_args, model_args) -> dict[str, Any]:
-    """Stage ``train``: RewardTrainer on ``preference_dataset``; saves model, tokenizer, card, ``orm_metrics.json``."""
+def plan_reward_run(script_args: RewardModelScriptArguments, training_args, model_args) -> RunPlan:
+    """What the train stage does with ``output_dir`` (:func:`~backtrack_trl.training.run_folder.plan_run`)."""
+    return plan_run(
+        "reward_model",
+        run_config(script_args, training_args, model_args),
+        training_args.output_dir,
+        overwrite=script_args.overwrite_output_dir,
+        model_name_or_path=model_args.model_name_or_path,
+        main_process=training_args.local_process_index == 0,
+    )
+
+
+def train_reward_model(
+    script_args: RewardModelScriptArguments, training_args, model_args, plan: RunPlan | None = None
+) -> dict[str, Any]:
+    """Stage ``train``: RewardTrainer on ``preference_dataset``; saves model, tokenizer, card, ``orm_metrics.json``.
+    A finished run of the same settings in ``output_dir`` is left alone (its recorded metrics are returned)."""
     from trl import RewardTrainer
 
     from backtrack_trl.decoding.reward_scorer import RewardModelScorer
 
+    plan = plan or plan_reward_run(script_args, training_args, model_args)
+    if plan.finished is not None:
+        return plan.finished
     if not Path(script_args.preference_dataset).is_dir():
         raise FileNotFoundError(
             f"--preference_dataset {script_args.preference_dataset!r} does not exist: run --stage data first."
         )
     dataset = load_hub_dataset(script_args.preference_dataset)
+    check_dataset_task(script_args.task, first_row(dataset["train"]), script_args.preference_dataset,
+                       option="preference_dataset")  # fmt: skip
     columns = ["prompt", "chosen", "rejected"]  # explicit-prompt pairs; the problem columns are for people
     train_rows = dataset["train"].select_columns(columns)
     eval_rows = dataset["eval"].select_columns(columns) if "eval" in dataset else None
     model, tokenizer = load_reward_base(model_args, training_args)
+    check_model_task(script_args.task, model_args.model_name_or_path, tokenizer)
 
     def accuracies() -> tuple[float, float]:
         # On the training device: a 1B model scored on the CPU would take longer than the training.
@@ -124,11 +149,14 @@ def train_reward_model(script_args: RewardModelScriptArguments, training_args, m
         return result
 
     before = accuracies()
-    trainer = RewardTrainer(
+    checkpoint = resume_checkpoint(training_args, fresh=script_args.overwrite_output_dir)
+    trainer = type("BacktrackRewardTrainer", (ResumeAtTheEndMixin, RewardTrainer), {})(
         model=model, args=training_args, train_dataset=train_rows, eval_dataset=eval_rows, processing_class=tokenizer
     )
+    if trainer.is_world_process_zero():
+        plan.record()  # the settings, before the first checkpoint
     began = time.perf_counter()
-    output = trainer.train()
+    output = trainer.train(resume_from_checkpoint=checkpoint)
     seconds = time.perf_counter() - began
     trainer.save_model(training_args.output_dir)
     after = accuracies()
@@ -144,8 +172,9 @@ def train_reward_model(script_args: RewardModelScriptArguments, training_args, m
     if trainer.accelerator.is_main_process:
         out = Path(training_args.output_dir)
         tokenizer.save_pretrained(out)
-        (out / "orm_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
-        (out / "README.md").write_text(
+        atomic_write_json(out / "orm_metrics.json", metrics)
+        atomic_write_text(
+            out / "README.md",
             CARD.format(
                 task=script_args.task, base=model_args.model_name_or_path, policy=script_args.policy_model,
                 train_pairs=len(train_rows), eval_pairs=0 if eval_rows is None else len(eval_rows),
@@ -153,8 +182,8 @@ def train_reward_model(script_args: RewardModelScriptArguments, training_args, m
                 eval_after=f"{after[1]:.3f}", steps=output.global_step, lr=training_args.learning_rate,
                 seconds=metrics["train_seconds"], dataset=script_args.preference_dataset,
             ),
-            encoding="utf-8",
         )  # fmt: skip
+        plan.record(metrics)  # the last write: a rerun of the same settings finds a finished run
     return metrics
 
 
@@ -168,9 +197,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"--stage {script_args.stage} under a multi-process launch: run `python recipes/reward_model.py ... "
             f"--stage data` in one process first, then `accelerate launch ... --stage train`."
         )
-    if script_args.stage in ("data", "all"):
-        report["data"] = build_orm_dataset(script_args)
-    if script_args.stage in ("train", "all"):
-        report["train"] = train_reward_model(script_args, training_args, model_args)
+    plan = None
+    if script_args.stage in ("train", "all"):  # a folder the train stage would refuse fails before the sampling
+        plan = plan_reward_run(script_args, training_args, model_args)
+    if plan is not None and plan.finished is not None:
+        report["train"] = plan.finished  # finished with these settings: neither stage runs again
+    else:
+        if script_args.stage in ("data", "all"):
+            report["data"] = build_orm_dataset(script_args)
+        if plan is not None:
+            report["train"] = train_reward_model(script_args, training_args, model_args, plan)
     print(json.dumps(report, indent=2, default=str))
     return report

@@ -36,7 +36,7 @@ from backtrack_trl.decoding.custom_generate_writer import write_custom_generate
 from backtrack_trl.logs import setup_logging
 from backtrack_trl.provenance import write_provenance
 from backtrack_trl.tasks.base import get_task
-from backtrack_trl.training.checkpoints import resume_checkpoint
+from backtrack_trl.training.checkpoints import ResumeAtTheEndMixin, resume_checkpoint
 from backtrack_trl.training.collator import BacktrackMaskingCollator, check_columns
 from backtrack_trl.training.model_card import SFTCardMixin
 from backtrack_trl.training.model_loading import (
@@ -47,7 +47,9 @@ from backtrack_trl.training.model_loading import (
     load_tokenizer,
     lora_config_for_new_tokens,
 )
+from backtrack_trl.training.run_folder import plan_run, run_config
 from backtrack_trl.training.sft_config import SFTScriptArguments, configure_training_args
+from backtrack_trl.training.task_check import check_dataset_task, check_model_task, first_row
 
 
 logger = logging.getLogger(__name__)
@@ -85,7 +87,7 @@ def load_sft_datasets(script_args: SFTScriptArguments, training_args: SFTConfig)
     return train_dataset, eval_dataset
 
 
-class BacktrackSFTTrainer(SFTCardMixin, SFTTrainer):
+class BacktrackSFTTrainer(SFTCardMixin, ResumeAtTheEndMixin, SFTTrainer):
     """SFTTrainer whose model card (checkpoints, final save, push_to_hub) documents backtrack SFT and our decoder."""
 
     def __init__(self, *args, script_args: SFTScriptArguments, model_args: ModelConfig, **kwargs):
@@ -114,12 +116,24 @@ def train(script_args: SFTScriptArguments, training_args: SFTConfig, model_args:
     logger.info("Model parameters %s", model_args)
     logger.info("Training parameters %s", training_args)
 
-    checkpoint = resume_checkpoint(training_args)
+    # The output folder first: a finished run is left alone, a folder holding something else is refused.
+    plan = plan_run(
+        "sft",
+        run_config(script_args, training_args, model_args),
+        training_args.output_dir,
+        overwrite=script_args.overwrite_output_dir,
+        model_name_or_path=model_args.model_name_or_path,
+        main_process=training_args.local_process_index == 0,
+    )
+    if plan.finished is not None:
+        return plan.finished
+    train_dataset, eval_dataset = load_sft_datasets(script_args, training_args)
+    check_dataset_task(script_args.task, first_row(train_dataset), script_args.dataset_name)
+    tokenizer = load_tokenizer(model_args, training_args)
+    check_model_task(script_args.task, model_args.model_name_or_path, tokenizer)
+    checkpoint = resume_checkpoint(training_args, fresh=script_args.overwrite_output_dir)
     if checkpoint is not None:
         logger.info("Resuming from checkpoint %s.", checkpoint)
-
-    train_dataset, eval_dataset = load_sft_datasets(script_args, training_args)
-    tokenizer = load_tokenizer(model_args, training_args)
     model = load_model(model_args, training_args)
     ensure_backtrack_token(tokenizer, model, pad_to_multiple_of=None if model_args.use_peft else VOCAB_MULTIPLE)
     configure_generation(model, tokenizer)
@@ -145,6 +159,8 @@ def train(script_args: SFTScriptArguments, training_args: SFTConfig, model_args:
         model_args=model_args,
     )
 
+    if trainer.is_world_process_zero():
+        plan.record()  # the settings, before the first checkpoint
     logger.info("*** Train ***")
     train_result = trainer.train(resume_from_checkpoint=checkpoint)
     metrics = dict(train_result.metrics)
@@ -201,4 +217,6 @@ def train(script_args: SFTScriptArguments, training_args: SFTConfig, model_args:
         num_truncated_examples=collator.num_truncated,
         output_dir=training_args.output_dir,
     )
+    if trainer.is_world_process_zero():
+        plan.record(metrics)  # the last write: a rerun of the same settings finds a finished run
     return metrics
