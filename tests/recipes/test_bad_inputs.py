@@ -2,6 +2,7 @@
 line (``error: ...``, exit code 1) without a traceback."""
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -88,7 +89,7 @@ def test_sft_values_transformers_accepts_silently(tmp_path):
 
 def _study_args(tmp_path, **changes):
     config = yaml.safe_load((TINY / "self_improve" / "config_default.yaml").read_text())
-    config.update(output_dir=str(tmp_path / "study"), **changes)
+    config.update({"output_dir": str(tmp_path / "study"), **changes})
     return SelfImproveArguments(**config)
 
 
@@ -163,3 +164,49 @@ def test_a_folder_where_a_file_is_expected_names_the_option(tmp_path):
         load_generation(tmp_path, 0)
     with pytest.raises(FileNotFoundError, match=r"--pool_file '.*nope.jsonl' does not exist"):
         read_pool_file(tmp_path / "nope.jsonl", "countdown")
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_study_checks_launch_paths_and_vllm_before_the_first_stage(tmp_path, monkeypatch, capsys):
+    import signal
+
+    from backtrack_trl.study import runner
+
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setattr(signal, "signal", lambda *args: None)  # main's SIGTERM handler: not in the test process
+    monkeypatch.setattr(runner, "run_stage", lambda *args: pytest.fail("a stage ran"))
+    (tmp_path / "folder.yaml").mkdir()
+    (tmp_path / "not_accelerate.yaml").write_text("num_procesess: 2\n")
+    (tmp_path / "a_file").write_text("x")
+    sft = (TINY / "sft" / "config_self_correct.yaml").read_text() + "\nlearning_rate: -1.0\n"
+    (tmp_path / "correction.yaml").write_text(sft)
+    no_vllm = str(ROOT / ".venv" / "bin" / "python")  # the test environment has no vLLM
+    serve = {"search_backend": "vllm", "vllm_serve": True}
+    cases = [
+        ({"accelerate_config": str(tmp_path / "nope.yaml")}, r"--accelerate_config '.*nope.yaml' does not exist"),
+        ({"accelerate_config": str(tmp_path / "folder.yaml")}, r"--accelerate_config '.*folder.yaml' is a folder"),
+        ({"eval_accelerate_config": str(tmp_path / "not_accelerate.yaml")},
+         r"--eval_accelerate_config '.*not_accelerate.yaml' is not an accelerate config \(.*\): start from one in"),
+        ({"correction_sft_config": str(tmp_path / "correction.yaml")},
+         r"--correction_sft_config .*correction.yaml: --learning_rate must be > 0"),
+        ({**serve, "vllm_python": str(tmp_path / "nowhere" / "python")}, r"--vllm_python '.*nowhere/python' cannot run"),
+        ({**serve, "vllm_python": no_vllm}, r"--vllm_python '.*' has no vLLM: .*\.venv-vllm/bin/python .*make vllm-env"),
+        ({"search_backend": "vllm"}, r"search_backend 'vllm' runs vLLM in this process, but vLLM is not installed"),
+        ({"round_eval_decoders": ["self_backtracking:n=2,backend=vllm"]}, r"round_eval_decoders 'self_backt.*not inst"),
+        ({"vllm_server_args": "--dtype 'float32"}, r"--vllm_server_args \"--dtype 'float32\": No closing quotation"),
+        ({"output_dir": str(tmp_path / "a_file")}, r"--output_dir '.*a_file' is a file: give a study folder"),
+    ]  # fmt: skip
+    study = tmp_path / "study"
+    study.mkdir()
+    (study / "mine.txt").write_text("a file of the user's")
+    before = _tree(tmp_path)
+    for changes, message in cases:
+        args = _study_args(tmp_path, **changes)
+        with pytest.raises(SystemExit) as exit_info:
+            runner.main(args)
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 1 and err.count("\n") == 2 and re.search(message, err), (changes, err)
+        assert _tree(tmp_path) == before  # the study folder (and everything else) untouched
