@@ -25,7 +25,7 @@ def test_evaluation_dtype_option_loads_the_weights_in_that_dtype(tmp_path):
     from backtrack_trl.training.model_init import save_model_and_tokenizer
 
     assert EvaluationArguments(dtype="bfloat16").dtype == "bfloat16"
-    with pytest.raises(ValueError, match="dtype must be"):
+    with pytest.raises(ValueError, match="--dtype .fp8.: choose auto, bfloat16, float16 or float32"):
         EvaluationArguments(dtype="fp8")
     assert resolve_dtype("auto", "cpu") == torch.float32 and resolve_dtype("auto", "cuda:0") == "auto"
     save_model_and_tokenizer(tiny_llama(hidden_size=16, layers=1), tokenizer(), tmp_path / "m")

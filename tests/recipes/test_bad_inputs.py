@@ -45,6 +45,14 @@ def test_init_model_sizes_are_checked(options, message):
         ({"max_problems": -5}, "--max_problems must be a positive number of problems"),
         ({"max_problems": 0}, "--max_problems must be a positive number"),
         ({"decoders": ["self_backtracking:bb=1"]}, "unknown option.*'bb' for 'self_backtracking'; its options are b,"),
+        ({"decoders": ["self_backtracking:bb=1"]}, r"^--decoders: Decoder spec .*\(did you mean 'b'\?\)\.$"),
+        (
+            {"decoders": ["self_backtraking:n=2"]},
+            r"^--decoders: .*unknown method 'self_backtraking'.*mean 'self_backtracking'",
+        ),
+        ({"decoders": ["greedy", "beam:n"]}, r"^--decoders: Decoder spec 'beam:n': 'n' is not key=value \(e\.g\. "),
+        ({"dtype": "fp8"}, r"^--dtype 'fp8': choose auto, bfloat16, float16 or float32\.$"),
+        ({"task": "sudok"}, r"Unknown task 'sudok'; .*\(did you mean 'sudoku'\?\)\. Set --task"),
         ({"decoders": ["self_backtracking:temperature=-1"]}, "temperature must be >= 0, got -1"),
         ({"decoders": ["greedy:n=4"]}, "unknown option.*'n' for 'greedy'"),
         ({"decoders": ["beam:n=0"]}, r"n \(beams\) must be an integer in \[1, 4096\], got 0"),
@@ -65,6 +73,12 @@ def test_missing_model_folder_says_no_such_folder(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(FileNotFoundError, match=r"'.*nowhere/model': no such folder"):
         load_model_and_tokenizer(str(tmp_path / "nowhere" / "model"))
+    message = r"^--model_name_or_path '.*nowhere': no such folder, .*: give a model folder written by recipes/sft.py"
+    with pytest.raises(FileNotFoundError, match=message):
+        load_model_and_tokenizer(str(tmp_path / "nowhere"), option="--model_name_or_path")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match=r"^--model '.*empty' holds no loadable model \(.*\): give a model folder"):
+        load_model_and_tokenizer(str(tmp_path / "empty"), option="--model")
 
 
 def test_missing_or_empty_dataset_split(tmp_path, monkeypatch):
@@ -77,6 +91,11 @@ def test_missing_or_empty_dataset_split(tmp_path, monkeypatch):
     write_hub_dataset(DatasetDict({"test_seen": Dataset.from_dict(rows), "test_new": empty}), folder)
     with pytest.raises(ValueError, match="has no rows"):
         load_eval_dataset(str(folder), None, ["test_seen", "test_new"])
+    message = r"^--splits: '.*data' has no split 'test_sen'; it has test_new, test_seen \(did you mean 'test_seen'\?\)"
+    write_hub_dataset(DatasetDict({"test_seen": Dataset.from_dict(rows), "test_new": Dataset.from_dict(rows)}), folder,
+                      overwrite=True)  # fmt: skip
+    with pytest.raises(ValueError, match=message):
+        load_eval_dataset(str(folder), None, ["test_sen"])
 
 
 def test_sft_values_transformers_accepts_silently(tmp_path):

@@ -69,7 +69,7 @@ def test_dataset_pool_takes_distinct_problems_in_order(study):
     rows = dataset_pool(study / "data", "train", 3, "countdown")
     assert rows == [TASK.problem_to_row(p) for p in POOL[:3]]
     assert len(dataset_pool(study / "data", "train", None, "countdown")) == len(POOL)  # each problem twice in train
-    with pytest.raises(ValueError, match="Split 'dev' is not in"):
+    with pytest.raises(ValueError, match="--dataset_split 'dev' is not a split of --dataset_name .*; it has .*train"):
         dataset_pool(study / "data", "dev", 3, "countdown")
 
 

@@ -204,7 +204,10 @@ def build_preference(args: PreferenceDataArguments, dataset: DatasetDict | None 
     """``{"pairwise": DatasetDict, "unpaired": DatasetDict, "counts": {split: Counter}}`` of ``args.source``."""
     if dataset is None:
         if not os.path.exists(args.source) and args.source.count("/") != 1:
-            raise FileNotFoundError(f"--source {args.source!r}: no such dataset folder.")
+            raise FileNotFoundError(
+                f"--source {args.source!r}: no such dataset folder. Give a backtrack dataset built by "
+                "recipes/build_dataset.py (mode: backtrack), e.g. data/countdown-tiny/backtrack."
+            )
         dataset = datasets.load_dataset(args.source, name=args.source_config)
     check_source(dataset, args.train_split, args.source)
     task = get_task(args.task)

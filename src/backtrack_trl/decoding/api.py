@@ -38,6 +38,7 @@ from backtrack_trl.decoding.released import ReleasedSelfBacktrackingDecoder
 from backtrack_trl.decoding.results import SearchResult
 from backtrack_trl.decoding.search import SelfBacktrackingDecoder
 from backtrack_trl.decoding.vllm_client import VLLMClient
+from backtrack_trl.errors import closest
 
 
 DECODERS: dict[str, type[Decoder]] = {
@@ -52,8 +53,16 @@ DECODERS: dict[str, type[Decoder]] = {
 def build_decoder(method: str, model, tokenizer, **options) -> Decoder:
     """Instantiate a decoder by name (one of :data:`DECODERS`) with its options."""
     if method not in DECODERS:
-        raise ValueError(f"Unknown decoding method {method!r}; choose one of {sorted(DECODERS)}.")
+        raise ValueError(
+            f"Unknown decoding method {method!r}; choose one of {sorted(DECODERS)}{_guess(method, DECODERS)}."
+        )
     return DECODERS[method](model, tokenizer, **options)
+
+
+def _guess(value: str, candidates) -> str:
+    """`` (did you mean 'b'?)`` when a candidate is close to ``value``, else nothing."""
+    guess = closest(value, candidates)
+    return f" (did you mean {guess!r}?)" if guess is not None else ""
 
 
 @functools.lru_cache(maxsize=1)
@@ -88,13 +97,14 @@ def check_decoder_options(method: str, options: dict) -> None:
     """Raise one ValueError naming a bad option of decoder ``method`` (unknown name or bad value), before any model
     is loaded: the decoder is constructed against a tiny stand-in model, so exactly its own checks run."""
     if method not in DECODERS:
-        raise ValueError(f"unknown method {method!r}; choose one of {sorted(DECODERS)}.")
+        raise ValueError(f"unknown method {method!r}; choose one of {sorted(DECODERS)}{_guess(method, DECODERS)}.")
     cls = DECODERS[method]
     known = sorted(_option_names(method))
     unknown = sorted(set(options) - set(known))
     if unknown:
         raise ValueError(
-            f"unknown option(s) {', '.join(map(repr, unknown))} for {method!r}; its options are {', '.join(known)}."
+            f"unknown option(s) {', '.join(map(repr, unknown))} for {method!r}; its options are {', '.join(known)}"
+            f"{_guess(unknown[0], known)}."
         )
     options = dict(options)
     folder = options.get("reward_model")
@@ -102,7 +112,10 @@ def check_decoder_options(method: str, options: dict) -> None:
         # A folder option names a model that a later step may write: its value is checked, not the folder (building
         # the decoder checks the folder).
         if not folder.strip():
-            raise ValueError(f"reward_model must be a reward model folder, got {folder!r}.")
+            raise ValueError(
+                f"reward_model={folder!r}: give the folder of a reward model (recipes/reward_model.py --stage train "
+                "writes one)."
+            )
         options["reward_model"] = _FolderPlaceholder()
     model, tokenizer = _stand_in()
     if options.get("backend") == "vllm":
@@ -185,9 +198,13 @@ def resolve_dtype(dtype: str | torch.dtype | None, device) -> torch.dtype | str 
     return getattr(torch, dtype)
 
 
-def load_model_and_tokenizer(path: str, device: str | torch.device | None = None, dtype=None):
+def load_model_and_tokenizer(
+    path: str, device: str | torch.device | None = None, dtype=None, option: str | None = None
+):
     """``AutoModelForCausalLM`` + ``AutoTokenizer`` from one folder (or Hub id), in eval mode (``dtype``: see
-    :func:`resolve_dtype`; ``device`` None leaves the model where ``from_pretrained`` puts it)."""
+    :func:`resolve_dtype`; ``device`` None leaves the model where ``from_pretrained`` puts it). ``option``: the
+    recipe option the path came from (e.g. ``--model_name_or_path``), named in the error of a path that loads no
+    model."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     dtype = resolve_dtype(dtype, device if device is not None else "cpu")
@@ -195,12 +212,14 @@ def load_model_and_tokenizer(path: str, device: str | torch.device | None = None
     try:
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     except (OSError, ValueError) as error:  # the Hub's repo-id validation error is a ValueError
+        where = f"{option} {str(path)!r}" if option else f"Model {str(path)!r}"
+        fix = "give a model folder written by recipes/sft.py or recipes/init_model.py"
         if Path(path).is_dir():
-            raise ValueError(f"The model folder {str(path)!r} holds no loadable model ({error}).") from None
+            raise ValueError(f"{where} holds no loadable model ({error}): {fix} (config.json + weights).") from None
         offline = os.environ.get("HF_HUB_OFFLINE", "0")
         raise FileNotFoundError(
-            f"Model {str(path)!r}: no such folder, and not a model on the Hub (HF_HUB_OFFLINE={offline}). Check the "
-            f"path (a folder written by recipes/sft.py or init_model.py), or pass a Hub id with network access."
+            f"{where}: no such folder, and not a model on the Hub (HF_HUB_OFFLINE={offline}): {fix} (e.g. "
+            "results/countdown-tiny/models/backtrack-sft), or a Hub id with network access."
         ) from None
     if device is not None:
         model = model.to(device)
@@ -208,14 +227,23 @@ def load_model_and_tokenizer(path: str, device: str | torch.device | None = None
 
 
 def _from_pretrained(
-    cls, path: str, device="auto", dtype=None, backend=None, vllm_server_base_url=None, vllm_options=None, **options
+    cls,
+    path: str,
+    device="auto",
+    dtype=None,
+    backend=None,
+    vllm_server_base_url=None,
+    vllm_options=None,
+    model_option: str | None = None,
+    **options,
 ):
     """Load a model folder and build this decoder: ``SelfBacktrackingDecoder.from_pretrained(path, n=32, b=1)``.
 
     ``device="auto"`` (or None) puts the model on the GPU when there is one; ``dtype`` as :func:`resolve_dtype`.
 
     ``backend="vllm"`` samples with vLLM instead: an in-process engine on the folder (``vllm_options`` are its
-    ``vllm.LLM`` arguments), or the server at ``vllm_server_base_url`` (serving this folder)."""
+    ``vllm.LLM`` arguments), or the server at ``vllm_server_base_url`` (serving this folder). ``model_option``: the
+    recipe option ``path`` came from, named in the error of a path that loads no model."""
     if backend == "vllm" or vllm_server_base_url:
         from transformers import AutoTokenizer
 
@@ -225,7 +253,7 @@ def _from_pretrained(
             vllm_options = {**(vllm_options or {}), "dtype": dtype}
         client = make_vllm_client(str(path), vllm_server_base_url, **(vllm_options or {}))
         return cls(client, AutoTokenizer.from_pretrained(path), backend="vllm", **options)
-    model, tokenizer = load_model_and_tokenizer(path, device=resolve_device(device), dtype=dtype)
+    model, tokenizer = load_model_and_tokenizer(path, device=resolve_device(device), dtype=dtype, option=model_option)
     return cls(model, tokenizer, backend=backend, **options) if backend else cls(model, tokenizer, **options)
 
 

@@ -117,11 +117,15 @@ class VLLMServer(VLLMClient):
         self.max_workers = max_workers
         served = self._call("/v1/models").get("data") or []
         if not served:
-            raise RuntimeError(f"The vLLM server at {self.base_url} serves no model.")
+            raise ServerUnavailableError(
+                f"--vllm_server_base_url {self.base_url}: the server serves no model. Restart it on the model folder "
+                "(`make vllm-serve MODEL=<model folder>`)."
+            )
         entry = next((m for m in served if m.get("id") == model), None) if model else served[0]
         if entry is None:
             raise ValueError(
-                f"The vLLM server at {self.base_url} serves {[m.get('id') for m in served]}, not {model!r}."
+                f"The vLLM server at {self.base_url} serves {[m.get('id') for m in served]}, not {model!r}: pass one "
+                "of those as served_model_name, or restart the server on the model you mean."
             )
         self.model = entry["id"]
         # The folder the server loaded (vLLM reports it as "root"), to check it is the model the caller means.

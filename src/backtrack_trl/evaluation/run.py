@@ -22,6 +22,7 @@ from pathlib import Path
 from backtrack_trl.atomic_io import atomic_path, atomic_write_text
 from backtrack_trl.decoding.results import SearchResult
 from backtrack_trl.decoding.selection import SELECTION_RULES
+from backtrack_trl.errors import closest
 from backtrack_trl.evaluation.fact_probe import fact_probe_for
 from backtrack_trl.evaluation.scoring import load_task_metric, markdown_tables, score_results
 from backtrack_trl.evaluation.specs import (
@@ -115,16 +116,16 @@ class EvaluationArguments:
         if self.max_new_tokens < 1:
             raise ValueError(f"--max_new_tokens must be >= 1, got {self.max_new_tokens!r}.")
         if self.dtype not in ("auto", "bfloat16", "float16", "float32"):
-            raise ValueError(f"dtype must be auto, bfloat16, float16 or float32, got {self.dtype!r}.")
+            raise ValueError(f"--dtype {self.dtype!r}: choose auto, bfloat16, float16 or float32.")
         if self.output_format not in ("jsonl", "parquet"):
-            raise ValueError(f"output_format must be 'jsonl' or 'parquet', got {self.output_format!r}.")
+            raise ValueError(f"--output_format {self.output_format!r}: choose 'jsonl' or 'parquet'.")
         for rule in self.selection_rules:
             if rule not in SELECTION_RULES:
-                raise ValueError(f"selection_rules: {rule!r} is not one of {SELECTION_RULES}.")
+                raise ValueError(f"--selection_rules: {rule!r} is not one of {', '.join(SELECTION_RULES)}.")
         check_decoder_specs(self.decoders)
         task = get_task(self.task)  # an unknown task fails here, listing the known ones
         if self.probe_facts and fact_probe_for(task) is None:
-            raise ValueError(f"probe_facts: task {task.name!r} has no fact probe (Countdown has one); set it false.")
+            raise ValueError(f"--probe_facts: task {task.name!r} has no fact probe (Countdown has one); set it false.")
 
 
 def _write_generations(path: Path, rows: list[dict], output_format: str) -> Path:
@@ -150,8 +151,8 @@ def load_eval_dataset(name: str, config: str | None, splits: list[str]):
     def explain(error: Exception) -> Exception | None:
         if "corresponds to no data" in str(error):  # datasets' words for a split whose files hold no rows
             return ValueError(
-                f"A split of {name!r} has no rows ({error}). Rebuild the dataset with num_test > 0, or leave that "
-                f"split out of --splits."
+                f"--dataset_name {name!r}: a split has no rows ({error}). Rebuild the dataset with num_test > 0, or "
+                "leave that split out of --splits."
             )
         if not Path(name).exists():
             return FileNotFoundError(
@@ -162,9 +163,15 @@ def load_eval_dataset(name: str, config: str | None, splits: list[str]):
 
     dataset = load_hub_dataset(name, config, explain=explain)
     for split in splits:
-        pick_split(dataset, split, f"Split {split!r} is not in {name} (splits: {sorted(dataset)}).")
+        guess = closest(split, dataset)
+        hint = f" (did you mean {guess!r}?)" if guess else ""
+        pick_split(
+            dataset, split, f"--splits: {name!r} has no split {split!r}; it has {', '.join(sorted(dataset))}{hint}."
+        )
         if len(dataset[split]) == 0:
-            raise ValueError(f"Split {split!r} of {name} has no rows: leave it out of --splits or rebuild the data.")
+            raise ValueError(
+                f"--splits: split {split!r} of {name!r} has no rows: leave it out of --splits or rebuild the data."
+            )
     return dataset
 
 
@@ -177,8 +184,8 @@ def _vllm_client(args: EvaluationArguments, num_processes: int):
     if not args.vllm_server_base_url and num_processes > 1:
         raise ValueError(
             f"backend=vllm without --vllm_server_base_url in {num_processes} processes would start one vLLM engine "
-            "per process: start one server (`vllm serve <model folder> --enable-prefix-caching`) and pass "
-            "--vllm_server_base_url, or evaluate in one process."
+            "per process: start one server (`make vllm-serve MODEL=<model folder>`, or `vllm serve <model folder> "
+            "--enable-prefix-caching`) and pass --vllm_server_base_url, or evaluate in one process."
         )
     client = make_vllm_client(args.model_name_or_path, args.vllm_server_base_url)
     return client, AutoTokenizer.from_pretrained(args.model_name_or_path)
@@ -208,7 +215,9 @@ def evaluate_decoders(args: EvaluationArguments) -> dict:
     backends = {parse_decoder_spec(spec)[2].get("backend", "hf") for spec in args.decoders}
     model = client = None
     if backends - {"vllm"}:
-        model, tokenizer = load_model_and_tokenizer(args.model_name_or_path, device=device, dtype=args.dtype)
+        model, tokenizer = load_model_and_tokenizer(
+            args.model_name_or_path, device=device, dtype=args.dtype, option="--model_name_or_path"
+        )
     if "vllm" in backends:
         client, tokenizer = _vllm_client(args, state.num_processes)
     dataset = load_eval_dataset(args.dataset_name, args.dataset_config, args.splits)

@@ -50,23 +50,31 @@ def parse_decoder_spec(spec: str) -> tuple[str, str, dict]:
     method, _, rest = spec.partition(":")
     method = method.strip()
     if method not in DECODERS:
-        raise ValueError(f"Decoder spec {spec!r}: unknown method {method!r}; choose one of {sorted(DECODERS)}.")
+        from backtrack_trl.errors import closest
+
+        guess = closest(method, DECODERS)
+        hint = f" (did you mean {guess!r}?)" if guess else ""
+        raise ValueError(f"Decoder spec {spec!r}: unknown method {method!r}; choose one of {sorted(DECODERS)}{hint}.")
     options = {}
     for item in filter(None, (part.strip() for part in rest.split(","))):
         key, equals, value = item.partition("=")
         if not equals or not key.strip():
-            raise ValueError(f"Decoder spec {spec!r}: {item!r} is not key=value.")
+            raise ValueError(f"Decoder spec {spec!r}: {item!r} is not key=value (e.g. self_backtracking:n=32,b=1).")
         options[key.strip()] = _value(value.strip())
     label = str(options.pop("label", spec))
     return label, method, options
 
 
-def check_decoder_specs(specs: list[str], where: str = "") -> None:
-    """Parse every spec and check its options against its decoder (no model needed); one error naming the spec."""
+def check_decoder_specs(specs: list[str], where: str = "--decoders: ") -> None:
+    """Parse every spec and check its options against its decoder (no model needed); one error naming the option
+    (``where``) and the spec."""
     from backtrack_trl.decoding.api import check_decoder_options
 
     for spec in specs:
-        _, method, options = parse_decoder_spec(spec)
+        try:
+            _, method, options = parse_decoder_spec(spec)
+        except ValueError as error:
+            raise ValueError(f"{where}{error}") from None
         try:
             check_decoder_options(method, options)
         except ValueError as error:

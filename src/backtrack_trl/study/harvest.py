@@ -126,7 +126,13 @@ def harvest(
         )
     device = state.device if torch.cuda.is_available() else None
     decoder = getattr(decoding, HARVEST_METHODS[method]).from_pretrained(
-        str(model_dir), device=device, dtype=dtype, seed=seed, task=task, **options
+        str(model_dir),
+        device=device,
+        dtype=dtype,
+        seed=seed,
+        task=task,
+        model_option="--model_name_or_path",
+        **options,
     )
     began = time.perf_counter()
     # Problem i is searched with seed + i whatever process it lands on, so the result does not depend on the number
@@ -254,7 +260,10 @@ def dataset_pool(dataset_folder: str | Path, split: str, pool_size: int | None, 
     task = get_task(task)
     dataset = load_dataset(str(dataset_folder))
     if split not in dataset:
-        raise ValueError(f"Split {split!r} is not in {str(dataset_folder)!r} (splits: {sorted(dataset)}).")
+        raise ValueError(
+            f"--dataset_split {split!r} is not a split of --dataset_name {str(dataset_folder)!r}; it has "
+            f"{', '.join(sorted(dataset))} (the pool must come from the train split)."
+        )
     seen, rows = set(), []
     for row in dataset[split].select_columns(list(task.problem_columns)):
         key = task.problem_key(task.problem_from_row(row))

@@ -70,5 +70,12 @@ def get_task(name: str | Task = "countdown") -> Task:
     if isinstance(name, Task):
         return name
     if name not in TASKS:
-        raise ValueError(f"Unknown task {name!r}; known tasks: {sorted(TASKS)}. Register one with @register_task.")
+        import difflib  # tasks/ imports nothing else of the package (not errors.closest)
+
+        guess = difflib.get_close_matches(str(name).lower(), list(TASKS), n=1)
+        hint = f" (did you mean {guess[0]!r}?)" if guess else ""
+        raise ValueError(
+            f"Unknown task {name!r}; known tasks: {sorted(TASKS)}{hint}. Set --task (`task:` in a YAML) to one of "
+            "them, or register a new one with @register_task."
+        )
     return TASKS[name]()

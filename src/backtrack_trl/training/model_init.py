@@ -230,8 +230,10 @@ def init_model(args: InitModelArguments) -> Path:
             model = AutoModelForCausalLM.from_pretrained(args.model_name_or_path, dtype="auto")
         except OSError as error:
             raise ValueError(
-                f"Could not load the model {args.model_name_or_path!r} (not a local folder, or the Hub is unreachable "
-                f"with HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE', '0')})."
+                f"--model_name_or_path {args.model_name_or_path!r}: could not load a model (not a model folder, or "
+                f"the Hub is unreachable with HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE', '0')}). Give a "
+                "folder with config.json and weights or a Hub id with network access, or leave it unset for a "
+                "random tiny Llama."
             ) from error
         # Padded to a multiple of 64 rows (Llama-3.2: 128,257 tokens -> 128,320 rows), as the SFT recipe does.
         backtrack_id = add_backtrack_token(tokenizer, model, pad_to_multiple_of=64)

@@ -58,7 +58,10 @@ def load_tokenizer(model_args: ModelConfig, training_args: SFTConfig) -> PreTrai
         value = getattr(training_args, name, None)
         if value is not None:
             if value not in tokenizer.get_vocab():
-                raise ValueError(f"`{name}: {value}` is not in the vocabulary of {model_args.model_name_or_path!r}.")
+                raise ValueError(
+                    f"`{name}: {value}` is not in the vocabulary of {model_args.model_name_or_path!r}: give a token "
+                    f"of that tokenizer (its own is {getattr(tokenizer, name)!r}), or leave {name} unset."
+                )
             setattr(tokenizer, name, value)
     return tokenizer
 

@@ -99,7 +99,7 @@ def build_orm_dataset(script_args: RewardModelScriptArguments, model=None, token
     problems, skipped = train_problems(script_args)
     if model is None:
         device = script_args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        model, tokenizer = load_model_and_tokenizer(script_args.policy_model, device=device)
+        model, tokenizer = load_model_and_tokenizer(script_args.policy_model, device=device, option="--policy_model")
     decoder = BestOfNDecoder(
         model, tokenizer, n=script_args.num_samples, temperature=script_args.temperature,
         max_new_tokens=script_args.max_new_tokens, batch_size=script_args.sampling_batch_size,

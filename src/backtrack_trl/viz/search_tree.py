@@ -138,7 +138,7 @@ def visualize_search(args: VisualizeArguments) -> SearchView:
         task = task_of(prompt, args.task)
         decoder = SelfBacktrackingDecoder.from_pretrained(
             args.model, device="cpu", n=args.n, b=args.b, selection=args.selection, temperature=args.temperature,
-            max_new_tokens=args.max_new_tokens, seed=args.seed, task=task,
+            max_new_tokens=args.max_new_tokens, seed=args.seed, task=task, model_option="--model",
         )  # fmt: skip
         result = decoder.solve([prompt])[0]
     png = args.png or str(Path(args.output).with_suffix(".png"))
