@@ -136,3 +136,36 @@ def test_recipe_help_lists_the_method_s_config():
     assert dpo.returncode == 0 and "--method {dpo,kto}" in dpo.stdout and "--ld_alpha" in dpo.stdout
     kto = run("--method", "kto", "--help")
     assert kto.returncode == 0 and "--desirable_weight" in kto.stdout and "--ld_alpha" not in kto.stdout
+
+
+def _files(folder):
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_finished_run_is_left_alone_and_other_folders_are_refused(folders, tmp_path, caplog):
+    import logging
+
+    out = tmp_path / "dpo"
+    first = train_preference(*_args("dpo", folders, out, max_steps=3))
+    before = _files(out)
+    with caplog.at_level(logging.INFO):
+        again = train_preference(*_args("dpo", folders, out, max_steps=3))
+    assert again["global_step"] == first["global_step"] == 3 and _files(out) == before
+    assert "already holds this finished dpo run" in caplog.text
+    with pytest.raises(FileExistsError, match=r"holds the output of a dpo run \(training_run.json\)"):
+        train_preference(*_args("kto", folders, out, max_steps=3))
+    data = folders / "pref"
+    snapshot = _files(data)
+    with pytest.raises(FileExistsError, match=r"holds README.md, .*pairwise/.*\(it looks like a dataset folder\)"):
+        train_preference(*_args("dpo", folders, data, max_steps=3))
+    assert _files(data) == snapshot
+
+
+def test_a_dataset_of_another_task_is_refused(folders, tmp_path):
+    script_args, training_args, model_args = _args("dpo", folders, tmp_path / "dpo")
+    script_args.task = "sudoku"
+    with pytest.raises(
+        ValueError, match=r"--dataset_name '.*pref' holds countdown problems .* but --task is 'sudoku'"
+    ):
+        train_preference(script_args, training_args, model_args)
+    assert not (tmp_path / "dpo").exists()

@@ -1,5 +1,6 @@
 """backtrack_trl.training.reward_model: a tiny RewardTrainer run that learns, saved as a best_of_n reward model."""
 
+import pytest
 from _decoding_utils import GOAL, tiny_llama, tokenizer
 from datasets import Dataset, DatasetDict
 from trl import ModelConfig, RewardConfig
@@ -62,3 +63,23 @@ def test_the_new_score_head_is_the_same_for_the_same_seed(tmp_path):
         model, _ = load_reward_base(ModelConfig(model_name_or_path=str(folder)), training_args)
         heads.append(model.score.weight.detach().clone())
     assert torch.equal(heads[0], heads[1]) and not torch.equal(heads[0], heads[2])
+
+
+def test_a_finished_reward_model_run_is_left_alone(tmp_path):
+    tiny_llama(hidden_size=32, layers=1, seed=3).save_pretrained(tmp_path / "policy")
+    tokenizer().save_pretrained(tmp_path / "policy")
+    args = RewardModelScriptArguments(stage="train", preference_dataset=pairs_folder(tmp_path))
+
+    def run(**overrides):
+        values = dict(use_cpu=True, bf16=False, max_steps=2, per_device_train_batch_size=8, save_strategy="no",  # noqa: C408
+                      report_to="none", seed=0, disable_tqdm=True, **overrides)  # fmt: skip
+        return train_reward_model(
+            args, RewardConfig(str(tmp_path / "orm"), **values), ModelConfig(str(tmp_path / "policy"))
+        )
+
+    first = run()
+    files = {p.name: p.read_bytes() for p in (tmp_path / "orm").iterdir() if p.is_file()}
+    assert run() == first  # the recorded metrics, nothing trained or written again
+    assert {p.name: p.read_bytes() for p in (tmp_path / "orm").iterdir() if p.is_file()} == files
+    with pytest.raises(FileExistsError, match=r"finished reward_model run with other settings \(learning_rate"):
+        run(learning_rate=1e-3)

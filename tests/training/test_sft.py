@@ -5,18 +5,20 @@ Llama + character tokenizer that lacks <backtrack>, so the token-adding path run
 """
 
 import json
+import logging
 import os
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 import yaml
 from _training_utils import char_tokenizer, sample_rows, save_tiny_model, write_hub_folder
-from trl import SFTConfig
+from trl import ModelConfig, SFTConfig
 
-from backtrack_trl.training.sft import load_sft_datasets
+from backtrack_trl.training.sft import load_sft_datasets, train
 from backtrack_trl.training.sft_config import SFTScriptArguments
 
 
@@ -68,6 +70,89 @@ def test_accelerate_configs():
     assert load("zero2.yaml")["deepspeed_config"]["zero_stage"] == 2
     assert load("zero3.yaml")["deepspeed_config"]["zero3_save_16bit_model"] is True
     assert load("cpu_zero3.yaml")["deepspeed_config"]["zero3_save_16bit_model"] is True
+
+
+# --- fast: the output folder and the task, in-process trainings of a few steps ---------------------------------------
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sft_small")
+    model = save_tiny_model(str(root / "init"), char_tokenizer(bos=True, backtrack=False), hidden_size=32, layers=1)
+    return root, model, write_hub_folder(str(root / "data"), {"train": sample_rows(12)})
+
+
+def train_small(small, output_dir, data=None, model=None, **script):
+    root, init, rows = small
+    values = dict(  # noqa: C408 (keyword style reads like the YAML recipes)
+        use_cpu=True, bf16=False, activation_checkpointing=False, max_steps=3, per_device_train_batch_size=8,
+        max_length=128, report_to="none", save_strategy="no", seed=0, disable_tqdm=True, logging_steps=1,
+    )  # fmt: skip
+    return train(
+        SFTScriptArguments(dataset_name=data or rows, **script),
+        SFTConfig(str(output_dir), **values),
+        ModelConfig(model_name_or_path=model or init, dtype="float32"),
+    )
+
+
+def files(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_dataset_folder_as_output_dir_is_refused_and_kept(small):
+    data = Path(small[2])
+    before = files(data)
+    with pytest.raises(FileExistsError) as error:
+        train_small(small, data)
+    message = str(error.value)
+    assert f"--output_dir {str(data)!r} holds README.md, data/, which a sft run does not write" in message
+    assert "(it looks like a dataset folder)" in message and "--overwrite_output_dir" in message
+    assert files(data) == before  # before the fix the model card replaced the dataset card
+
+
+def test_a_finished_run_is_left_alone(small, caplog):
+    out = small[0] / "finished"
+    first = train_small(small, out)
+    before = files(out)
+    with caplog.at_level(logging.INFO):
+        again = train_small(small, out)  # before the fix: one step more, train_results.json rewritten
+    assert again["global_step"] == first["global_step"] == 3 and files(out) == before
+    assert "already holds this finished sft run" in caplog.text and "new --output_dir or --overwrite_output_dir" in (
+        caplog.text
+    )
+    with pytest.raises(FileExistsError, match=r"holds a finished sft run with other settings \(mask_wrong_step: "
+                       r"True -> False\)"):  # fmt: skip
+        train_small(small, out, mask_wrong_step=False)
+    # --overwrite_output_dir trains it again, from scratch: the same weights (the run is deterministic).
+    again = train_small(small, out, overwrite_output_dir=True)
+    assert again["global_step"] == 3 and files(out)["model.safetensors"] == before["model.safetensors"]
+
+
+@pytest.fixture(scope="module")
+def sudoku_data(tmp_path_factory):
+    from backtrack_trl.data.build_config import BuildDatasetArguments
+    from backtrack_trl.data.builder import build_dataset
+    from backtrack_trl.data.hub_layout import write_hub_dataset
+    from backtrack_trl.tasks.sudoku import SudokuConfig
+
+    folder = tmp_path_factory.mktemp("sudoku") / "backtrack"
+    args = BuildDatasetArguments(task="sudoku", num_train_questions=4, num_test=1, num_proc=1)
+    return str(write_hub_dataset(build_dataset(args, SudokuConfig()), folder))
+
+
+def test_the_dataset_and_the_model_must_be_of_the_recipe_s_task(small, sudoku_data, tmp_path):
+    from backtrack_trl.tasks.tokenizer import build_task_tokenizer
+
+    # A Sudoku dataset under a Countdown config: before the fix, a model card claiming Countdown.
+    with pytest.raises(ValueError, match=rf"--dataset_name {sudoku_data!r} holds sudoku problems .* but --task is "
+                       r"'countdown'.*Set `task: sudoku`"):  # fmt: skip
+        train_small(small, tmp_path / "out", data=sudoku_data)
+    countdown_init = save_tiny_model(
+        str(tmp_path / "countdown-init"), build_task_tokenizer("countdown"), hidden_size=32
+    )
+    with pytest.raises(ValueError, match=r"--model_name_or_path .* is a countdown model .* but --task is 'sudoku'"):
+        train_small(small, tmp_path / "out", data=sudoku_data, model=countdown_init, task="sudoku")
+    assert not (tmp_path / "out").exists()
 
 
 # --- slow: real trainings --------------------------------------------------------------------------------------------
