@@ -17,6 +17,9 @@ accelerate launch --config_file accelerate_configs/cpu.yaml recipes/preference.p
 accelerate launch --config_file accelerate_configs/zero2.yaml --num_processes 4 recipes/preference.py \\
     --config recipes/Llama-3.2-1B/preference/config_dpo.yaml
 
+Rerunning the same command continues an interrupted run from its newest complete checkpoint and leaves a finished
+one alone; an --output_dir that holds anything else is refused unless --overwrite_output_dir.
+
 `--method dpo|kto` (or `method:` in the YAML) picks the trainer and its config class;
 `python recipes/preference.py --method kto --help` lists every option (PreferenceScriptArguments, trl.KTOConfig,
 trl.ModelConfig).

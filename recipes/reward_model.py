@@ -25,6 +25,10 @@ accelerate launch --config_file accelerate_configs/zero2.yaml --num_processes 4 
 # then best-of-N with the ORM
 python recipes/evaluate_decoders.py ... --decoders "best_of_n:n=8,reward_model=models/countdown-tiny/reward-model"
 
+The train stage, rerun, continues an interrupted run from its newest complete checkpoint and leaves a finished one
+alone (a finished `--stage all` skips the data stage too); an --output_dir that holds anything else is refused unless
+--overwrite_output_dir.
+
 `python recipes/reward_model.py --help` lists every option (RewardModelScriptArguments, trl.RewardConfig,
 trl.ModelConfig).
 """

@@ -22,6 +22,9 @@ accelerate launch --config_file accelerate_configs/zero2.yaml --num_processes 4 
 accelerate launch --config_file accelerate_configs/cpu.yaml recipes/sft.py \
     --config recipes/countdown-tiny/sft/config_backtrack.yaml --use_peft --lora_r 16 --mask_wrong_step false
 
+Rerunning the same command continues an interrupted run from its newest complete checkpoint and leaves a finished
+one alone; an --output_dir that holds anything else is refused unless --overwrite_output_dir (docs/training.md).
+
 `python recipes/sft.py --help` lists every option (SFTScriptArguments, trl.SFTConfig, trl.ModelConfig).
 """
 

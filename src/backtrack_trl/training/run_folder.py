@@ -17,8 +17,8 @@ folder that holds something else, recognise a finished run, continue an interrup
   a recorded run: continue training it.
 
 ``training_run.json`` (the recipe, its settings and, once finished, the returned metrics) is written by world
-process zero just before training starts and again, as the last file, when the run is finished. Settings that do
-not change the trained weights (logging, saving, Hub, workers) are left out of the comparison.
+process zero just before training starts and again, as the last file, when the run is finished. Options that do
+not change the trained weights (logging, saving, the Hub, workers, evaluation) are left out of the comparison.
 
 Usage:
 
@@ -66,7 +66,8 @@ OVERWRITE_HELP = (
 )
 #: Settings that change what a run trains by only extending it: a recorded run with fewer continues.
 EXTENDABLE = ("max_steps", "num_train_epochs")
-#: Training arguments that do not change the trained weights (left out of the comparison of two runs' settings).
+#: Options that do not change the trained weights (logging, saving, the Hub, workers, evaluation), left out of the
+#: comparison of two runs' settings.
 NOT_SETTINGS = frozenset(
     """output_dir resume_from_checkpoint overwrite_output_dir push_to_hub hub_always_push hub_model_id
     hub_private_repo hub_revision hub_strategy hub_token report_to run_name project trackio_bucket_id trackio_space_id
@@ -74,7 +75,10 @@ NOT_SETTINGS = frozenset(
     log_level_replica log_on_each_node disable_tqdm save_steps save_strategy save_total_limit save_only_model
     save_on_each_node dataloader_num_workers dataloader_persistent_workers dataloader_prefetch_factor
     dataloader_pin_memory dataloader_multiprocessing_context local_rank ddp_timeout skip_memory_metrics debug
-    dataset_num_proc do_train do_eval do_predict device stage overwrite_dataset""".split()
+    dataset_num_proc do_train do_eval do_predict device stage overwrite_dataset eval_strategy eval_steps eval_delay
+    eval_on_start per_device_eval_batch_size eval_accumulation_steps eval_do_concat_batches eval_use_gather_object
+    batch_eval_metrics prediction_loss_only include_for_metrics bf16_full_eval fp16_full_eval dataset_test_split
+    max_eval_samples""".split()
 )
 #: What a training run writes into its output folder (besides README.md, a model card of ours).
 _OWN_NAMES = frozenset(
@@ -162,7 +166,7 @@ def config_differences(old: dict, new: dict) -> dict[str, tuple[Any, Any]]:
     for section in sorted(set(old) | set(new)):
         before, after = old.get(section) or {}, new.get(section) or {}
         for key in sorted(set(before) | set(after)):
-            if before.get(key) != after.get(key):
+            if json.dumps(before.get(key), sort_keys=True) != json.dumps(after.get(key), sort_keys=True):  # NaN == NaN
                 differences[key] = (before.get(key), after.get(key))
     return differences
 

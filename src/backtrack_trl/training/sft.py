@@ -101,7 +101,10 @@ def train(script_args: SFTScriptArguments, training_args: SFTConfig, model_args:
 
     Returned keys: ``train_loss`` (mean over training), ``final_loss`` (last logged loss), ``train_runtime``,
     ``global_step``, ``world_size``, ``num_untrained_examples`` / ``num_truncated_examples`` (this process's collator),
-    ``output_dir`` and ``eval_*`` when an eval split is used.
+    ``output_dir`` and ``eval_*`` when an eval split is used. What ``output_dir`` already holds decides the rest
+    (:func:`~backtrack_trl.training.run_folder.plan_run`): a finished run of the same settings is left alone (its
+    recorded metrics are returned), an interrupted one continues from its newest complete checkpoint, anything else
+    is refused unless ``overwrite_output_dir``; the dataset and the model must be of ``script_args.task``.
     """
     if not model_args.model_name_or_path:
         raise ValueError("Set `model_name_or_path` (e.g. models/countdown-tiny/init, made by recipes/init_model.py).")
@@ -112,10 +115,6 @@ def train(script_args: SFTScriptArguments, training_args: SFTConfig, model_args:
     get_task(script_args.task)  # an unknown task fails now (it writes the model card), not after training
     configure_training_args(training_args)
     setup_logging(training_args)
-    logger.info("Script parameters %s", script_args)
-    logger.info("Model parameters %s", model_args)
-    logger.info("Training parameters %s", training_args)
-
     # The output folder first: a finished run is left alone, a folder holding something else is refused.
     plan = plan_run(
         "sft",
@@ -127,6 +126,9 @@ def train(script_args: SFTScriptArguments, training_args: SFTConfig, model_args:
     )
     if plan.finished is not None:
         return plan.finished
+    logger.info("Script parameters %s", script_args)
+    logger.info("Model parameters %s", model_args)
+    logger.info("Training parameters %s", training_args)
     train_dataset, eval_dataset = load_sft_datasets(script_args, training_args)
     check_dataset_task(script_args.task, first_row(train_dataset), script_args.dataset_name)
     tokenizer = load_tokenizer(model_args, training_args)
