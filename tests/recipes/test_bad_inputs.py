@@ -229,3 +229,96 @@ def test_study_checks_launch_paths_and_vllm_before_the_first_stage(tmp_path, mon
         err = capsys.readouterr().err
         assert exit_info.value.code == 1 and err.count("\n") == 2 and re.search(message, err), (changes, err)
         assert _tree(tmp_path) == before  # the study folder (and everything else) untouched
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _random_model(folder: Path) -> Path:
+    """An untrained tiny Countdown model: its search keeps nothing."""
+    from backtrack_trl.tasks.tokenizer import build_countdown_tokenizer
+    from backtrack_trl.training.model_init import init_tiny_llama, save_model_and_tokenizer
+
+    tokenizer = build_countdown_tokenizer()
+    model = init_tiny_llama(
+        tokenizer, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2
+    )
+    save_model_and_tokenizer(model, tokenizer, folder)
+    return folder
+
+
+VLLM_SPEC = "self_backtracking:n=2,b=0,backend=vllm"
+HARVEST = ["recipes/harvest.py", "--output_dir", "{tmp}/out", "--config_name", "round_1", "--progress", "false"]
+
+
+# (argv with {tmp} / {port} / {model} placeholders, exit code, words of the one error line)
+ONE_LINE_CASES = {
+    "--method DPO": (["recipes/preference.py", "--method", "DPO", "--output_dir", "{tmp}/out"], 2,
+                     "error: --method: invalid choice 'DPO'; choose from 'dpo', 'kto' (did you mean 'dpo'?)"),
+    "--stage trian": (["recipes/reward_model.py", "--stage", "trian", "--output_dir", "{tmp}/out"], 2,
+                      "error: --stage: invalid choice 'trian'; choose from 'data', 'train', 'all' (did you mean 'train'?)"),
+    "unknown flag": (["recipes/sft.py", "--config", "recipes/countdown-tiny/sft/config_backtrack.yaml",
+                      "--output_dir", "{tmp}/out", "--lerning_rate", "1"], 2,
+                     "error: unknown option --lerning_rate: did you mean --learning_rate? List the options with --help."),
+    "unknown flag, no --config": (["recipes/reproduce.py", "--sed", "4"], 2, "unknown option --sed: did you mean --seeds?"),
+    "--config folder": (["recipes/evaluate_decoders.py", "--config", "{tmp}/a_folder"], 1,
+                        "error: --config '{tmp}/a_folder' is a folder, not a YAML file"),
+    "--pool_file folder": ([*HARVEST, "--model_name_or_path", "{tmp}/model", "--pool_file", "{tmp}/a_folder"], 1,
+                           "error: --pool_file '{tmp}/a_folder' is a folder, not a file: give a JSON-lines file"),
+    "--generations folder": (["recipes/visualize_search.py", "--generations", "{tmp}/a_folder", "--index", "0",
+                              "--output", "{tmp}/out/tree.html"], 1, "error: --generations '{tmp}/a_folder' is a folder"),
+    "unknown task": (["recipes/build_dataset.py", "--task", "sudok", "--output_dir", "{tmp}/out"], 1,
+                     "(did you mean 'sudoku'?)"),
+    "vLLM server not running": (["recipes/evaluate_decoders.py", "--decoders", VLLM_SPEC, "--output_dir", "{tmp}/out",
+                                 "--vllm_server_base_url", "http://127.0.0.1:{port}"], 1,
+                                "error: --vllm_server_base_url http://127.0.0.1:{port}: no vLLM server answers there"),
+    "vLLM not installed": (["recipes/evaluate_decoders.py", "--decoders", VLLM_SPEC, "--output_dir", "{tmp}/out"], 1,
+                           "vLLM is not installed in this environment"),
+    "bad accelerate_config": (["recipes/self_improve.py", "--config",
+                               "recipes/countdown-tiny/self_improve/config_default.yaml", "--output_dir", "{tmp}/out",
+                               "--accelerate_config", "{tmp}/a_folder/cpu.yaml"], 1,
+                              "error: --accelerate_config '{tmp}/a_folder/cpu.yaml' does not exist"),
+    "empty harvest": ([*HARVEST, "--model_name_or_path", "{model}", "--pool_file", "{tmp}/pool.jsonl",
+                       "--search", "self_backtracking:n=2,b=0,max_new_tokens=8", "--mistakes_per_problem", "0"], 1,
+                      "nothing to train on: the strict checker accepted no path and no mistake row was found on 2 pool "
+                      "problems (search accuracy 0.0%"),
+}  # fmt: skip
+
+
+# A model's search and the study's checks take longest (over 10 s on 2 busy cores): in the slow run.
+SLOW_CASES = ("empty harvest", "bad accelerate_config")
+
+
+@pytest.mark.parametrize(
+    "case", [pytest.param(c, marks=pytest.mark.slow) if c in SLOW_CASES else c for c in ONE_LINE_CASES]
+)
+def test_recipes_refuse_in_one_line_and_leave_the_folder_as_it_was(case, tmp_path):
+    import importlib.util
+
+    argv, code, words = ONE_LINE_CASES[case]
+    if case == "vLLM not installed" and importlib.util.find_spec("vllm") is not None:
+        pytest.skip("vLLM is installed in this environment")
+    (tmp_path / "a_folder").mkdir()
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "mine.txt").write_text("a file of the user's")
+    (tmp_path / "pool.jsonl").write_text(
+        '{"numbers": [3, 5, 2], "target": 16}\n{"numbers": [4, 6, 1], "target": 25}\n'
+    )
+    values = {"tmp": str(tmp_path), "port": str(_free_port()), "model": str(tmp_path / "model")}
+    if case == "empty harvest":
+        _random_model(tmp_path / "model")
+    before = _tree(tmp_path)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    env.pop("BACKTRACK_TRL_TRACEBACK", None)
+    command = [sys.executable, *(item.format(**values) for item in argv)]
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == code, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr and "usage:" not in result.stderr, result.stderr[-2000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and words.format(**values) in errors[0], result.stderr[-2000:]
+    assert _tree(tmp_path) == before  # nothing written, nothing removed
