@@ -17,7 +17,7 @@ Hugging Face Space that runs it.
 
 Every field of a search request is checked by :func:`read_request` (a pure function, tested without a browser):
 a bad value becomes a ``gr.Error`` naming the field and what it accepts, never a traceback or a silent rounding
-(the app's Number and Slider fields pass their raw value on, so ``2.5`` is refused rather than rounded to 2).
+(the search event skips Gradio's preprocessing, so ``2.5`` is refused rather than rounded to 2).
 """
 
 from __future__ import annotations
@@ -276,23 +276,6 @@ def build_demo(
         except ValueError as error:
             raise gr.Error(str(error)) from None
 
-    class RawNumber(gr.Number):
-        """A Number field that passes its raw value on: Gradio's own rounding (precision=0) turns 2.5 into 2 and
-        fails on inf outside gr.Error; :func:`read_request` checks the value instead."""
-
-        is_template = True  # drawn by the frontend as its parent class
-
-        def preprocess(self, payload):
-            return payload
-
-    class RawSlider(gr.Slider):
-        """A Slider that passes its raw value on (Gradio's bounds check fails on None outside gr.Error)."""
-
-        is_template = True
-
-        def preprocess(self, payload):
-            return payload
-
     def pick(test_problem):
         # A Countdown test problem fills the numbers and the target (then the search reads those, so they can be
         # edited); a problem of another task stays selected and is searched as it is.
@@ -316,15 +299,15 @@ def build_demo(
         )
         with gr.Row():
             numbers = gr.Textbox(value=" ".join(map(str, numbers0)), label="Numbers", scale=2)
-            target = RawNumber(value=target0, label="Target", scale=1)
+            target = gr.Number(value=target0, label="Target", precision=0, scale=1)
             test_problem = gr.Dropdown(
                 choices=[""] + list(choices), value="", label="...or a test problem", scale=3, allow_custom_value=False
             )
         with gr.Row():
-            n_slider = RawSlider(*N_RANGE, value=n, step=1, label="N (samples per state)")
-            b_slider = RawSlider(*B_RANGE, value=b, step=1, label="b (backtracking rounds)")
+            n_slider = gr.Slider(*N_RANGE, value=n, step=1, label="N (samples per state)")
+            b_slider = gr.Slider(*B_RANGE, value=b, step=1, label="b (backtracking rounds)")
             selection = gr.Radio(list(SELECTION_RULES), value="likelihood", label="Selection rule")
-            seed_box = RawNumber(value=seed, label="Seed")
+            seed_box = gr.Number(value=seed, precision=0, label="Seed")
         button = gr.Button("Search", variant="primary")
         with gr.Row():
             with gr.Column(scale=3):
@@ -334,7 +317,9 @@ def build_demo(
         table = gr.Dataframe(value=initial[1], headers=headers, label="Candidates", wrap=True)
         inputs = [numbers, target, test_problem, n_slider, b_slider, selection, seed_box]
         outputs = [tree, table, answer]
-        button.click(search, inputs, outputs, api_name="search")
+        # preprocess=False: the raw values reach read_request, which checks every field. Gradio's own preprocessing
+        # rounds a Number of precision 0 (2.5 -> 2) and fails outside gr.Error on inf or an empty Slider.
+        button.click(search, inputs, outputs, api_name="search", preprocess=False)
         test_problem.change(pick, [test_problem], [numbers, target, test_problem], api_name=False)
     return demo
 
