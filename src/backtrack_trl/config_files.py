@@ -29,7 +29,11 @@ def read_yaml(path: str | os.PathLike, option: str = "--config") -> dict[str, An
         try:
             data = yaml.safe_load(handle)
         except yaml.YAMLError as error:
-            raise ValueError(f"{option} {str(path)!r} is not valid YAML: {error}") from None
+            # One line: PyYAML's own message spans several ("while parsing ... in <file>, line 1 ...").
+            mark = getattr(error, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            problem = getattr(error, "problem", None) or " ".join(str(error).split())
+            raise ValueError(f"{option} {str(path)!r} is not valid YAML{where}: {problem}; fix the file.") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
