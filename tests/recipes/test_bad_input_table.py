@@ -175,6 +175,8 @@ CASES = [
          ("{out}", "{fx}/data")),
     Case("dpo-unknown-method", "preference", f"{DPO} --method ppo", "'ppo'"),
     Case("dpo-negative-learning-rate", "preference", f"{DPO} --learning_rate -1", "--learning_rate must be > 0"),
+    Case("dpo-negative-beta", "preference", f"{DPO} --beta -1", "--beta must be > 0, got -1.0",
+         ("{out}", "{fx}/model", "{fx}/pref")),
     Case("dpo-output-is-a-dataset", "preference", f"{DPO} --output_dir {{fx}}/pref",
          "which a dpo run does not write (it looks like a dataset folder)", ("{fx}/pref",)),
     Case("dpo-task-mismatch", "preference", f"{DPO} --task sudoku", "holds countdown problems", ("{out}", "{fx}/pref")),

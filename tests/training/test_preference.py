@@ -3,6 +3,7 @@ card is written, and a dataset in the wrong format gives one clear error naming 
 
 import glob
 import os
+import re
 import time
 
 import pytest
@@ -169,3 +170,51 @@ def test_a_dataset_of_another_task_is_refused(folders, tmp_path):
     ):
         train_preference(script_args, training_args, model_args)
     assert not (tmp_path / "dpo").exists()
+
+
+# (method, option, value, what the one error says): numbers DPOConfig/KTOConfig take silently but that cannot train.
+BAD_VALUES = [
+    ("dpo", "beta", -1.0, "--beta must be > 0, got -1.0"),
+    ("kto", "beta", 0.0, "--beta must be > 0, got 0.0"),
+    ("dpo", "label_smoothing", 0.5, "--label_smoothing must be in [0, 0.5), got 0.5"),
+    ("dpo", "label_smoothing", -0.1, "--label_smoothing must be in [0, 0.5), got -0.1"),
+    ("dpo", "ld_alpha", 1.5, "--ld_alpha must be in [0, 1] (or unset), got 1.5"),
+    ("dpo", "discopop_tau", 0.0, "--discopop_tau must be > 0, got 0.0"),
+    ("dpo", "loss_weights", [-1.0], "--loss_weights must be >= 0 with a positive sum, got [-1.0]"),
+    ("kto", "desirable_weight", -1.0, "--desirable_weight must be > 0, got -1.0"),
+    ("kto", "undesirable_weight", 0.0, "--undesirable_weight must be > 0, got 0.0"),
+    ("dpo", "ref_model_mixup_alpha", 1.5, "--ref_model_mixup_alpha must be in [0, 1], got 1.5"),
+    ("kto", "ref_model_sync_steps", 0, "--ref_model_sync_steps must be >= 1, got 0"),
+    ("dpo", "precompute_ref_batch_size", 0, "--precompute_ref_batch_size must be >= 1 (or unset), got 0"),
+    ("dpo", "per_device_train_batch_size", 0, "--per_device_train_batch_size must be >= 1, got 0"),
+    ("kto", "gradient_accumulation_steps", 0, "--gradient_accumulation_steps must be >= 1, got 0"),
+    ("dpo", "num_train_epochs", 0.0, "--num_train_epochs must be > 0"),
+    ("dpo", "max_length", 0, "--max_length must be >= 1"),
+    ("kto", "weight_decay", -0.1, "--weight_decay and --warmup_steps must be >= 0"),
+    ("dpo", "max_train_samples", 0, "--max_train_samples must be >= 1 (or unset), got 0"),
+]
+
+
+@pytest.mark.parametrize(
+    ("method", "option", "value", "message"), BAD_VALUES, ids=[f"{m}-{o}" for m, o, *_ in BAD_VALUES]
+)
+def test_senseless_numbers_are_refused_before_any_work(method, option, value, message, tmp_path):
+    # Nothing exists at the dataset and model paths: the check must come before anything is read or written.
+    overrides = {"max_steps": -1} if option == "num_train_epochs" else {}
+    training = CONFIGS[method](str(tmp_path / "out"), use_cpu=True, bf16=False, report_to="none", **overrides)
+    script_args = PreferenceScriptArguments(method=method, dataset_name=str(tmp_path / "nowhere"))
+    setattr(script_args if option == "max_train_samples" else training, option, value)
+    model_args = ModelConfig(model_name_or_path=str(tmp_path / "nomodel"))
+    with pytest.raises(ValueError, match=re.escape(message)):
+        train_preference(script_args, training, model_args)
+    assert not (tmp_path / "out").exists()
+
+
+def test_sensible_numbers_pass_the_check():
+    from backtrack_trl.training.preference import check_preference_values
+
+    dpo = DPOConfig("x", use_cpu=True, beta=0.5, label_smoothing=0.1, ld_alpha=0.0, loss_weights=[0.0, 1.0],
+                    loss_type=["sigmoid", "sft"])  # fmt: skip
+    check_preference_values(PreferenceScriptArguments(method="dpo", max_train_samples=1), dpo)
+    kto = KTOConfig("x", use_cpu=True, beta=2.0, desirable_weight=1.33, undesirable_weight=0.5)
+    check_preference_values(PreferenceScriptArguments(method="kto"), kto)

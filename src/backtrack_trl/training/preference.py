@@ -44,6 +44,7 @@ from backtrack_trl.training.model_card import PreferenceCardMixin
 from backtrack_trl.training.model_loading import configure_generation, load_model, load_tokenizer
 from backtrack_trl.training.recipe_args import parse_recipe_args
 from backtrack_trl.training.run_folder import OVERWRITE_HELP, plan_run, run_config
+from backtrack_trl.training.sft_config import check_training_values
 from backtrack_trl.training.task_check import check_dataset_task, check_model_task, first_row
 
 
@@ -186,11 +187,54 @@ def configure_preference_args(script_args: PreferenceScriptArguments, training_a
         raise ValueError(
             f"--method {script_args.method} needs a trl.{expected.__name__}, got {type(training_args).__name__}."
         )
-    if not training_args.learning_rate > 0:
-        raise ValueError(f"--learning_rate must be > 0, got {training_args.learning_rate!r}.")
+    check_preference_values(script_args, training_args)
     if script_args.method == "kto" and training_args.per_device_train_batch_size < 2:
         # TRL's KL estimate pairs each prompt with another row's completion in the same batch.
         raise ValueError("KTO needs per_device_train_batch_size >= 2 (its KL term mixes the rows of a batch).")
+
+
+def _in(value, low: float, high: float, *, high_open: bool = False) -> bool:
+    return value is not None and low <= value and (value < high if high_open else value <= high)
+
+
+def check_preference_values(script_args: PreferenceScriptArguments, training_args) -> None:
+    """Numbers DPOConfig / KTOConfig accept silently but that cannot train (``--beta -1`` trained and exited 0):
+    one error naming the option, its value and what is accepted. The trainer options SFT shares come from
+    :func:`check_training_values`."""
+    check_training_values(training_args)
+    args = training_args
+    # (option, value is fine, what is accepted[, a hint]). A negative beta flips the preference; a weight <= 0
+    # drops a side of the loss.
+    checks = [
+        ("beta", args.beta > 0, "> 0", "0.1 is the usual value"),
+        ("ref_model_mixup_alpha", _in(args.ref_model_mixup_alpha, 0, 1), "in [0, 1]"),
+        ("ref_model_sync_steps", args.ref_model_sync_steps >= 1, ">= 1"),
+        ("precompute_ref_batch_size", args.precompute_ref_batch_size is None or args.precompute_ref_batch_size >= 1,
+         ">= 1 (or unset)"),
+    ]  # fmt: skip
+    if script_args.method == "dpo":
+        weights = args.loss_weights
+        checks += [
+            # At 0.5 the loss is flat in the margin; above it prefers the rejected answer.
+            ("label_smoothing", _in(args.label_smoothing, 0, 0.5, high_open=True), "in [0, 0.5)"),
+            ("ld_alpha", args.ld_alpha is None or _in(args.ld_alpha, 0, 1), "in [0, 1] (or unset)"),
+            ("discopop_tau", args.discopop_tau > 0, "> 0"),
+            ("loss_weights", weights is None or (min(weights) >= 0 and sum(weights) > 0),
+             ">= 0 with a positive sum", "one weight per --loss_type"),
+        ]  # fmt: skip
+    else:
+        checks += [
+            ("desirable_weight", args.desirable_weight > 0, "> 0", "1.0 unless the labels are unbalanced"),
+            ("undesirable_weight", args.undesirable_weight > 0, "> 0", "1.0 unless the labels are unbalanced"),
+        ]
+    samples = script_args.max_train_samples
+    checks.append(
+        ("max_train_samples", samples is None or samples >= 1, ">= 1 (or unset)", "unset trains on the whole split")
+    )
+    for option, ok, accepted, *hint in checks:
+        if not ok:
+            value = getattr(script_args if option == "max_train_samples" else args, option)
+            raise ValueError(f"--{option} must be {accepted}, got {value!r}" + (f" ({hint[0]})." if hint else "."))
 
 
 def train_preference(script_args: PreferenceScriptArguments, training_args, model_args: ModelConfig) -> dict[str, Any]:
