@@ -92,3 +92,35 @@ def test_a_source_of_another_task_names_the_task_option(tmp_path):
         PreferenceDataArguments(source=str(source), output_dir=str(tmp_path / "o"), task="sudoku")
     )
     assert len(built["pairwise"]["train"]) > 0 and "puzzle" in built["pairwise"]["train"].column_names
+
+
+def _model_folder(folder):
+    from _training_utils import char_tokenizer, save_tiny_model
+
+    return save_tiny_model(str(folder), char_tokenizer(), hidden_size=16, layers=1)
+
+
+@pytest.mark.parametrize(
+    ("make", "holds"),
+    [
+        (_model_folder, r"it holds a model \(config\.json, model\.safetensors"),
+        (lambda folder: folder.mkdir(), "it is empty"),
+        (lambda folder: (folder.mkdir(), (folder / "notes.txt").write_text("x\n")), r"it holds notes\.txt"),
+    ],
+    ids=["model", "empty", "text-file"],
+)
+def test_a_source_that_is_not_a_dataset_folder_is_named_with_what_it_holds(make, holds, tmp_path):
+    # A model folder made load_dataset's json builder fail on config.json: a raw DatasetGenerationError.
+    folder = tmp_path / "src"
+    make(folder)
+    args = PreferenceDataArguments(source=str(folder), output_dir=str(tmp_path / "out"))
+    with pytest.raises(ValueError, match=rf"--source '{folder}' is not a Hub-layout dataset folder: {holds}") as info:
+        build_and_save_preference(args)
+    assert "recipes/build_dataset.py" in str(info.value) and not (tmp_path / "out").exists()
+
+
+def test_a_source_that_is_a_file_is_named(tmp_path):
+    (tmp_path / "rows.parquet").write_text("x")
+    args = PreferenceDataArguments(source=str(tmp_path / "rows.parquet"), output_dir=str(tmp_path / "out"))
+    with pytest.raises(NotADirectoryError, match="--source .*rows.parquet' is a file, not a dataset folder"):
+        build_and_save_preference(args)

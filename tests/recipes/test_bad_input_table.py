@@ -134,6 +134,9 @@ CASES = [
          "already holds the config 'pairwise'. Pass --overwrite", ("{fx}/pref", "{fx}/data")),
     Case("pairs-unknown-task", "build_preference_dataset", "--source {fx}/data --output_dir {out} --task chess",
          "Unknown task 'chess'"),
+    Case("pairs-source-is-a-model", "build_preference_dataset", "--source {fx}/model --output_dir {out}",
+         "--source '{fx}/model' is not a Hub-layout dataset folder: it holds a model (config.json",
+         ("{out}", "{fx}/model")),
     # -- init_model ---------------------------------------------------------------------------------------------------
     Case("init-indivisible-heads", "init_model", f"{INIT} --hidden_size 30 --output_dir {{out}}",
          "hidden_size=30 must be divisible by num_attention_heads=4"),

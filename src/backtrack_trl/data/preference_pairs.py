@@ -60,6 +60,7 @@ from backtrack_trl.atomic_io import atomic_directory
 from backtrack_trl.data.build_config import parse_error_mix
 from backtrack_trl.data.builder import ROW_FEATURES, question_seed
 from backtrack_trl.data.hub_layout import check_config_write, write_hub_dataset
+from backtrack_trl.data.loading import check_dataset_folder
 from backtrack_trl.tasks import BACKTRACK_TOKEN, Task, get_task
 
 
@@ -208,6 +209,11 @@ def build_preference(args: PreferenceDataArguments, dataset: DatasetDict | None 
                 f"--source {args.source!r}: no such dataset folder. Give a backtrack dataset built by "
                 "recipes/build_dataset.py (mode: backtrack), e.g. data/countdown-tiny/backtrack."
             )
+        fix = (
+            "Give a backtrack dataset folder built by recipes/build_dataset.py (mode: backtrack), e.g. "
+            "data/countdown-tiny/backtrack."
+        )
+        check_dataset_folder(args.source, "--source", fix)
         dataset = datasets.load_dataset(args.source, name=args.source_config)
     check_source(dataset, args.train_split, args.source)
     task = get_task(args.task)
