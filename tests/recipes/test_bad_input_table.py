@@ -227,6 +227,8 @@ CASES = [
          "--keep: invalid choice 'sometimes'"),
     Case("harvest-negative-replay", "harvest", f"{HARVEST} --dataset_name {{fx}}/data --replay_ratio -1",
          "replay_ratio=-1.0"),
+    Case("harvest-empty-config-name", "harvest", f"{HARVEST} --dataset_name {{fx}}/data --config_name ''",
+         "--config_name '' cannot name a dataset config", ("{out}", "{fx}/data", "{fx}/model")),
     # -- self_improve -------------------------------------------------------------------------------------------------
     Case("study-negative-rounds", "self_improve", f"{STUDY} --rounds -1", "rounds=-1: must be >= 0"),
     Case("study-zero-pool", "self_improve", f"{STUDY} --pool_size 0", "pool_size=0: must be >= 1"),

@@ -3,6 +3,7 @@ exactly the dataset 1 process writes)."""
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -86,6 +87,18 @@ def test_arguments_name_the_bad_option(tmp_path):
     assert args.search_options() == {
         "method": "best_of_n", "n": 4, "backend": "vllm", "vllm_server_base_url": "http://x:8000"
     }  # fmt: skip
+
+
+@pytest.mark.parametrize("name", ["", " ", "round 1", "round/1", "../round_1", ".round_1", "round_1\n", "data", "r:1"])
+def test_a_config_name_a_dataset_cannot_hold_is_refused_with_the_options(name):
+    # --config_name '' ran the whole search before failing: the name is checked with the other options.
+    with pytest.raises(ValueError, match=rf"--config_name {re.escape(repr(name))} cannot name a dataset config"):
+        HarvestArguments(pool_file="p.jsonl", config_name=name)
+
+
+@pytest.mark.parametrize("name", ["round_1", "control-2", "v1.5", "default"])
+def test_config_names_the_hub_accepts_pass(name):
+    assert HarvestArguments(pool_file="p.jsonl", config_name=name).config_name == name
 
 
 def test_a_test_problem_in_the_pool_is_refused(study, tmp_path):

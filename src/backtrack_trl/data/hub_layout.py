@@ -62,6 +62,11 @@ class HubPushError(RuntimeError):
     """Raised by :func:`push_hub_dataset` when the upload fails; the local folder is complete and untouched."""
 
 
+def valid_config_name(name: str) -> bool:
+    """Letters, digits, '_', '-', '.' (not first), and not 'data' (the default config's folder): a folder name too."""
+    return name != "data" and bool(_NAME_RE.fullmatch(name))  # fullmatch: `$` would let a trailing newline in
+
+
 def config_data_dir(config_name: str) -> str:
     """Folder of a config's parquet shards, as ``push_to_hub`` names it (``data`` for the default config)."""
     return "data" if config_name == "default" else config_name
@@ -209,7 +214,7 @@ def write_hub_dataset(
     """
     if not isinstance(dataset_dict, DatasetDict) or len(dataset_dict) == 0:
         raise ValueError(f"write_hub_dataset needs a non-empty DatasetDict, got {type(dataset_dict).__name__}.")
-    if config_name == "data" or not _NAME_RE.match(config_name):
+    if not valid_config_name(config_name):
         raise ValueError(f"Invalid config_name {config_name!r}: use letters, digits, '_', '-', '.', and not 'data'.")
     for split in dataset_dict:
         if not re.match(r"^\w+$", split):

@@ -113,6 +113,13 @@ class HarvestArguments:
     def __post_init__(self):
         if (self.pool_file is None) == (self.dataset_name is None):
             raise ValueError("Give the pool as exactly one of --pool_file FILE.jsonl or --dataset_name FOLDER.")
+        from backtrack_trl.data.hub_layout import valid_config_name
+
+        if not valid_config_name(self.config_name):  # before the search, not at its write (minutes later)
+            raise ValueError(
+                f"--config_name {self.config_name!r} cannot name a dataset config (it is also a folder name): use "
+                "letters, digits, '_', '-' and '.' (not first), not 'data', e.g. --config_name round_1."
+            )
         if self.pool_size is not None and self.pool_size < 1:
             raise ValueError(f"pool_size={self.pool_size}: must be >= 1 (or None for the whole split).")
         if self.keep not in KEEP_RULES:
