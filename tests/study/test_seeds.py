@@ -13,7 +13,7 @@ from _report_utils import parse_markdown_table
 from backtrack_trl.evaluation.intervals import format_with_interval
 from backtrack_trl.study.report import method_label
 from backtrack_trl.study.reproduce import ReproduceArguments, study_command
-from backtrack_trl.study.seeds import seed_label, write_seeds_report
+from backtrack_trl.study.seeds import read_seed_study, seed_label, write_seeds_report
 
 
 REPO = Path(__file__).resolve().parents[2]
@@ -216,3 +216,13 @@ def test_recipe_report_only_writes_the_report_and_prints_the_targets(tmp_path):
         f"error: --report_only true: seed 45 has no study folder {tmp_path / 'seed_45'}. Run without --report_only "
         "to run its study, or leave 45 out of --seeds."
     ]
+
+
+def test_threads_and_revisions_are_those_of_the_stages_that_ran(tmp_path):
+    """A study resumed with other threads or code says so: the report's own record is only the last process's."""
+    study = make_study(tmp_path, 0, TABLE1)
+    for where, threads, revision in (("eval/backtrack", 1, "aaa"), ("rounds/round_1/eval", 2, "bbb-dirty")):
+        (study / where).mkdir(parents=True, exist_ok=True)
+        (study / where / "provenance.json").write_text(json.dumps({"torch_threads": threads, "revision": revision}))
+    seed = read_seed_study(study)
+    assert (seed.threads, seed.revision) == ("1, 2", "aaa, bbb-dirty")

@@ -59,8 +59,15 @@ def _json(path: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
+def _joined(values: list) -> str | None:
+    """The distinct values, sorted, as ``"1, 2"`` (a study resumed with other threads or code says so); None if none."""
+    distinct = sorted({str(v) for v in values if v is not None})
+    return ", ".join(distinct) or None
+
+
 def read_seed_study(folder: str | Path) -> SeedStudy:
-    """Read a finished study folder (``state.json``, ``timings.json``, ``report/provenance.json`` when present)."""
+    """Read a finished study folder (``state.json``, ``timings.json``, the stages' ``provenance.json``: threads and
+    revisions are those of the stages that ran, every distinct value listed; else ``report/provenance.json``)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"Study folder {folder} does not exist: run the study of that seed first.")
@@ -68,7 +75,10 @@ def read_seed_study(folder: str | Path) -> SeedStudy:
     config = state.get("config", {})
     searches = [spec for spec in config.get("round_eval_decoders") or [DEFAULT_SEARCH] if spec != "greedy"]
     timings = _json(folder / "timings.json") or {n: i.get("seconds", 0) for n, i in state.get("stages", {}).items()}
-    threads = provenance.get("torch_threads")
+    # The stages' own records say what ran (the report's record is only the process that wrote the report).
+    stages = sorted((_json(p) for p in folder.glob("*/**/provenance.json") if p.parent.name != "report"), key=str)
+    threads = _joined([info.get("torch_threads") for info in stages]) or provenance.get("torch_threads")
+    revision = _joined([info.get("revision") for info in stages]) or provenance.get("revision")
     report = folder / "report" / "report.md"
     if threads is None and report.is_file():  # reports written before provenance.json: the settings line
         match = re.search(r"threads=(.+)$", report.read_text(), re.M)
@@ -78,7 +88,7 @@ def read_seed_study(folder: str | Path) -> SeedStudy:
         folder=folder,
         seed=next((v for v in (provenance.get("seed"), config.get("seed")) if v is not None), folder.name),
         threads=None if threads is None else str(threads),
-        revision=None if provenance.get("revision") is None else str(provenance["revision"]),
+        revision=None if revision is None else str(revision),
         seconds=float(sum(timings.values())) if timings else None,
         search_spec=searches[0] if searches else "greedy",
         results=collect_decoder_results(folder),
