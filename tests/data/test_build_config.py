@@ -60,6 +60,18 @@ def test_check_problem_space_counts_before_building():
         check_problem_space(BuildDatasetArguments(num_train_questions=50, num_test=0), small)
 
 
+def test_check_problem_space_counts_4x4_sudoku_puzzles():
+    # Issue 24: 1,000 test_new puzzles of 840 spun through 100,000 failed draws (46 s) before this check existed.
+    config = SudokuConfig(size=4, min_givens=4, max_givens=4, new_grid_fraction=0.05)
+    check_problem_space(BuildDatasetArguments(task="sudoku", num_train_questions=10, num_test=840), config)
+    with pytest.raises(
+        ValueError,
+        match=r"Only 840 distinct solvable problems exist for num_test \(held-out problems\) .* but 1000 are needed\. "
+        r"Lower num_train_questions/num_test or widen min_givens\.\.max_givens",
+    ):
+        check_problem_space(BuildDatasetArguments(task="sudoku", num_train_questions=10, num_test=1000), config)
+
+
 def test_the_task_is_read_before_the_parser_is_built(tmp_path):
     recipe = tmp_path / "data.yaml"
     recipe.write_text("task: sudoku\nnum_train_questions: 3\n")

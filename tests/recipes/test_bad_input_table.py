@@ -107,6 +107,9 @@ CASES = [
          "'{fx}/data' already exists. Pass --overwrite", ("{fx}/data",)),
     Case("data-sudoku-17-givens", "build_dataset", "--task sudoku --size 9 --min_givens 17 --output_dir {out}",
          "min_givens=17 is outside 22..80 for a 9x9 grid"),
+    Case("data-sudoku-4x4-used-up", "build_dataset", "--task sudoku --size 4 --min_givens 4 --max_givens 4 "
+         "--new_grid_fraction 0.05 --num_train_questions 10 --num_test 1000 --output_dir {out}",
+         "Only 840 distinct solvable problems exist for num_test (held-out problems)"),
     Case("data-sudoku-size", "build_dataset", "--task sudoku --size 5 --output_dir {out}",
          "SudokuConfig.size=5 is not supported"),
     Case("data-one-number", "build_dataset", f"{DATA} --num_numbers 1 --output_dir {{out}}",

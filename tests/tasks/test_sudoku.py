@@ -261,6 +261,41 @@ def test_no_held_out_grids_and_unknown_splits_fail_fast():
     assert SudokuConfig().givens_range() == (6, 8) and SUDOKU.config_class is SudokuConfig
 
 
+# -- the 4x4 problem space (issue 24: a used-up split spun through 100,000 failed draws) -----------------------------
+def test_4x4_puzzle_counts_are_the_brute_forced_ones():
+    import itertools
+
+    from backtrack_trl.tasks.sudoku.space import CLASS_GRIDS, UNIQUE_PUZZLES, grid_class
+
+    for index, grid in enumerate(CLASS_GRIDS):
+        assert grid_class(grid) == index and count_solutions(grid, 4) == 1
+        for k in range(17):
+            unique = sum(
+                count_solutions([grid[i] if i in cells else 0 for i in range(16)], 4) == 1
+                for cells in map(set, itertools.combinations(range(16), k))
+            )
+            assert unique == UNIQUE_PUZZLES[index][k], (index, k)
+    classes = [grid_class(grid) for grid in all_solution_grids(4)]
+    assert (classes.count(0), classes.count(1)) == (96, 192)
+    # A symmetry of the puzzle keeps the class: swap the bands, relabel 1<->4.
+    swapped = [4 if v == 1 else 1 if v == 4 else v for v in CLASS_GRIDS[1][8:] + CLASS_GRIDS[1][:8]]
+    assert grid_class(tuple(swapped)) == 1
+
+
+def test_the_split_counts_are_what_the_stream_draws_then_it_stops_at_once():
+    config = SudokuConfig(size=4, min_givens=15, max_givens=15, new_grid_fraction=0.02)
+    new_grids = sum(is_new_grid(grid, config) for grid in all_solution_grids(4))
+    assert SUDOKU.count_problems(config, "test_new") == 16 * new_grids == 48
+    assert SUDOKU.count_problems(config, "train") == 16 * (288 - new_grids)
+    assert SUDOKU.count_problems(SudokuConfig(size=6), "train") is None  # too many to count
+    stream = iter_problems(config, "test_new", random.Random(0))
+    assert len({next(stream).grid for _ in range(48)}) == 48
+    with pytest.raises(ValueError, match=r"All 48 distinct test_new puzzles of .* are drawn.*min_givens"):
+        next(stream)
+    with pytest.raises(ValueError, match=r"Only 48 distinct test_new puzzles exist for .*, but 49 were asked for"):
+        SUDOKU.generate_shard(config, "test_new", 49, 0)
+
+
 # -- checker ----------------------------------------------------------------------------------------------------------
 def _lines(steps):
     return "".join(f"{step}\n" for step in steps)

@@ -186,6 +186,5 @@ def check_problem_space(args: BuildDatasetArguments, config: Any) -> None:
         if available is not None and needed > available:
             raise ValueError(
                 f"Only {available} distinct solvable problems exist for {what} with the {task.name} settings "
-                f"{config}, but {needed} are needed. Lower num_train_questions/num_test or widen the generator's "
-                f"ranges."
+                f"{config}, but {needed} are needed. Lower num_train_questions/num_test or {task.widen_hint(config)}."
             )

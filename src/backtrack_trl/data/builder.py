@@ -224,7 +224,7 @@ def _collect_split(
             raise ValueError(
                 f"Found only {len(keys)} of the {n} distinct {split} problems asked for: the problem space of these "
                 f"settings ({config}) is nearly exhausted (under 1% of the last {fruitless} draws were new). Lower "
-                f"num_train_questions/num_test or widen the generator's ranges."
+                f"num_train_questions/num_test or {task.widen_hint(config)}."
             )
     progress.close()
     features = row_features(task)

@@ -1,7 +1,7 @@
 """What every task gets from its contract: answers, dataset rows, backtrack examples, shards, card text.
 
 :class:`DerivedBehaviour` implements the shared behaviour on top of :class:`~backtrack_trl.tasks.contract.TaskContract`;
-its methods with a default (``problem_key``, ``seed_text``, ``generate_shard``, ``count_problems``,
+its methods with a default (``problem_key``, ``seed_text``, ``generate_shard``, ``count_problems``, ``widen_hint``,
 ``describe_splits``, ``tokenizer_phrases``, ``card_text``) are the optional overrides of a task. The functions are
 shared by the tasks' own modules: :func:`shard_seed`, :func:`backtrack_example`, :func:`dispatch_error`.
 
@@ -139,6 +139,10 @@ class DerivedBehaviour(TaskContract):
     def count_problems(self, config: Any, split: str) -> int | None:
         """How many distinct problems ``split`` has, when cheap to count (None: many), so small settings fail fast."""
         return None
+
+    def widen_hint(self, config: Any) -> str:
+        """What to change in ``config`` for more distinct problems (ends the data builder's "too few" errors)."""
+        return "widen the generator's ranges"
 
     def describe_splits(self, config: Any) -> list[str]:
         """Markdown lines for the dataset card: what is held out for ``test_new`` (e.g. the held-out targets)."""

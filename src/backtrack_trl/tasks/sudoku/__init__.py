@@ -90,6 +90,21 @@ class SudokuTask(Task):
     def iter_problems(self, config: SudokuConfig, split: str, rng: random.Random) -> Iterator[SudokuProblem]:
         return generator.iter_problems(config, split, rng)
 
+    def generate_shard(self, config: SudokuConfig, split: str, n: int, seed: int) -> list[SudokuProblem]:
+        total = generator.count_puzzles(config, split)
+        if total is not None and n > total:  # before any draw: a stream would stop only when all are drawn
+            raise ValueError(
+                f"Only {total} distinct {split} puzzles exist for {config}, but {n} were asked for: ask for at most "
+                f"{total}, or {generator.widen_hint(config)}."
+            )
+        return super().generate_shard(config, split, n, seed)
+
+    def count_problems(self, config: SudokuConfig, split: str) -> int | None:
+        return generator.count_puzzles(config, split)
+
+    def widen_hint(self, config: SudokuConfig) -> str:
+        return generator.widen_hint(config)
+
     def describe_splits(self, config: SudokuConfig) -> list[str]:
         return generator.describe_splits(config)
 

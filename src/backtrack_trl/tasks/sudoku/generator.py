@@ -9,7 +9,8 @@ Reach: one carving pass stops where no single cell can be emptied any more, whic
 givens, almost never the 17 that some 9x9 puzzles have. :data:`REACHABLE_GIVENS` is the fewest givens a size accepts
 (measured: at that count a puzzle still costs seconds, one fewer costs tens of seconds or never comes), and
 ``validate`` refuses fewer before any work; :data:`MAX_FAILED_CARVES` carving failures in a row stop the stream with
-the same range named, as a safety net.
+the same range named, as a safety net. A 4x4 split's puzzles run out: :func:`count_puzzles` counts them exactly
+(module ``space``), so asking for more fails at once with the counts instead of drawing until a bound.
 
 Held-out split: a solution grid is *new* when a stable hash (sha256 of the seed and the grid) falls in the
 ``new_grid_fraction`` share. ``train`` and ``test_seen`` puzzles come from the other (*seen*) grids, ``test_new``
@@ -42,6 +43,7 @@ from dataclasses import dataclass, field
 
 from backtrack_trl.tasks.sudoku.format import SIZES, SudokuProblem, format_grid
 from backtrack_trl.tasks.sudoku.solver import all_solution_grids, count_solutions, random_solution
+from backtrack_trl.tasks.sudoku.space import unique_puzzles
 
 
 __all__ = [
@@ -52,9 +54,11 @@ __all__ = [
     "SPLITS",
     "SudokuConfig",
     "carve_puzzle",
+    "count_puzzles",
     "is_new_grid",
     "iter_problems",
     "problem_key",
+    "widen_hint",
 ]
 
 SPLITS = ("train", "test_seen", "test_new")
@@ -132,6 +136,49 @@ def _why_fewest(size: int) -> str:
     )
 
 
+def _check_split(config: SudokuConfig, split: str) -> str:
+    """``split``, once the config is valid and the split has solution grids (one error naming the fix if not)."""
+    config.validate()
+    if split not in SPLITS:
+        raise ValueError(f"Unknown split {split!r}; expected one of {SPLITS}.")
+    want_new = split == "test_new"
+    if want_new and config.new_grid_fraction == 0:
+        raise ValueError(
+            "The test_new split needs held-out solution grids but SudokuConfig.new_grid_fraction=0 holds out none; "
+            "raise new_grid_fraction (e.g. 0.1) or ask for no test_new puzzles."
+        )
+    if config.size == 4 and not any(is_new_grid(grid, config) == want_new for grid in all_solution_grids(4)):
+        raise ValueError(
+            f"No 4x4 solution grid is {'held out' if want_new else 'seen'} with new_grid_fraction="
+            f"{config.new_grid_fraction} and seed={config.seed}; change new_grid_fraction or seed."
+        )
+    return split
+
+
+def count_puzzles(config: SudokuConfig, split: str) -> int | None:
+    """How many distinct puzzles ``split`` has (4x4: counted exactly, see ``space``; None for 6x6 and 9x9, whose
+    spaces no dataset exhausts)."""
+    want_new = _check_split(config, split) == "test_new"
+    if config.size != 4:
+        return None
+    low, high = config.givens_range()
+    return sum(
+        unique_puzzles(grid, low, high) for grid in all_solution_grids(4) if is_new_grid(grid, config) == want_new
+    )
+
+
+def widen_hint(config: SudokuConfig) -> str:
+    """What to change for more distinct puzzles (the end of a "too few puzzles" error)."""
+    low, high = config.givens_range()
+    # 4x4: a grid has the most puzzles at 8 or 9 givens (space.UNIQUE_PUZZLES), the fewest at the ends of the range.
+    peak = "; the most puzzles per grid at 8..9" if config.size == 4 else ""
+    return (
+        f"widen min_givens..max_givens ({low}..{high} now, {REACHABLE_GIVENS[config.size]}..{config.size**2 - 1} "
+        f"possible{peak}), or change new_grid_fraction ({config.new_grid_fraction} now; higher: more test_new "
+        "puzzles, lower: more train and test_seen ones)"
+    )
+
+
 def problem_key(problem: SudokuProblem) -> tuple[int, ...]:
     """Identity of a puzzle for deduplication: its grid (the size is implied by the length)."""
     return problem.grid
@@ -172,30 +219,24 @@ def iter_problems(
 ) -> Iterator[SudokuProblem]:
     """Endless stream of distinct puzzles of ``split`` (``train``/``test_seen``: seen grids, ``test_new``: new grids).
 
-    Stops with ValueError after ``max_failed_draws`` draws in a row that give no new puzzle (the split has no grids,
-    or its puzzles are used up), or after ``max_failed_carves`` (default :data:`MAX_FAILED_CARVES` of the size)
-    carving passes in a row that could not get down to the drawn number of givens."""
-    config.validate()
-    if split not in SPLITS:
-        raise ValueError(f"Unknown split {split!r}; expected one of {SPLITS}.")
-    want_new = split == "test_new"
+    Stops with ValueError as soon as every puzzle of a 4x4 split has been drawn (:func:`count_puzzles`), after
+    ``max_failed_draws`` draws in a row that give no new puzzle (a split nearly used up), or after
+    ``max_failed_carves`` (default :data:`MAX_FAILED_CARVES` of the size) carving passes in a row that could not get
+    down to the drawn number of givens."""
+    want_new = _check_split(config, split) == "test_new"
     size = config.size
-    if want_new and config.new_grid_fraction == 0:
-        raise ValueError(
-            "The test_new split needs held-out solution grids but SudokuConfig.new_grid_fraction=0 holds out none; "
-            "raise new_grid_fraction (e.g. 0.1) or ask for no test_new puzzles."
-        )
-    if size == 4 and not any(is_new_grid(grid, config) == want_new for grid in all_solution_grids(4)):
-        raise ValueError(
-            f"No 4x4 solution grid is {'held out' if want_new else 'seen'} with new_grid_fraction="
-            f"{config.new_grid_fraction} and seed={config.seed}; change new_grid_fraction or seed."
-        )
     low, high = config.givens_range()
     if max_failed_carves is None:
         max_failed_carves = MAX_FAILED_CARVES[size]
     keys = set()
     failed = failed_carves = 0
+    total = count_puzzles(config, split)  # 4x4: stop at once when all are drawn, not after max_failed_draws
     while True:
+        if total is not None and len(keys) >= total:
+            raise ValueError(
+                f"All {total} distinct {split} puzzles of {config} are drawn and more were asked for: ask for at "
+                f"most {total}, or {widen_hint(config)}."
+            )
         if failed_carves >= max_failed_carves:
             givens = low if low == high else f"{low}..{high}"
             raise ValueError(
@@ -206,7 +247,7 @@ def iter_problems(
         if failed >= max_failed_draws:
             raise ValueError(
                 f"Only {len(keys)} distinct {split} puzzles found for {config} ({max_failed_draws} failed draws in a "
-                "row); ask for fewer puzzles, widen min_givens..max_givens or change new_grid_fraction."
+                f"row); ask for fewer puzzles, or {widen_hint(config)}."
             )
         failed += 1
         solution = random_solution(size, rng)
