@@ -43,7 +43,7 @@ from backtrack_trl.training.checkpoints import ResumeAtTheEndMixin, resume_check
 from backtrack_trl.training.model_card import PreferenceCardMixin
 from backtrack_trl.training.model_loading import configure_generation, load_model, load_tokenizer
 from backtrack_trl.training.recipe_args import parse_recipe_args
-from backtrack_trl.training.run_folder import OVERWRITE_HELP, plan_run, run_config
+from backtrack_trl.training.run_folder import OVERWRITE_HELP, plan_recipe_run
 from backtrack_trl.training.sft_config import check_training_values
 from backtrack_trl.training.task_check import check_dataset_task, check_model_task, first_row
 
@@ -242,14 +242,7 @@ def train_preference(script_args: PreferenceScriptArguments, training_args, mode
     configure_preference_args(script_args, training_args)
     setup_logging(training_args)
     # The output folder first: a finished run is left alone, a folder holding something else is refused.
-    plan = plan_run(
-        script_args.method,
-        run_config(script_args, training_args, model_args),
-        training_args.output_dir,
-        overwrite=script_args.overwrite_output_dir,
-        model_name_or_path=model_args.model_name_or_path,
-        main_process=training_args.local_process_index == 0,
-    )
+    plan = plan_recipe_run(script_args.method, script_args, training_args, model_args)
     if plan.finished is not None:
         return plan.finished
     train_dataset, eval_dataset = load_preference_datasets(script_args, training_args)

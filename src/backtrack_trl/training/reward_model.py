@@ -43,7 +43,7 @@ from backtrack_trl.logs import setup_logging
 from backtrack_trl.training.checkpoints import ResumeAtTheEndMixin, resume_checkpoint
 from backtrack_trl.training.reward_config import RewardModelScriptArguments, parse_args
 from backtrack_trl.training.reward_data import build_orm_dataset
-from backtrack_trl.training.run_folder import RunPlan, plan_run, run_config
+from backtrack_trl.training.run_folder import RunPlan, plan_recipe_run
 from backtrack_trl.training.task_check import check_dataset_task, check_model_task, first_row
 
 
@@ -103,14 +103,7 @@ Training: {steps} steps, learning rate {lr}, {seconds} s. Dataset: `{dataset}`.
 
 def plan_reward_run(script_args: RewardModelScriptArguments, training_args, model_args) -> RunPlan:
     """What the train stage does with ``output_dir`` (:func:`~backtrack_trl.training.run_folder.plan_run`)."""
-    return plan_run(
-        "reward_model",
-        run_config(script_args, training_args, model_args),
-        training_args.output_dir,
-        overwrite=script_args.overwrite_output_dir,
-        model_name_or_path=model_args.model_name_or_path,
-        main_process=training_args.local_process_index == 0,
-    )
+    return plan_recipe_run("reward_model", script_args, training_args, model_args)
 
 
 def train_reward_model(

@@ -298,3 +298,15 @@ def plan_run(
         f"{where} holds a {state} {recipe} run with other settings ({_format_differences(differences)}). "
         f"{_fix(recipe)}"
     )
+
+
+def plan_recipe_run(recipe: str, script_args, training_args, model_args) -> RunPlan:
+    """:func:`plan_run` for a training recipe's three argument dataclasses (``script_args.overwrite_output_dir``)."""
+    return plan_run(
+        recipe,
+        run_config(script_args, training_args, model_args),
+        training_args.output_dir,
+        overwrite=script_args.overwrite_output_dir,
+        model_name_or_path=model_args.model_name_or_path,
+        main_process=training_args.local_process_index == 0,
+    )

@@ -47,7 +47,7 @@ from backtrack_trl.training.model_loading import (
     load_tokenizer,
     lora_config_for_new_tokens,
 )
-from backtrack_trl.training.run_folder import plan_run, run_config
+from backtrack_trl.training.run_folder import plan_recipe_run
 from backtrack_trl.training.sft_config import SFTScriptArguments, configure_training_args
 from backtrack_trl.training.task_check import check_dataset_task, check_model_task, first_row
 
@@ -116,14 +116,7 @@ def train(script_args: SFTScriptArguments, training_args: SFTConfig, model_args:
     configure_training_args(training_args)
     setup_logging(training_args)
     # The output folder first: a finished run is left alone, a folder holding something else is refused.
-    plan = plan_run(
-        "sft",
-        run_config(script_args, training_args, model_args),
-        training_args.output_dir,
-        overwrite=script_args.overwrite_output_dir,
-        model_name_or_path=model_args.model_name_or_path,
-        main_process=training_args.local_process_index == 0,
-    )
+    plan = plan_recipe_run("sft", script_args, training_args, model_args)
     if plan.finished is not None:
         return plan.finished
     logger.info("Script parameters %s", script_args)
