@@ -124,7 +124,7 @@ def test_decoder_from_pretrained_picks_the_gpu_when_there_is_one(monkeypatch):
 
     asked = []
 
-    def load(path, device=None, dtype=None):
+    def load(path, device=None, dtype=None, option="--model_name_or_path"):
         asked.append(device)
         raise RuntimeError("stop here")  # only the device matters
 
