@@ -32,6 +32,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from backtrack_trl.tasks import BACKTRACK_TOKEN, GOAL_MARKER
+from backtrack_trl.tasks.wrong_steps import first_wrong_line
 
 
 #: Error types written here; the rows' wrong step is masked unless SFT's ``trained_error_types`` names them.
@@ -45,20 +46,6 @@ def _step_lines(text: str) -> list[str] | None:
     if not lines or lines[-1] != GOAL_MARKER or BACKTRACK_TOKEN in text:
         return None
     return lines[:-1]
-
-
-def first_wrong_line(task, problem, lines: list[str]) -> tuple[int, str] | None:
-    """Index and strict-checker reason of the first line that makes the answer wrong before its end, or None.
-
-    A prefix of legal steps gets the checker's verdict for an answer that simply stops (the reason an empty answer
-    gets); any other reason names the last line of the prefix as the wrong one. Works for every task whose strict
-    checker checks lines in order."""
-    stopped = task.check(problem, "", mode="strict").reason
-    for index in range(len(lines)):
-        verdict = task.check(problem, "\n".join(lines[: index + 1]), mode="strict")
-        if verdict.reason != stopped:
-            return index, verdict.reason
-    return None
 
 
 def mistake_row(task, problem, text: str) -> dict[str, Any] | None:
