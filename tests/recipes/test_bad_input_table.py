@@ -67,6 +67,10 @@ class Case:
 DATA = "--config recipes/countdown-tiny/data/config_backtrack.yaml --num_train_questions 20 --num_test 4"
 INIT = "--config recipes/countdown-tiny/init_model.yaml"
 SFT = "--config recipes/countdown-tiny/sft/config_backtrack.yaml --model_name_or_path {fx}/model --output_dir {out}"
+GRPO = (
+    "--config recipes/countdown-tiny/grpo/config_default.yaml --model_name_or_path {fx}/model --output_dir {out} "
+    "--dataset_name {fx}/data"
+)
 DPO = (
     "--config recipes/countdown-tiny/preference/config_dpo.yaml --model_name_or_path {fx}/model --output_dir {out} "
     "--dataset_name {fx}/pref"
@@ -174,6 +178,14 @@ CASES = [
          "is the starting model (--model_name_or_path)", ("{fx}/model",)),
     Case("sft-task-mismatch", "sft", f"{SFT} --dataset_name {{fx}}/data --task sudoku",
          "holds countdown problems", ("{out}", "{fx}/data")),
+    # -- grpo ---------------------------------------------------------------------------------------------------------
+    Case("grpo-unknown-reward", "grpo", f"{GRPO} --reward_funcs strict corect", "('corect' is not one)"),
+    Case("grpo-one-generation", "grpo", f"{GRPO} --num_generations 1", "requires at least 2 generations per prompt"),
+    Case("grpo-zero-temperature", "grpo", f"{GRPO} --temperature 0", "--temperature must be > 0"),
+    Case("grpo-missing-dataset", "grpo", f"{GRPO} --dataset_name {{fx}}/nowhere", "{fx}/nowhere"),
+    Case("grpo-output-is-a-dataset", "grpo", f"{GRPO} --output_dir {{fx}}/data",
+         "which a grpo run does not write (it looks like a dataset folder)", ("{fx}/data",)),
+    Case("grpo-task-mismatch", "grpo", f"{GRPO} --task sudoku", "holds countdown problems", ("{out}", "{fx}/data")),
     # -- preference ---------------------------------------------------------------------------------------------------
     Case("dpo-missing-dataset", "preference", f"{DPO} --dataset_name {{fx}}/nowhere",
          "dataset_name '{fx}/nowhere': no such dataset folder"),

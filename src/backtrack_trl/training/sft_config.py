@@ -156,8 +156,9 @@ def check_training_values(args: SFTConfig) -> None:
     for name in ("per_device_train_batch_size", "gradient_accumulation_steps"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)!r}.")
-    if args.max_length is not None and args.max_length < 1:
-        raise ValueError(f"--max_length must be >= 1 (or unset), got {args.max_length!r}.")
+    max_length = getattr(args, "max_length", None)  # GRPOConfig has max_completion_length instead
+    if max_length is not None and max_length < 1:
+        raise ValueError(f"--max_length must be >= 1 (or unset), got {max_length!r}.")
     if args.weight_decay < 0 or args.warmup_steps < 0:
         raise ValueError(f"--weight_decay and --warmup_steps must be >= 0, got {args.weight_decay!r} and "
                          f"{args.warmup_steps!r}.")  # fmt: skip
