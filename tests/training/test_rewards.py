@@ -28,7 +28,7 @@ CASES = [
 
 @pytest.mark.parametrize("name, column", [("strict", 1), ("step_validity", 2), ("backtrack_aware", 3)])
 def test_each_reward_on_hand_labelled_answers(name, column):
-    reward = get_reward(name, COUNTDOWN)
+    reward = get_reward(name, COUNTDOWN, **({"backtrack_credit": 0.2} if name == "backtrack_aware" else {}))
     answers = [case[0] for case in CASES]
     assert reward([PROMPT] * len(CASES), answers) == pytest.approx([case[column] for case in CASES])
     assert reward.__name__ == name  # TRL logs rewards by function name
@@ -53,7 +53,7 @@ def test_backtrack_is_read_from_completion_ids_when_trl_dropped_it_from_the_text
     shown = tokenizer.decode(ids, skip_special_tokens=True)  # what TRL hands the reward as text
     assert "<backtrack>" not in shown
     assert completion_texts([shown], tokenizer, [ids]) == [answer]
-    reward = get_reward("backtrack_aware", COUNTDOWN, tokenizer)
+    reward = get_reward("backtrack_aware", COUNTDOWN, tokenizer, backtrack_credit=0.2)
     assert reward([PROMPT], [shown], completion_ids=[ids]) == [-0.2]  # backed off a solved problem
     assert get_reward("backtrack_aware", COUNTDOWN)([PROMPT], [shown]) == [0.0]  # the text alone: a mere stop
     assert get_reward("strict", COUNTDOWN, tokenizer)([PROMPT], [shown], completion_ids=[ids]) == [0.0]
@@ -69,5 +69,6 @@ def test_conversational_completions_and_sudoku_with_its_own_checker():
         "r1c3=3\nr1c4=3\nGoal Reached!",  # the same, claimed as the goal
         "r1c3=3\nGoal Reached!",  # legal, but the grid is not full
     ]
-    assert get_reward("backtrack_aware", sudoku)([prompt] * 3, answers) == [0.2, -0.5, -0.5]
+    assert get_reward("backtrack_aware", sudoku, backtrack_credit=0.2)([prompt] * 3, answers) == [0.2, -0.5, -0.5]
+    assert get_reward("backtrack_aware", sudoku)([prompt] * 3, answers) == [0.0, -0.5, -0.5]  # default: no credit
     assert get_reward("step_validity", sudoku)([prompt] * 3, answers) == [0.5, 0.5, 1.0]

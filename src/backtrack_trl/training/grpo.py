@@ -54,7 +54,11 @@ class GRPOScriptArguments(ScriptArguments):
         metadata={"help": f"Rewards by name (backtrack_trl.training.rewards): {', '.join(sorted(REWARDS))}."},
     )
     backtrack_credit: float = field(
-        default=0.2, metadata={"help": "backtrack_aware: reward of a <backtrack> right after the first wrong step."}
+        default=0.0,
+        metadata={
+            "help": "backtrack_aware: reward of a <backtrack> right after the first wrong step. Keep it 0: a positive "
+            "credit is hacked (the policy writes a wrong step on purpose and backs off; docs/grpo.md)."
+        },
     )
     false_goal_penalty: float = field(
         default=0.5, metadata={"help": "backtrack_aware: penalty of 'Goal Reached!' on a wrong answer."}

@@ -11,8 +11,9 @@ Rewards (``get_reward(name, task, tokenizer, **options)``):
   stops without an answer scores 0.
 - ``step_validity``: the share of the answer's step lines before the first line the strict checker rejects (a shaped
   reward for legal steps; 0 without a step).
-- ``backtrack_aware``: 1 for a correct answer; ``backtrack_credit`` for ``<backtrack>`` right after the first wrong
-  step; ``-backtrack_credit`` for ``<backtrack>`` after steps that, claimed as the goal, would be correct;
+- ``backtrack_aware``: 1 for a correct answer; ``backtrack_credit`` (default 0) for ``<backtrack>`` right after the
+  first wrong step (a positive credit is hackable: GRPO learns to write a wrong step on purpose and back off, see
+  docs/grpo.md); ``-backtrack_credit`` for ``<backtrack>`` after steps that, claimed as the goal, would be correct;
   ``-false_goal_penalty`` for "Goal Reached!" on a wrong answer; 0 otherwise (a stop, a rollback from a legal
   partial path, which may be a dead end the checker cannot see, or one later than the first wrong step).
 
@@ -24,7 +25,7 @@ from backtrack_trl.training.rewards import get_reward
 
 task = get_task("countdown")
 prompt = task.format_prompt(task.problem_from_row({"numbers": [3, 5, 2], "target": 16}))
-reward = get_reward("backtrack_aware", task)
+reward = get_reward("backtrack_aware", task, backtrack_credit=0.2)
 texts = ["3+5=8\\n8*2=16\\nGoal Reached!", "3+5=8\\n8*2=17\\n<backtrack>", "3+5=8\\n8*2=17\\nGoal Reached!"]
 print(reward([prompt] * 3, texts))  # [1.0, 0.2, -0.5]
 ```
@@ -139,7 +140,7 @@ def step_validity_reward(task, tokenizer=None) -> RewardFunction:
 
 @register_reward("backtrack_aware")
 def backtrack_aware_reward(
-    task, tokenizer=None, backtrack_credit: float = 0.2, false_goal_penalty: float = 0.5
+    task, tokenizer=None, backtrack_credit: float = 0.0, false_goal_penalty: float = 0.5
 ) -> RewardFunction:
     if backtrack_credit < 0 or false_goal_penalty < 0:
         raise ValueError(
