@@ -117,11 +117,16 @@ def closest(value: Any, candidates: Iterable[Any]) -> str | None:
     return matches[0] if matches else None
 
 
+def did_you_mean(value: Any, candidates: Iterable[Any]) -> str:
+    """`` (did you mean 'b'?)`` when a candidate is close to ``value``, else nothing."""
+    guess = closest(value, candidates)
+    return f" (did you mean {guess!r}?)" if guess is not None else ""
+
+
 def invalid_choice(option: str, value: Any, choices: Iterable[Any]) -> str:
     """``--stage: invalid choice 'trian'; choose from 'data', 'train', 'all' (did you mean 'train'?)``."""
     choices = list(choices)
-    guess = closest(value, choices)
-    hint = f" (did you mean {guess!r}?)" if guess is not None else ""
+    hint = did_you_mean(value, choices)
     return f"{option}: invalid choice {str(value)!r}; choose from {', '.join(repr(str(c)) for c in choices)}{hint}"
 
 

@@ -108,8 +108,9 @@ def check_config_write(
     splits: list[str],
     columns: list[str] | None = None,
     overwrite: bool = False,
-) -> None:
-    """Raise FileExistsError if writing config ``config_name`` (``splits``, ``columns``) into ``folder`` is refused.
+) -> list[str]:
+    """Raise FileExistsError if writing config ``config_name`` (``splits``, ``columns``) into ``folder`` is refused;
+    else return the folder's configs ([]: a new dataset folder).
 
     The rules of :func:`write_hub_dataset`, callable before the work that produces the data (a search, a build):
     an existing folder that is not a dataset folder, or an existing config, is replaced only with ``overwrite``; and
@@ -125,7 +126,7 @@ def check_config_write(
             f"`configs:` section. Pass --overwrite (overwrite=True) to replace it, or choose another output_dir."
         )
     if config_name not in existing_configs:
-        return
+        return existing_configs
     if not overwrite:
         raise FileExistsError(
             f"The dataset folder {str(folder)!r} already holds the config {config_name!r}. Pass --overwrite "
@@ -143,6 +144,7 @@ def check_config_write(
             f"A config is only replaced by data of the same splits and columns. Write to another config_name "
             f"(e.g. round_1) or output_dir; to replace the dataset itself, delete {str(folder)!r} first."
         )
+    return existing_configs
 
 
 def render_card_body(config_name: str, card: str | dict | None, dataset_dict: DatasetDict) -> str:
@@ -223,9 +225,7 @@ def write_hub_dataset(
     for action in recover_hub_dataset(folder):
         logger.warning("Recovered an interrupted write in %s: %s", folder, action)
     columns = next(iter(dataset_dict.values())).column_names
-    check_config_write(folder, config_name, list(dataset_dict), columns, overwrite)
-    merge = folder.is_dir() and bool(dataset_configs(folder))
-    if merge:
+    if check_config_write(folder, config_name, list(dataset_dict), columns, overwrite):  # merge into its configs
         _add_config(dataset_dict, folder, card, convert_file_size_to_int(max_shard_size), config_name)
         return folder
     with atomic_directory(folder, overwrite=True, what="dataset folder") as tmp:

@@ -38,7 +38,7 @@ from backtrack_trl.decoding.released import ReleasedSelfBacktrackingDecoder
 from backtrack_trl.decoding.results import SearchResult
 from backtrack_trl.decoding.search import SelfBacktrackingDecoder
 from backtrack_trl.decoding.vllm_client import VLLMClient
-from backtrack_trl.errors import closest
+from backtrack_trl.errors import did_you_mean
 
 
 DECODERS: dict[str, type[Decoder]] = {
@@ -54,15 +54,9 @@ def build_decoder(method: str, model, tokenizer, **options) -> Decoder:
     """Instantiate a decoder by name (one of :data:`DECODERS`) with its options."""
     if method not in DECODERS:
         raise ValueError(
-            f"Unknown decoding method {method!r}; choose one of {sorted(DECODERS)}{_guess(method, DECODERS)}."
+            f"Unknown decoding method {method!r}; choose one of {sorted(DECODERS)}{did_you_mean(method, DECODERS)}."
         )
     return DECODERS[method](model, tokenizer, **options)
-
-
-def _guess(value: str, candidates) -> str:
-    """`` (did you mean 'b'?)`` when a candidate is close to ``value``, else nothing."""
-    guess = closest(value, candidates)
-    return f" (did you mean {guess!r}?)" if guess is not None else ""
 
 
 @functools.lru_cache(maxsize=1)
@@ -97,14 +91,16 @@ def check_decoder_options(method: str, options: dict) -> None:
     """Raise one ValueError naming a bad option of decoder ``method`` (unknown name or bad value), before any model
     is loaded: the decoder is constructed against a tiny stand-in model, so exactly its own checks run."""
     if method not in DECODERS:
-        raise ValueError(f"unknown method {method!r}; choose one of {sorted(DECODERS)}{_guess(method, DECODERS)}.")
+        raise ValueError(
+            f"unknown method {method!r}; choose one of {sorted(DECODERS)}{did_you_mean(method, DECODERS)}."
+        )
     cls = DECODERS[method]
     known = sorted(_option_names(method))
     unknown = sorted(set(options) - set(known))
     if unknown:
         raise ValueError(
             f"unknown option(s) {', '.join(map(repr, unknown))} for {method!r}; its options are {', '.join(known)}"
-            f"{_guess(unknown[0], known)}."
+            f"{did_you_mean(unknown[0], known)}."
         )
     options = dict(options)
     folder = options.get("reward_model")

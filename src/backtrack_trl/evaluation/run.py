@@ -22,7 +22,7 @@ from pathlib import Path
 from backtrack_trl.atomic_io import atomic_path, atomic_write_text
 from backtrack_trl.decoding.results import SearchResult
 from backtrack_trl.decoding.selection import SELECTION_RULES
-from backtrack_trl.errors import closest
+from backtrack_trl.errors import did_you_mean
 from backtrack_trl.evaluation.fact_probe import fact_probe_for
 from backtrack_trl.evaluation.scoring import load_task_metric, markdown_tables, score_results
 from backtrack_trl.evaluation.specs import (
@@ -163,10 +163,11 @@ def load_eval_dataset(name: str, config: str | None, splits: list[str]):
 
     dataset = load_hub_dataset(name, config, explain=explain)
     for split in splits:
-        guess = closest(split, dataset)
-        hint = f" (did you mean {guess!r}?)" if guess else ""
         pick_split(
-            dataset, split, f"--splits: {name!r} has no split {split!r}; it has {', '.join(sorted(dataset))}{hint}."
+            dataset,
+            split,
+            f"--splits: {name!r} has no split {split!r}; it has {', '.join(sorted(dataset))}"
+            f"{did_you_mean(split, dataset)}.",
         )
         if len(dataset[split]) == 0:
             raise ValueError(

@@ -43,6 +43,11 @@ def _value(text: str):
     return text
 
 
+def uses_vllm(spec: str) -> bool:
+    """Whether decoder spec ``spec`` runs on vLLM (``backend=vllm``)."""
+    return parse_decoder_spec(spec)[2].get("backend") == "vllm"
+
+
 def parse_decoder_spec(spec: str) -> tuple[str, str, dict]:
     """``"self_backtracking:n=32,b=1"`` -> ``(label, method, options)``; a clear error for a bad spec."""
     from backtrack_trl.decoding.api import DECODERS
@@ -50,10 +55,9 @@ def parse_decoder_spec(spec: str) -> tuple[str, str, dict]:
     method, _, rest = spec.partition(":")
     method = method.strip()
     if method not in DECODERS:
-        from backtrack_trl.errors import closest
+        from backtrack_trl.errors import did_you_mean
 
-        guess = closest(method, DECODERS)
-        hint = f" (did you mean {guess!r}?)" if guess else ""
+        hint = did_you_mean(method, DECODERS)
         raise ValueError(f"Decoder spec {spec!r}: unknown method {method!r}; choose one of {sorted(DECODERS)}{hint}.")
     options = {}
     for item in filter(None, (part.strip() for part in rest.split(","))):

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from backtrack_trl.config_files import read_yaml
 from backtrack_trl.errors import MissingDependencyError
+from backtrack_trl.evaluation.specs import uses_vllm
 from backtrack_trl.study.commands import cli_args, find_recipes_dir, needed_scripts
 from backtrack_trl.study.config import SelfImproveArguments
 from backtrack_trl.study.layout import StudyLayout
@@ -57,12 +58,6 @@ def check_accelerate_config(path: str, option: str) -> None:
         ) from None
 
 
-def _uses_vllm(spec: str) -> bool:
-    from backtrack_trl.evaluation.specs import parse_decoder_spec
-
-    return parse_decoder_spec(spec)[2].get("backend") == "vllm"
-
-
 def check_vllm_python(python: str) -> None:
     """``--vllm_python`` runs and has vLLM (without importing it: a spec lookup answers in a Python start)."""
     probe = "import importlib.util, sys; sys.exit(importlib.util.find_spec('vllm') is None)"
@@ -93,7 +88,7 @@ def check_launch_options(a: SelfImproveArguments) -> None:
     searches = []  # (option, spec) of every harvest on vLLM; a server (given or started) serves them
     if a.rounds and a.search_backend == "vllm":
         searches.append(("search_backend", "vllm"))
-    if a.correction_pool_size and _uses_vllm(a.correction_search):
+    if a.correction_pool_size and uses_vllm(a.correction_search):
         searches.append(("correction_search", a.correction_search))
     in_process = [] if a.vllm_server_base_url or a.vllm_serve else list(searches)
     eval_config = read_yaml(a.eval_config, option="--eval_config")
@@ -101,7 +96,7 @@ def check_launch_options(a: SelfImproveArguments) -> None:
         decoders = [("round_eval_decoders", spec) for spec in a.round_eval_decoders]
         decoders += [("synthetic_eval_decoders", spec) for spec in a.synthetic_eval_decoders]
         decoders += [(f"--eval_config {a.eval_config} decoders:", spec) for spec in eval_config.get("decoders") or []]
-        in_process += [(option, spec) for option, spec in decoders if _uses_vllm(str(spec))]
+        in_process += [(option, spec) for option, spec in decoders if uses_vllm(str(spec))]
     if a.vllm_serve and searches:
         check_vllm_python(a.vllm_python)
     if in_process and importlib.util.find_spec("vllm") is None:

@@ -76,7 +76,7 @@ def read_seed_study(folder: str | Path) -> SeedStudy:
     searches = [spec for spec in config.get("round_eval_decoders") or [DEFAULT_SEARCH] if spec != "greedy"]
     timings = _json(folder / "timings.json") or {n: i.get("seconds", 0) for n, i in state.get("stages", {}).items()}
     # The stages' own records say what ran (the report's record is only the process that wrote the report).
-    stages = sorted((_json(p) for p in folder.glob("*/**/provenance.json") if p.parent.name != "report"), key=str)
+    stages = [_json(p) for p in folder.glob("*/**/provenance.json") if p.parent.name != "report"]
     threads = _joined([info.get("torch_threads") for info in stages]) or provenance.get("torch_threads")
     revision = _joined([info.get("revision") for info in stages]) or provenance.get("revision")
     report = folder / "report" / "report.md"

@@ -30,6 +30,20 @@ from backtrack_trl.tasks.countdown import CountdownTask  # isort: skip
 from backtrack_trl.tasks.sudoku import SudokuTask  # isort: skip
 
 
+def prompt_is_of(task: str, prompt: str) -> bool:
+    """Whether task ``task`` parses ``prompt``."""
+    try:
+        get_task(task).parse_prompt(prompt)
+    except (ValueError, TypeError, KeyError):
+        return False
+    return True
+
+
+def task_for_prompt(prompt: str) -> str | None:
+    """The first registered task (by name) whose prompt format ``prompt`` follows, None if none reads it."""
+    return next((name for name in sorted(TASKS) if prompt_is_of(name, prompt)), None)
+
+
 __all__ = [
     "BACKTRACK_TOKEN",
     "GOAL_MARKER",
@@ -40,5 +54,7 @@ __all__ = [
     "Task",
     "Verdict",
     "get_task",
+    "prompt_is_of",
     "register_task",
+    "task_for_prompt",
 ]

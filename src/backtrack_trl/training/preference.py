@@ -227,14 +227,15 @@ def check_preference_values(script_args: PreferenceScriptArguments, training_arg
             ("desirable_weight", args.desirable_weight > 0, "> 0", "1.0 unless the labels are unbalanced"),
             ("undesirable_weight", args.undesirable_weight > 0, "> 0", "1.0 unless the labels are unbalanced"),
         ]
-    samples = script_args.max_train_samples
-    checks.append(
-        ("max_train_samples", samples is None or samples >= 1, ">= 1 (or unset)", "unset trains on the whole split")
-    )
     for option, ok, accepted, *hint in checks:
         if not ok:
-            value = getattr(script_args if option == "max_train_samples" else args, option)
+            value = getattr(args, option)
             raise ValueError(f"--{option} must be {accepted}, got {value!r}" + (f" ({hint[0]})." if hint else "."))
+    samples = script_args.max_train_samples
+    if samples is not None and samples < 1:
+        raise ValueError(
+            f"--max_train_samples must be >= 1 (or unset), got {samples!r} (unset trains on the whole split)."
+        )
 
 
 def train_preference(script_args: PreferenceScriptArguments, training_args, model_args: ModelConfig) -> dict[str, Any]:

@@ -101,11 +101,6 @@ Training: {steps} steps, learning rate {lr}, {seconds} s. Dataset: `{dataset}`.
 """
 
 
-def plan_reward_run(script_args: RewardModelScriptArguments, training_args, model_args) -> RunPlan:
-    """What the train stage does with ``output_dir`` (:func:`~backtrack_trl.training.run_folder.plan_run`)."""
-    return plan_recipe_run("reward_model", script_args, training_args, model_args)
-
-
 def train_reward_model(
     script_args: RewardModelScriptArguments, training_args, model_args, plan: RunPlan | None = None
 ) -> dict[str, Any]:
@@ -115,7 +110,7 @@ def train_reward_model(
 
     from backtrack_trl.decoding.reward_scorer import RewardModelScorer
 
-    plan = plan or plan_reward_run(script_args, training_args, model_args)
+    plan = plan or plan_recipe_run("reward_model", script_args, training_args, model_args)
     if plan.finished is not None:
         return plan.finished
     if not Path(script_args.preference_dataset).is_dir():
@@ -143,7 +138,11 @@ def train_reward_model(
 
     before = accuracies()
     checkpoint = resume_checkpoint(training_args, fresh=script_args.overwrite_output_dir)
-    trainer = type("BacktrackRewardTrainer", (ResumeAtTheEndMixin, RewardTrainer), {})(
+
+    class BacktrackRewardTrainer(ResumeAtTheEndMixin, RewardTrainer):  # here: trl's RewardTrainer loads lazily
+        pass
+
+    trainer = BacktrackRewardTrainer(
         model=model, args=training_args, train_dataset=train_rows, eval_dataset=eval_rows, processing_class=tokenizer
     )
     if trainer.is_world_process_zero():
@@ -192,7 +191,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         )
     plan = None
     if script_args.stage in ("train", "all"):  # a folder the train stage would refuse fails before the sampling
-        plan = plan_reward_run(script_args, training_args, model_args)
+        plan = plan_recipe_run("reward_model", script_args, training_args, model_args)
     if plan is not None and plan.finished is not None:
         report["train"] = plan.finished  # finished with these settings: neither stage runs again
     else:

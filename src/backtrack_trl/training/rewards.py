@@ -74,7 +74,7 @@ class Judged:
     claims_goal: bool
     steps: list[str]
     first_wrong: int | None  # the index of the first step the strict checker rejects
-    goal_would_be_correct: bool  # the steps, claimed as the goal, would be a correct answer
+    goal_would_be_correct: bool  # it gave up after steps that, claimed as the goal, would be correct
 
 
 def _text(completion: Any) -> str:
@@ -110,7 +110,10 @@ def judge(task, problem, text: str) -> Judged:
         claims_goal=claims_goal,
         steps=steps,
         first_wrong=None if wrong is None else wrong[0],
-        goal_would_be_correct=bool(steps) and wrong is None and task.check(problem, claimed, mode="strict").correct,
+        goal_would_be_correct=gave_up
+        and bool(steps)
+        and wrong is None
+        and task.check(problem, claimed, mode="strict").correct,
     )
 
 

@@ -205,9 +205,14 @@ class RunPlan:
         atomic_write_json(self.output_dir / RUN_RECORD, record)
 
 
+def _is_checkpoint_name(name: str) -> bool:
+    """A checkpoint folder's name, complete or set aside as incomplete."""
+    return bool(CHECKPOINT_RE.match(name.removeprefix(INCOMPLETE_PREFIX)))
+
+
 def _start_over(folder: Path, main_process: bool) -> int:
     """Remove an earlier run's checkpoints and run record (``--overwrite_output_dir``); return how many folders."""
-    stale = [entry for entry in folder.iterdir() if CHECKPOINT_RE.match(entry.name.removeprefix(INCOMPLETE_PREFIX))]
+    stale = [entry for entry in folder.iterdir() if _is_checkpoint_name(entry.name)]
     if main_process:
         for entry in stale:
             shutil.rmtree(entry, ignore_errors=True)
@@ -259,9 +264,8 @@ def plan_run(
             f"{where} holds {_listing(foreign)}, which a {recipe} run does not write{_what_it_is(folder, foreign)}. "
             f"{_fix(recipe)}"
         )
-    complete, _ = scan_checkpoints(folder)
     names = {entry.name for entry in entries}
-    has_checkpoints = any(CHECKPOINT_RE.match(name.removeprefix(INCOMPLETE_PREFIX)) for name in names)
+    has_checkpoints = any(_is_checkpoint_name(name) for name in names)
     record = read_record(folder)
     if record is None:
         model_files = sorted(names & set(_MODEL_FILES))
@@ -286,6 +290,7 @@ def plan_run(
             )  # fmt: skip
             plan.finished = record.get("metrics") or {}
         return plan
+    complete, _ = scan_checkpoints(folder)  # only a run with other settings needs its checkpoints read
     if set(differences) <= set(EXTENDABLE) and complete:
         logger.info("%s: continuing the %s %s run from %s (%s).", folder, state, recipe, complete[-1].name,
                     _format_differences(differences))  # fmt: skip

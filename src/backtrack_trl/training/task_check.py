@@ -30,24 +30,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from backtrack_trl.tasks import TASKS, get_task
-
-
-def _parses(task_name: str, prompt: str) -> bool:
-    try:
-        get_task(task_name).parse_prompt(prompt)
-    except (ValueError, TypeError, KeyError):
-        return False
-    return True
+from backtrack_trl.tasks import TASKS, get_task, prompt_is_of, task_for_prompt
 
 
 def dataset_task(row: Mapping[str, Any]) -> str | None:
     """The registered task whose prompt format ``row["prompt"]`` is in (None: no prompt, or no task reads it)."""
     prompt = row.get("prompt")
-    if not isinstance(prompt, str):
-        return None
-    get_task()  # loads the built-in tasks into the registry
-    return next((name for name in sorted(TASKS) if _parses(name, prompt)), None)
+    return task_for_prompt(prompt) if isinstance(prompt, str) else None
 
 
 def first_row(dataset) -> Mapping[str, Any] | None:
@@ -60,7 +49,7 @@ def first_row(dataset) -> Mapping[str, Any] | None:
 
 def check_dataset_task(task: str, row: Mapping[str, Any] | None, dataset_name: str, option: str = "dataset_name"):
     """ValueError unless the dataset whose first row is ``row`` holds ``task`` problems (see the module docstring)."""
-    if row is None or not isinstance(row.get("prompt"), str) or _parses(task, row["prompt"]):
+    if row is None or not isinstance(row.get("prompt"), str) or prompt_is_of(task, row["prompt"]):
         return
     found = dataset_task(row)
     prompt = row["prompt"][:80]

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field, fields
 from typing import NamedTuple
 
 from backtrack_trl.decoding.results import SearchResult
-from backtrack_trl.tasks import BACKTRACK_TOKEN, RESPONSE_HEADER, TASKS, get_task
+from backtrack_trl.tasks import BACKTRACK_TOKEN, RESPONSE_HEADER, TASKS, get_task, task_for_prompt
 
 
 #: Outcome of a sample -> (colour, legend text).
@@ -110,14 +110,9 @@ def task_of(prompt: str, task=None):
     """The task given, else the first registered task whose prompt format ``prompt`` follows."""
     if task is not None:
         return get_task(task)
-    get_task("countdown")  # loads the built-in tasks
-    for name in sorted(TASKS):
-        candidate = get_task(name)
-        try:
-            candidate.parse_prompt(prompt)
-        except ValueError:
-            continue
-        return candidate
+    name = task_for_prompt(prompt)
+    if name is not None:
+        return get_task(name)
     raise ValueError(f"The prompt {prompt[:80]!r} is in the format of no registered task ({sorted(TASKS)}).")
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from backtrack_trl.evaluation.specs import uses_vllm
 from backtrack_trl.study.stages.base import Stage, StudyContext
 from backtrack_trl.study.stages.rounds import launch_harvest, mistake_options, pool_problems
 from backtrack_trl.study.stages.table1 import eval_stage
@@ -35,12 +36,6 @@ from backtrack_trl.study.stages.table1 import eval_stage
 CORRECTION_CONFIG = "self_correct"
 #: Offsets the pool's shuffle from the rounds' pools (a different slice order of the same train questions).
 _POOL_SEED_OFFSET = 7919
-
-
-def _on_vllm(spec: str) -> bool:
-    from backtrack_trl.evaluation.specs import parse_decoder_spec
-
-    return parse_decoder_spec(spec)[2].get("backend") == "vllm"
 
 
 def correction_overrides(ctx: StudyContext) -> dict[str, Any]:
@@ -55,7 +50,7 @@ def correction_overrides(ctx: StudyContext) -> dict[str, Any]:
         "config_name": CORRECTION_CONFIG,
         "search": a.correction_search,
         # Its own search spec says whether it runs on vLLM (the rounds' server may serve another model).
-        "vllm_server_base_url": a.vllm_server_base_url if _on_vllm(a.correction_search) else None,
+        "vllm_server_base_url": a.vllm_server_base_url if uses_vllm(a.correction_search) else None,
         "keep": "none",
         "seed": a.seed + _POOL_SEED_OFFSET,
         "stats_file": cdir / "harvest.json",
@@ -67,7 +62,7 @@ def correction_overrides(ctx: StudyContext) -> dict[str, Any]:
 def harvest_mistakes(ctx: StudyContext) -> None:
     a = ctx.args
     pool = pool_problems(ctx.layout, ctx.task, a.seed + _POOL_SEED_OFFSET, a.correction_pool_size, 1)
-    launch_harvest(ctx, "self_correct_search", pool, correction_overrides(ctx), serve=_on_vllm(a.correction_search))
+    launch_harvest(ctx, "self_correct_search", pool, correction_overrides(ctx), serve=uses_vllm(a.correction_search))
 
 
 def correction_stages(ctx: StudyContext) -> list[Stage]:

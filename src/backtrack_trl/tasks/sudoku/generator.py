@@ -223,14 +223,14 @@ def iter_problems(
     ``max_failed_draws`` draws in a row that give no new puzzle (a split nearly used up), or after
     ``max_failed_carves`` (default :data:`MAX_FAILED_CARVES` of the size) carving passes in a row that could not get
     down to the drawn number of givens."""
-    want_new = _check_split(config, split) == "test_new"
+    total = count_puzzles(config, split)  # checks the split; 4x4: stop at once when all are drawn
+    want_new = split == "test_new"
     size = config.size
     low, high = config.givens_range()
     if max_failed_carves is None:
         max_failed_carves = MAX_FAILED_CARVES[size]
     keys = set()
     failed = failed_carves = 0
-    total = count_puzzles(config, split)  # 4x4: stop at once when all are drawn, not after max_failed_draws
     while True:
         if total is not None and len(keys) >= total:
             raise ValueError(
