@@ -38,8 +38,20 @@ def test_backtrack_aware_options_and_their_check():
     reward = get_reward("backtrack_aware", COUNTDOWN, backtrack_credit=0.5, false_goal_penalty=1.0)
     answers = ["3+5=8\n8*2=17\n<backtrack>", "3+5=8\n8*2=17\nGoal Reached!", "3+5=8\n8*2=16\n<backtrack>"]
     assert reward([PROMPT] * 3, answers) == [0.5, -1.0, -0.5]
-    with pytest.raises(ValueError, match="false_goal_penalty=-1 must be >= 0"):
+    with pytest.raises(ValueError, match="false_goal_penalty=-1 and no_answer_penalty=0.0 must be >= 0"):
         get_reward("backtrack_aware", COUNTDOWN, false_goal_penalty=-1)
+
+
+def test_no_answer_penalty_charges_a_stop_but_not_a_rollback_or_an_empty_answer():
+    reward = get_reward("backtrack_aware", COUNTDOWN, no_answer_penalty=0.3)
+    answers = [
+        "3+5=8\n8*2=17",
+        "3+5=8\n8*2=17\n<backtrack>",
+        "3+5=8\n8*2=16\nGoal Reached!",
+        "3+5=8\n8*2=17\nGoal Reached!",
+    ]
+    assert reward([PROMPT] * 4, answers) == [-0.3, 0.0, 1.0, -0.5]
+    assert get_reward("backtrack_aware", COUNTDOWN)([PROMPT], answers[:1]) == [0.0]  # default: a stop is free
     with pytest.raises(ValueError, match=r"unknown reward 'strcit'; the rewards are backtrack_aware, step_validity"):
         get_reward("strcit", COUNTDOWN)
     assert {"strict", "step_validity", "backtrack_aware"} <= set(REWARDS)

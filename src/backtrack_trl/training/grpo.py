@@ -63,6 +63,13 @@ class GRPOScriptArguments(ScriptArguments):
     false_goal_penalty: float = field(
         default=0.5, metadata={"help": "backtrack_aware: penalty of 'Goal Reached!' on a wrong answer."}
     )
+    no_answer_penalty: float = field(
+        default=0.0,
+        metadata={
+            "help": "backtrack_aware: penalty of an answer that stops without 'Goal Reached!' and without <backtrack> "
+            "(> 0 with false_goal_penalty > 0: <backtrack> is the only free failure)."
+        },
+    )
     max_train_samples: int | None = field(
         default=None, metadata={"help": "Use the first N distinct prompts of the train split only."}
     )
@@ -138,7 +145,11 @@ def train_grpo(script_args: GRPOScriptArguments, training_args: GRPOConfig, mode
     check_model_task(script_args.task, model_args.model_name_or_path, tokenizer)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    options = {"backtrack_credit": script_args.backtrack_credit, "false_goal_penalty": script_args.false_goal_penalty}
+    options = {
+        "backtrack_credit": script_args.backtrack_credit,
+        "false_goal_penalty": script_args.false_goal_penalty,
+        "no_answer_penalty": script_args.no_answer_penalty,
+    }
     rewards = [
         get_reward(name, task, tokenizer, **(options if name == "backtrack_aware" else {}))
         for name in script_args.reward_funcs

@@ -14,8 +14,10 @@ Rewards (``get_reward(name, task, tokenizer, **options)``):
 - ``backtrack_aware``: 1 for a correct answer; ``backtrack_credit`` (default 0) for ``<backtrack>`` right after the
   first wrong step (a positive credit is hackable: GRPO learns to write a wrong step on purpose and back off, see
   docs/grpo.md); ``-backtrack_credit`` for ``<backtrack>`` after steps that, claimed as the goal, would be correct;
-  ``-false_goal_penalty`` for "Goal Reached!" on a wrong answer; 0 otherwise (a stop, a rollback from a legal
-  partial path, which may be a dead end the checker cannot see, or one later than the first wrong step).
+  ``-false_goal_penalty`` for "Goal Reached!" on a wrong answer; ``-no_answer_penalty`` (default 0) for an answer
+  that stops without "Goal Reached!" and without ``<backtrack>`` (with both penalties > 0, ``<backtrack>`` is the only
+  failure that costs nothing, as the method wants); 0 otherwise (a rollback from a legal partial path, which may be a
+  dead end the checker cannot see, or one later than the first wrong step).
 
 Usage:
 
@@ -143,12 +145,16 @@ def step_validity_reward(task, tokenizer=None) -> RewardFunction:
 
 @register_reward("backtrack_aware")
 def backtrack_aware_reward(
-    task, tokenizer=None, backtrack_credit: float = 0.0, false_goal_penalty: float = 0.5
+    task,
+    tokenizer=None,
+    backtrack_credit: float = 0.0,
+    false_goal_penalty: float = 0.5,
+    no_answer_penalty: float = 0.0,
 ) -> RewardFunction:
-    if backtrack_credit < 0 or false_goal_penalty < 0:
+    if min(backtrack_credit, false_goal_penalty, no_answer_penalty) < 0:
         raise ValueError(
-            f"backtrack_aware: backtrack_credit={backtrack_credit} and false_goal_penalty={false_goal_penalty} must be "
-            ">= 0 (they are magnitudes; the sign comes from the case)."
+            f"backtrack_aware: backtrack_credit={backtrack_credit}, false_goal_penalty={false_goal_penalty} and "
+            f"no_answer_penalty={no_answer_penalty} must be >= 0 (they are magnitudes; the sign comes from the case)."
         )
 
     def score(j: Judged) -> float:
@@ -156,7 +162,9 @@ def backtrack_aware_reward(
             return 1.0
         if j.claims_goal:
             return -false_goal_penalty
-        if not j.gave_up or not j.steps:
+        if not j.gave_up:
+            return -no_answer_penalty
+        if not j.steps:
             return 0.0
         if j.first_wrong == len(j.steps) - 1:
             return backtrack_credit  # rolled back right after the first wrong step
