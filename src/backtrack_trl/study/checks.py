@@ -162,6 +162,14 @@ def _sub_config_checks(a: SelfImproveArguments, layout: StudyLayout) -> list[tup
 
         options = {"policy_model": placeholder, "model_name_or_path": placeholder, "output_dir": "x", "task": a.task}
         checks.append(("reward_model_config", a.reward_model_config, parse_reward_args, options))
+    grpo_keys = ["grpo_config"] + (["round_grpo_config"] if a.round_trainer == "grpo" else [])
+    for key in grpo_keys:
+        if getattr(a, key):
+            from backtrack_trl.training.grpo import parse_grpo_args
+
+            options = {"model_name_or_path": placeholder, "dataset_name": "x", "output_dir": "x", "seed": a.seed,
+                       "task": a.task}  # fmt: skip
+            checks.append((key, getattr(a, key), parse_grpo_args, options))
     return checks
 
 

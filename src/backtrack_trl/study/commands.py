@@ -94,6 +94,8 @@ def needed_scripts(args) -> list[str]:
         needed += ["build_preference_dataset.py", "preference.py"]
     if args.reward_model_config:
         needed.append("reward_model.py")
+    if args.grpo_config or args.round_trainer == "grpo":
+        needed.append("grpo.py")
     return needed
 
 

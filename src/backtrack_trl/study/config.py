@@ -28,19 +28,21 @@ from backtrack_trl.study.harvest import KEEP_RULES
 #: Options added after studies were first run, with their defaults: left out of a study's fingerprint while at the
 #: default, so folders written before them stay resumable.
 ADDED_OPTIONS = {"search_max_new_tokens": 64, "dpo_config": None, "kto_config": None, "reward_model_config": None,
-                 "orm_n": [8, 16, 32], "num_processes": None, "search_backend": "hf"}  # fmt: skip
+                 "orm_n": [8, 16, 32], "num_processes": None, "search_backend": "hf", "grpo_config": None,
+                 "round_trainer": "sft", "round_grpo_config": None}  # fmt: skip
 #: The options naming a sub-recipe config: the fingerprint holds each file's content too (``<option>_content``).
 SUB_CONFIGS = ("backtrack_data_config", "optimal_data_config", "init_model_config", "backtrack_sft_config",
                "optimal_sft_config", "eval_config", "round_sft_config", "dpo_config", "kto_config",
-               "reward_model_config", "correction_sft_config")  # fmt: skip
+               "reward_model_config", "correction_sft_config", "grpo_config", "round_grpo_config")  # fmt: skip
 #: Options that may change without invalidating a study's finished stages: asking for more rounds, or pushing,
 #: continues a study; where the processes or the vLLM engine run does not change what they compute; adding the
-#: optional Table 1 baselines to a finished study only adds stages.
+#: optional Table 1 baselines (DPO, KTO, reward model, GRPO) to a finished study only adds stages. (GRPO rounds
+#: fingerprint their own config as ``round_grpo_config``.)
 RESUMABLE_OPTIONS = (
     "rounds", "overwrite", "push_to_hub", "hub_dataset_id", "accelerate_config", "eval_accelerate_config",
     "num_processes", "recipes_dir",
     "vllm_server_base_url", "vllm_serve", "vllm_python", "vllm_server_args", "vllm_server_env",
-    *(f"{key}{suffix}" for key in ("dpo_config", "kto_config", "reward_model_config", "orm_n")
+    *(f"{key}{suffix}" for key in ("dpo_config", "kto_config", "reward_model_config", "orm_n", "grpo_config")
       for suffix in ("", "_content")),
 )  # fmt: skip
 
@@ -113,8 +115,55 @@ class SelfCorrectionArguments:
         check_decoder_specs(self.synthetic_eval_decoders, where="synthetic_eval_decoders: ")
 
 
+#: How a round trains the previous round's model (``round_trainer``).
+ROUND_TRAINERS = ("sft", "grpo")
+
+
 @dataclass
-class SelfImproveArguments(SelfCorrectionArguments):
+class GRPOStudyArguments:
+    """The study's GRPO options (:mod:`backtrack_trl.study.stages.grpo`): Table 1's "Backtrack SFT + GRPO" rows and
+    GRPO as the round trainer."""
+
+    grpo_config: str | None = field(
+        default=None,
+        metadata={
+            "help": "recipes/grpo.py config of Table 1's 'Backtrack SFT + GRPO' rows: GRPO from the round-0 model on "
+            "the backtrack data's train prompts (models/grpo), evaluated with round_eval_decoders; the report draws "
+            "its reward curve and sets its train time beside the rounds'. None: no GRPO rows."
+        },
+    )
+    round_trainer: str = field(
+        default="sft",
+        metadata={
+            "help": "How round k trains round k-1's model: 'sft' (the search harvests the round's pool and SFT "
+            "learns the kept paths: expert iteration) or 'grpo' (recipes/grpo.py with round_grpo_config on the "
+            "pool's prompts: no harvest, no control arm).",
+            "choices": list(ROUND_TRAINERS),
+        },
+    )
+    round_grpo_config: str | None = field(
+        default=None,
+        metadata={"help": "recipes/grpo.py config of the GRPO rounds (round_trainer: grpo). None: grpo_config."},
+    )
+
+    def check_grpo_options(self) -> None:
+        """One clear error for a bad round trainer; a GRPO round without its own config takes ``grpo_config``."""
+        if self.round_trainer not in ROUND_TRAINERS:
+            raise ValueError(
+                f"round_trainer={self.round_trainer!r}: choose 'sft' (SFT on the harvested paths) or 'grpo' "
+                "(GRPO on the round's pool)."
+            )
+        if self.round_trainer == "grpo":
+            self.round_grpo_config = self.round_grpo_config or self.grpo_config
+            if not self.round_grpo_config:
+                raise ValueError(
+                    "round_trainer: grpo needs a recipes/grpo.py config: set round_grpo_config (or grpo_config), "
+                    "e.g. recipes/countdown-tiny/grpo/config_default.yaml."
+                )
+
+
+@dataclass
+class SelfImproveArguments(SelfCorrectionArguments, GRPOStudyArguments):
     """Options of ``recipes/self_improve.py``. Paths of sub-recipe configs are relative to the working directory."""
 
     output_dir: str = field(
@@ -280,7 +329,10 @@ class SelfImproveArguments(SelfCorrectionArguments):
     def __post_init__(self):
         # On the command line `--optimal_data_config None` arrives as the string "None": the help says None disables.
         # (The annotations, not the fields' types: HfArgumentParser rewrites `str | None` fields to `str`.)
-        for name, annotation in type(self).__annotations__.items():
+        annotations = {}
+        for klass in reversed(type(self).__mro__):  # the mixins' options too
+            annotations.update(klass.__dict__.get("__annotations__", {}))
+        for name, annotation in annotations.items():
             value = getattr(self, name)
             if "None" in str(annotation) and isinstance(value, str) and value.strip().lower() in ("none", "null", ""):
                 setattr(self, name, None)
@@ -305,6 +357,7 @@ class SelfImproveArguments(SelfCorrectionArguments):
 
         check_decoder_specs(self.round_eval_decoders, where="round_eval_decoders: ")
         self.check_correction_options()
+        self.check_grpo_options()
         if self.search_backend not in ("hf", "vllm"):
             raise ValueError(f"search_backend={self.search_backend!r}: choose 'hf' or 'vllm'.")
         if self.vllm_serve and self.search_backend != "vllm":

@@ -2,10 +2,12 @@
 
     <output_dir>/state.json, timings.json          the finished stages (backtrack_trl.study.state)
     <output_dir>/data/<kind>/                      datasets (backtrack, optimal, preference, orm-pairs)
-    <output_dir>/models/<name>/                    models (init, optimal-sft, backtrack-sft, dpo, kto, reward-model)
+    <output_dir>/models/<name>/                    models (init, optimal-sft, backtrack-sft, dpo, kto, reward-model,
+                                                   grpo)
     <output_dir>/eval/<name>/                      Table 1 evaluations
     <output_dir>/round_datasets/                   every round's kept paths, one dataset config per round
-    <output_dir>/rounds/round_<k>/                 a round's pool, harvest counts, model and evaluation
+    <output_dir>/rounds/round_<k>/                 a round's pool, harvest counts, model and evaluation (a GRPO
+                                                   round: its pool as a prompt dataset prompts/ and pool.json)
     <output_dir>/rounds/control_1/                 the control arm (round 1's problems, the solver's paths)
     <output_dir>/logs/<stage>.log                  each stage's output
     <output_dir>/report/                           report.md and its plots

@@ -58,16 +58,16 @@ def _fmt(value: Any, digits: int = 1) -> str:
 
 _KEY_RE = re.compile(r"^(?:(?P<kind>beam|bon|orm)_(?P<n>\d+)|sbt_b(?P<b>\d+)_n(?P<sn>\d+))$")
 # Table 1 order of the models: the paper's rows top to bottom.
-_MODEL_ORDER = {"optimal": 0, "dpo": 1, "kto": 2, "backtrack-synthetic": 3, "backtrack": 4}
+_MODEL_ORDER = {"optimal": 0, "dpo": 1, "kto": 2, "backtrack-synthetic": 3, "backtrack": 4, "grpo": 5}
+_MODEL_BASES = {"backtrack": "Backtrack SFT", "backtrack-synthetic": "Backtrack SFT, synthetic errors only",
+                "grpo": "Backtrack SFT + GRPO"}  # fmt: skip
 
 
 def _label(key: tuple[str, str]) -> str:
     if key in METHOD_LABELS:
         return METHOD_LABELS[key]
     model, decoder = key
-    base = {"backtrack": "Backtrack SFT", "backtrack-synthetic": "Backtrack SFT, synthetic errors only"}.get(
-        model, "SFT on optimal paths"
-    )
+    base = _MODEL_BASES.get(model, "SFT on optimal paths")
     match = _KEY_RE.match(decoder)
     if model == "backtrack-synthetic" and match and match["sn"]:
         return f"{base}: self-backtracking b={match['b']}, N={match['sn']}"
@@ -98,7 +98,7 @@ def _sort_key(key: tuple[str, str]) -> tuple:
         rank = (3, int(match["b"]), int(match["sn"]))
     else:
         rank = (4, 0, 0)
-    return (_MODEL_ORDER.get(model, 5), rank, decoder)
+    return (_MODEL_ORDER.get(model, 6), rank, decoder)
 
 
 # Public names of the Table 1 label and order, for other reports of the same results (study/seeds.py).
@@ -377,8 +377,10 @@ def write_report(
     probes: dict[str, dict] | None = None,
     task=None,
     study_dir: str | Path | None = None,
+    sections: str = "",
 ) -> Path:
     """Write ``report.md`` (tables + timings) and the two PNG plots into ``folder``; returns the report path.
+    ``sections``: more markdown after the per-round table (the GRPO section, :mod:`backtrack_trl.study.grpo_report`).
 
     ``probes``: the single-fact probe of each model (``{model: run_fact_probe(...)}``), shown with the arithmetic of
     the answers. ``study_dir``: the study folder; its backtrack model's search is drawn as trees
@@ -409,6 +411,7 @@ def write_report(
         + "## Self-improvement rounds (accuracy %, strict checker)\n\n"
         + (rounds_table(round_rows, task) if round_rows else "No rounds run.\n")
         + ("\n![rounds](rounds.png)\n" if round_rows else "")
+        + ("\n" + sections if sections else "")
         + ("\n" + trees if trees else "")
         + "\n## Wall time per stage\n\n"
         + timings

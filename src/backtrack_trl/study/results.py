@@ -85,7 +85,7 @@ def read_fact_probes(study_dir: str | Path) -> dict[str, dict]:
 
 # Evaluation folders of the study (under <study>/eval/) and the model each one's rows belong to in Table 1.
 EVAL_FOLDERS = {"optimal": "optimal", "backtrack": "backtrack", "dpo": "dpo", "kto": "kto", "optimal-orm": "optimal",
-                "backtrack-synthetic": "backtrack-synthetic"}  # fmt: skip
+                "backtrack-synthetic": "backtrack-synthetic", "grpo": "grpo"}  # fmt: skip
 
 
 def collect_decoder_results(study_dir: str | Path) -> dict[tuple[str, str], dict[str, dict[str, float]]]:
@@ -125,12 +125,14 @@ def collect_round_rows(study_dir: str | Path, rounds: int, search_spec: str) -> 
     rows = [_round_row(0, name, read_metrics(study_dir / "eval" / "backtrack"), search_key, None)]
     for k in range(1, rounds + 1):
         rdir = study_dir / "rounds" / f"round_{k}"
-        harvest_path = rdir / "harvest.json"
-        if not harvest_path.is_file():
+        harvest_path, pool_path = rdir / "harvest.json", rdir / "pool.json"  # pool.json: a GRPO round (no harvest)
+        if harvest_path.is_file():
+            name, info = f"round {k}", json.loads(harvest_path.read_text())
+        elif pool_path.is_file():
+            name, info = f"round {k} (GRPO)", json.loads(pool_path.read_text())
+        else:
             break
-        rows.append(
-            _round_row(k, f"round {k}", read_metrics(rdir / "eval"), search_key, json.loads(harvest_path.read_text()))
-        )
+        rows.append(_round_row(k, name, read_metrics(rdir / "eval"), search_key, info))
     control = study_dir / "rounds" / "control_1"
     if (control / "eval" / "metrics.json").is_file():
         harvest = json.loads((control / "harvest.json").read_text())

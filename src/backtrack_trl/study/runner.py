@@ -6,12 +6,14 @@ Stages, each recorded in ``<output_dir>/state.json`` once all its outputs are wr
 2. ``init_model``: ``recipes/init_model.py`` (skipped when the SFT recipes start from a pretrained model);
 3. ``sft_optimal`` / ``sft_backtrack``: ``accelerate launch recipes/sft.py`` (so GPU users get DeepSpeed);
 4. ``eval_optimal`` / ``eval_backtrack``: ``accelerate launch recipes/evaluate_decoders.py`` (Table 1 decoders),
-   then the optional DPO / KTO / outcome-reward-model baselines;
+   then the optional DPO / KTO / outcome-reward-model baselines and ``grpo`` / ``eval_grpo`` (``recipes/grpo.py``
+   from the round-0 model, :mod:`backtrack_trl.study.stages.grpo`);
 5. for every round k = 1..R: ``round_k_search`` (``accelerate launch recipes/harvest.py``: the self-backtracking
    search, sharded over processes, on a pool of TRAINING problems, on the HF model or on vLLM; the paths the strict
    checker accepts become round k's Hub-layout dataset), ``round_k_sft`` (fine-tune round k-1's model
    on it through ``recipes/sft.py``) and ``round_k_eval`` (greedy and search on the held-out test splits);
-   after round 1 the control arm (``control_1_data`` / ``_sft`` / ``_eval``);
+   after round 1 the control arm (``control_1_data`` / ``_sft`` / ``_eval``); with ``round_trainer: grpo`` a round
+   is ``round_k_pool``, ``round_k_grpo`` (GRPO on the pool's prompts) and ``round_k_eval``, with no control arm;
 6. ``report``: ``report.md`` with Table 1 (both checkers) and the per-round table, plus PNG plots.
 
 The stages themselves are built in :mod:`backtrack_trl.study.stages`; this module runs them in order: it skips a
@@ -47,6 +49,7 @@ from backtrack_trl.study.layout import StudyLayout
 from backtrack_trl.study.lock import StudyLockedError, study_lock
 from backtrack_trl.study.stages.base import Stage, StudyContext
 from backtrack_trl.study.stages.correction import correction_stages
+from backtrack_trl.study.stages.grpo import grpo_round_stages, grpo_stages
 from backtrack_trl.study.stages.report import study_report
 from backtrack_trl.study.stages.rounds import control_stages, round_stages
 from backtrack_trl.study.stages.table1 import (
@@ -77,9 +80,11 @@ def study_stages(ctx: StudyContext) -> Iterator[Stage]:
     yield from correction_stages(ctx)
     yield from table1_eval_stages(ctx)
     yield from baseline_stages(ctx)
+    yield from grpo_stages(ctx)
+    grpo_rounds = ctx.args.round_trainer == "grpo"
     for k in range(1, ctx.args.rounds + 1):
-        yield from round_stages(ctx, k)
-        if k == 1 and ctx.args.control:
+        yield from grpo_round_stages(ctx, k) if grpo_rounds else round_stages(ctx, k)
+        if k == 1 and ctx.args.control and not grpo_rounds:  # the control arm replaces round 1's harvested paths
             yield from control_stages(ctx)
 
 

@@ -28,6 +28,7 @@ from backtrack_trl.study.stages.base import StudyContext
 
 def study_report(ctx: StudyContext, stage_seconds: dict[str, float]) -> Path:
     """Write the report of the study in ``ctx.layout.root``; ``stage_seconds``: the wall time of each stage."""
+    from backtrack_trl.study.grpo_report import grpo_markdown
     from backtrack_trl.study.report import write_report
     from backtrack_trl.study.results import collect_decoder_results, collect_round_rows, read_fact_probes
 
@@ -37,13 +38,16 @@ def study_report(ctx: StudyContext, stage_seconds: dict[str, float]) -> Path:
     round_rows = collect_round_rows(root, a.rounds, searches[0] if searches else "greedy")
     settings = "Settings: " + ", ".join(
         f"{k}={v}" for k, v in (("rounds", a.rounds), ("pool_size", a.pool_size),
-                                ("search", f"b={a.search_b}, N={a.search_n}"), ("keep", a.keep), ("seed", a.seed),
+                                ("search", f"b={a.search_b}, N={a.search_n}"), ("keep", a.keep),
+                                ("round_trainer", a.round_trainer), ("seed", a.seed),
                                 ("threads", thread_setting()))
     )  # fmt: skip
     # The seed, threads, code revision and versions of the process that writes the report (the stages it launched
     # inherit its environment): at the top of report.md and in report/provenance.json.
     info = provenance(seed=a.seed)
     write_provenance(ctx.layout.report_dir(), info=info)
+    grpo = grpo_markdown(root, stage_seconds, a.rounds, ctx.layout.report_dir(), a.round_trainer,
+                         searches[0] if searches else None)  # fmt: skip
     return write_report(
         ctx.layout.report_dir(),
         decoder_results,
@@ -53,4 +57,5 @@ def study_report(ctx: StudyContext, stage_seconds: dict[str, float]) -> Path:
         read_fact_probes(root),
         task=ctx.task,
         study_dir=root,  # the search trees of the backtrack model's evaluation
+        sections=grpo,
     )
