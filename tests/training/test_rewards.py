@@ -38,8 +38,28 @@ def test_backtrack_aware_options_and_their_check():
     reward = get_reward("backtrack_aware", COUNTDOWN, backtrack_credit=0.5, false_goal_penalty=1.0)
     answers = ["3+5=8\n8*2=17\n<backtrack>", "3+5=8\n8*2=17\nGoal Reached!", "3+5=8\n8*2=16\n<backtrack>"]
     assert reward([PROMPT] * 3, answers) == [0.5, -1.0, -0.5]
-    with pytest.raises(ValueError, match="false_goal_penalty=-1 and no_answer_penalty=0.0 must be >= 0"):
+    with pytest.raises(ValueError, match="false_goal_penalty=-1, no_answer_penalty=0.0 and search_credit=0.5 must be"):
         get_reward("backtrack_aware", COUNTDOWN, false_goal_penalty=-1)
+
+
+def test_search_value_prices_a_rollback_right_after_the_first_wrong_step_and_nothing_else():
+    answers = [
+        "3+5=8\n8*2=17\n<backtrack>",  # right after the first wrong step: search_credit x value
+        "3+5=8\n8*2=17\n<backtrack>",  # the same, no value (the state was not expanded): backtrack_credit
+        "3+5=8\n<backtrack>",  # a rollback from a legal partial path: 0 whatever the value
+        "3+5=9\n9*2=18\n<backtrack>",  # one step late: 0
+        "3+5=8\n8*2=16\n<backtrack>",  # backed off a solved problem: -backtrack_credit, value or not
+        "3+5=8\n8*2=16\nGoal Reached!",  # solved
+        "3+5=8\n8*2=17\nGoal Reached!",  # a false goal
+    ]
+    values = [0.75, None, 0.8, 1.0, 1.0, None, None]
+    reward = get_reward("backtrack_aware", COUNTDOWN, backtrack_credit=0.2)  # search_credit 0.5 by default
+    assert reward([PROMPT] * 7, answers, search_value=values) == pytest.approx([0.375, 0.2, 0, 0, -0.2, 1, -0.5])
+    assert reward([PROMPT] * 7, answers) == pytest.approx([0.2, 0.2, 0, 0, -0.2, 1, -0.5])  # no search: unchanged
+    scaled = get_reward("backtrack_aware", COUNTDOWN, search_credit=0.4)
+    assert scaled([PROMPT] * 2, answers[:2], search_value=[0.0, 1.0]) == pytest.approx([0.0, 0.4])
+    with pytest.raises(ValueError, match="search_credit=-0.1 must be >= 0"):
+        get_reward("backtrack_aware", COUNTDOWN, search_credit=-0.1)
 
 
 def test_no_answer_penalty_charges_a_stop_but_not_a_rollback_or_an_empty_answer():

@@ -4,7 +4,9 @@ rewards from :mod:`backtrack_trl.training.rewards`.
 The prompts come from any contract dataset (a backtrack or optimal dataset of ``recipes/build_dataset.py``): each
 distinct ``prompt`` of the train split is one GRPO question. The rewards read ``<backtrack>`` from TRL's
 ``completion_ids`` (TRL's text has it deleted). TRL rewrites the model's generation config while sampling; the saved
-model gets its own back (EOS, padding, greedy by default) so our decoders read it as after SFT.
+model gets its own back (EOS, padding, greedy by default) so our decoders read it as after SFT. ``--rollout engine``
+or ``search`` draws the completions with our sampling engine or the self-backtracking search instead of TRL's
+``generate`` (:mod:`backtrack_trl.training.rollouts`).
 
 Usage:
 
@@ -12,6 +14,7 @@ Usage:
 accelerate launch --config_file accelerate_configs/cpu.yaml recipes/grpo.py \\
     --config recipes/countdown-tiny/grpo/config_default.yaml
 python recipes/grpo.py --config recipes/countdown-tiny/grpo/config_default.yaml --max_steps 2 --output_dir /tmp/g
+python recipes/grpo.py --config recipes/countdown-tiny/grpo/config_default.yaml --rollout search --output_dir /tmp/s
 ```
 """
 
@@ -35,6 +38,7 @@ from backtrack_trl.training.checkpoints import ResumeAtTheEndMixin, resume_check
 from backtrack_trl.training.model_loading import configure_generation, load_model, load_tokenizer
 from backtrack_trl.training.recipe_args import parse_recipe_args
 from backtrack_trl.training.rewards import REWARDS, get_reward
+from backtrack_trl.training.rollouts import ROLLOUTS, check_rollout, check_rollout_args, make_rollout
 from backtrack_trl.training.run_folder import OVERWRITE_HELP, plan_recipe_run
 from backtrack_trl.training.sft_config import check_training_values
 from backtrack_trl.training.task_check import check_dataset_task, check_model_task, first_row
@@ -70,6 +74,26 @@ class GRPOScriptArguments(ScriptArguments):
             "(> 0 with false_goal_penalty > 0: <backtrack> is the only free failure)."
         },
     )
+    search_credit: float = field(
+        default=0.5,
+        metadata={
+            "help": "backtrack_aware with --rollout search: a <backtrack> right after the first wrong step scores "
+            "search_credit x the share of the search's samples from the rolled-back state that solve the problem "
+            "(instead of backtrack_credit)."
+        },
+    )
+    rollout: str = field(
+        default="trl",
+        metadata={
+            "help": f"Who draws the completions: {', '.join(ROLLOUTS)}. trl: TRL's generate; engine: our batched "
+            "cached sampling engine; search: the self-backtracking search (b=1), whose round-0 samples are the "
+            "group and whose rolled-back states' samples give search_value (backtrack_trl.training.rollouts)."
+        },
+    )
+    search_k: str = field(
+        default="paper",
+        metadata={"help": "--rollout search: states re-expanded after round 0: paper, released, sqrt_b or an int."},
+    )
     max_train_samples: int | None = field(
         default=None, metadata={"help": "Use the first N distinct prompts of the train split only."}
     )
@@ -82,6 +106,9 @@ class GRPOScriptArguments(ScriptArguments):
                 f"--reward_funcs {self.reward_funcs}: give one or more of {', '.join(sorted(REWARDS))}"
                 + (f" ({unknown[0]!r} is not one)." if unknown else ".")
             )
+        check_rollout(self.rollout, self.search_k)
+        if not self.search_credit >= 0:
+            raise ValueError(f"--search_credit must be >= 0 (a magnitude), got {self.search_credit!r}.")
         if self.max_train_samples is not None and self.max_train_samples < 1:
             raise ValueError(f"--max_train_samples must be >= 1 (or unset), got {self.max_train_samples!r}.")
 
@@ -135,6 +162,7 @@ class BacktrackGRPOTrainer(ResumeAtTheEndMixin, GRPOTrainer):
 def train_grpo(script_args: GRPOScriptArguments, training_args: GRPOConfig, model_args: ModelConfig) -> dict[str, Any]:
     """Train with GRPO and save the model and tokenizer in ``training_args.output_dir``; return the metrics."""
     task = get_task(script_args.task)
+    check_rollout_args(script_args.rollout, training_args)
     setup_logging(training_args)
     plan = plan_recipe_run("grpo", script_args, training_args, model_args)
     if plan.finished is not None:
@@ -149,6 +177,7 @@ def train_grpo(script_args: GRPOScriptArguments, training_args: GRPOConfig, mode
         "backtrack_credit": script_args.backtrack_credit,
         "false_goal_penalty": script_args.false_goal_penalty,
         "no_answer_penalty": script_args.no_answer_penalty,
+        "search_credit": script_args.search_credit,
     }
     rewards = [
         get_reward(name, task, tokenizer, **(options if name == "backtrack_aware" else {}))
@@ -162,6 +191,7 @@ def train_grpo(script_args: GRPOScriptArguments, training_args: GRPOConfig, mode
         train_dataset=prompts,
         processing_class=tokenizer,
         peft_config=get_peft_config(model_args),
+        rollout_func=make_rollout(script_args.rollout, task, script_args.search_k),
     )
     if trainer.is_world_process_zero():
         plan.record()

@@ -17,7 +17,11 @@ Rewards (``get_reward(name, task, tokenizer, **options)``):
   ``-false_goal_penalty`` for "Goal Reached!" on a wrong answer; ``-no_answer_penalty`` (default 0) for an answer
   that stops without "Goal Reached!" and without ``<backtrack>`` (with both penalties > 0, ``<backtrack>`` is the only
   failure that costs nothing, as the method wants); 0 otherwise (a rollback from a legal partial path, which may be a
-  dead end the checker cannot see, or one later than the first wrong step).
+  dead end the checker cannot see, or one later than the first wrong step). With ``--rollout search`` TRL passes
+  ``search_value`` (:mod:`backtrack_trl.training.rollouts`): a rollback right after the first wrong step with a
+  value (not None) scores ``search_credit * search_value`` instead (default 0.5: half the reward of an answer, times
+  the share of the search's samples from the rolled-back state that solve the problem), so a rollback earns what
+  the search makes of it, not a fixed credit to hack.
 
 Usage:
 
@@ -150,14 +154,16 @@ def backtrack_aware_reward(
     backtrack_credit: float = 0.0,
     false_goal_penalty: float = 0.5,
     no_answer_penalty: float = 0.0,
+    search_credit: float = 0.5,
 ) -> RewardFunction:
-    if min(backtrack_credit, false_goal_penalty, no_answer_penalty) < 0:
+    if min(backtrack_credit, false_goal_penalty, no_answer_penalty, search_credit) < 0:
         raise ValueError(
-            f"backtrack_aware: backtrack_credit={backtrack_credit}, false_goal_penalty={false_goal_penalty} and "
-            f"no_answer_penalty={no_answer_penalty} must be >= 0 (they are magnitudes; the sign comes from the case)."
+            f"backtrack_aware: backtrack_credit={backtrack_credit}, false_goal_penalty={false_goal_penalty}, "
+            f"no_answer_penalty={no_answer_penalty} and search_credit={search_credit} must be >= 0 (they are "
+            "magnitudes; the sign comes from the case)."
         )
 
-    def score(j: Judged) -> float:
+    def score(j: Judged, value: float | None = None) -> float:
         if j.correct:
             return 1.0
         if j.claims_goal:
@@ -166,13 +172,21 @@ def backtrack_aware_reward(
             return -no_answer_penalty
         if not j.steps:
             return 0.0
-        if j.first_wrong == len(j.steps) - 1:
-            return backtrack_credit  # rolled back right after the first wrong step
+        if j.first_wrong == len(j.steps) - 1:  # rolled back right after the first wrong step
+            return backtrack_credit if value is None else search_credit * value
         if j.goal_would_be_correct:
             return -backtrack_credit  # rolled back from a solved problem
         return 0.0
 
-    return _per_completion(task, tokenizer, score)
+    def reward(prompts: list, completions: list, completion_ids=None, search_value=None, **kwargs) -> list[float]:
+        texts = completion_texts(completions, tokenizer, completion_ids)
+        values = search_value if search_value is not None else [None] * len(texts)
+        return [
+            score(judge(task, task.parse_prompt(_text(p)), t), v)
+            for p, t, v in zip(prompts, texts, values, strict=True)
+        ]
+
+    return reward
 
 
 __all__ = ["REWARDS", "Judged", "completion_texts", "get_reward", "judge", "register_reward"]
