@@ -106,7 +106,7 @@ def plot_reward_curve(
         right = ax.twinx()
         for (label, (before, after)), marker in zip(points.items(), "osD^"):
             right.plot([0, last], [before, after], linestyle=":", marker=marker, label=f"{label} (strict %)")
-        right.set_ylabel(f"accuracy % before / after {runs[0][0]}")
+        right.set_ylabel("strict accuracy %: before (step 0) / after")
         more_handles, more_labels = right.get_legend_handles_labels()
         handles, labels = handles + more_handles, labels + more_labels
     ax.legend(handles, labels, fontsize=7, loc="best")
