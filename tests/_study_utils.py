@@ -41,6 +41,11 @@ REWARD = {"stage": "all", "max_problems": 40, "eval_problems": 8, "num_samples":
           "use_cpu": True, "bf16": False, "activation_checkpointing": False, "max_steps": 5,
           "per_device_train_batch_size": 8, "max_length": 64, "report_to": "none", "save_strategy": "no",
           "eval_strategy": "no"}  # fmt: skip
+# GRPO (the Table 1 GRPO row, GRPO rounds): 2 steps of 2 prompts x 4 completions.
+GRPO = {"use_cpu": True, "bf16": False, "activation_checkpointing": False, "learning_rate": 1.0e-3, "beta": 0.0,
+        "max_steps": 2, "num_generations": 4, "per_device_train_batch_size": 8, "generation_batch_size": 8,
+        "max_completion_length": 24, "temperature": 1.0, "logging_steps": 1, "save_strategy": "no",
+        "report_to": "none", "dataloader_num_workers": 0, "disable_tqdm": True}  # fmt: skip
 
 
 def write_yaml(path: Path, data: dict) -> str:
@@ -48,7 +53,9 @@ def write_yaml(path: Path, data: dict) -> str:
     return str(path)
 
 
-def study_configs(folder: Path, output_dir: Path, baseline: bool = True) -> Path:
+def study_configs(folder: Path, output_dir: Path, baseline: bool = True, grpo: bool = False) -> Path:
+    """The tiny study's configs in ``folder``; ``baseline``: the optimal-only model and the other Table 1 baselines;
+    ``grpo``: the GRPO Table 1 row (2 GRPO steps)."""
     folder.mkdir(parents=True, exist_ok=True)
     study = {
         "output_dir": str(output_dir),
@@ -66,6 +73,7 @@ def study_configs(folder: Path, output_dir: Path, baseline: bool = True) -> Path
         "dpo_config": write_yaml(folder / "dpo.yaml", {**PREFERENCE, "method": "dpo"}) if baseline else None,
         "kto_config": write_yaml(folder / "kto.yaml", {**PREFERENCE, "method": "kto"}) if baseline else None,
         "reward_model_config": write_yaml(folder / "orm.yaml", REWARD) if baseline else None,
+        "grpo_config": write_yaml(folder / "grpo.yaml", GRPO) if grpo else None,
         "orm_n": [2, 4],
         "round_eval_decoders": ["greedy", "self_backtracking:n=4,b=1"],
         "correction_pool_size": 30,

@@ -6,7 +6,7 @@ import json
 from _report_utils import parse_markdown_table
 
 from backtrack_trl.study.grpo_report import grpo_markdown, read_log_history, steps_markdown, time_markdown
-from backtrack_trl.study.report import table1_markdown
+from backtrack_trl.study.report import rounds_table, table1_markdown
 from backtrack_trl.study.results import collect_decoder_results, collect_round_rows
 
 
@@ -108,7 +108,9 @@ def test_grpo_rounds_draw_their_curves_and_fill_the_per_round_table(tmp_path):
         ("round 1 (GRPO)", 30, None),
         ("round 2 (GRPO)", 30, None),
     ]
-    assert rows[2]["greedy_seen"] == 20.0
+    assert rows[2]["greedy_seen"] == 20.0 and rows[2]["trainer"] == "grpo"
+    table = parse_markdown_table(rounds_table(rows))
+    assert table[0]["Paper 1B greedy seen / new"] != "-" and table[1]["Paper 1B greedy seen / new"] == "-"
     text = grpo_markdown(study, {"round_1_pool": 1.0, "round_1_grpo": 9.0}, 2, tmp_path / "report", "grpo")
     assert "no search harvests the pool" in text and text.count("the first and last logged steps") == 2
     assert (tmp_path / "report/grpo_reward.png").is_file()

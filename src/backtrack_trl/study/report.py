@@ -187,7 +187,8 @@ def rounds_table(round_rows: list[dict[str, Any]], task=None) -> str:
     for row in round_rows:
         k = row["round"]
         published = get_task(task or "countdown").reference_results.get("rounds", {})
-        has_paper = k < len(published.get("seen", ())) and not row.get("control")
+        # The paper's rounds are expert iteration: no published figure beside the control arm or a GRPO round.
+        has_paper = k < len(published.get("seen", ())) and not row.get("control") and row.get("trainer") != "grpo"
         paper = f"{published['seen'][k]:.1f} / {published['new'][k]:.1f}" if has_paper else "-"
         lines.append(
             f"| {k} | {row.get('model', '-')} | {_fmt(row.get('pool_problems'))} | {_fmt(row.get('kept'))} "

@@ -132,7 +132,8 @@ def collect_round_rows(study_dir: str | Path, rounds: int, search_spec: str) -> 
             name, info = f"round {k} (GRPO)", json.loads(pool_path.read_text())
         else:
             break
-        rows.append(_round_row(k, name, read_metrics(rdir / "eval"), search_key, info))
+        row = _round_row(k, name, read_metrics(rdir / "eval"), search_key, info)
+        rows.append({**row, "trainer": info["trainer"]} if info.get("trainer") else row)
     control = study_dir / "rounds" / "control_1"
     if (control / "eval" / "metrics.json").is_file():
         harvest = json.loads((control / "harvest.json").read_text())
