@@ -62,7 +62,7 @@ def test_search_value_prices_a_rollback_right_after_the_first_wrong_step_and_not
         get_reward("backtrack_aware", COUNTDOWN, search_credit=-0.1)
 
 
-def test_no_answer_penalty_charges_a_stop_but_not_a_rollback_or_an_empty_answer():
+def test_no_answer_penalty_charges_a_stop_and_a_rollback_from_the_root_not_one_after_a_step():
     reward = get_reward("backtrack_aware", COUNTDOWN, no_answer_penalty=0.3)
     answers = [
         "3+5=8\n8*2=17",
@@ -71,6 +71,7 @@ def test_no_answer_penalty_charges_a_stop_but_not_a_rollback_or_an_empty_answer(
         "3+5=8\n8*2=17\nGoal Reached!",
     ]
     assert reward([PROMPT] * 4, answers) == [-0.3, 0.0, 1.0, -0.5]
+    assert reward([PROMPT], ["<backtrack>"]) == [-0.3]  # a rollback before any step: a give-up, not a free failure
     assert get_reward("backtrack_aware", COUNTDOWN)([PROMPT], answers[:1]) == [0.0]  # default: a stop is free
     with pytest.raises(ValueError, match=r"unknown reward 'strcit'; the rewards are backtrack_aware, step_validity"):
         get_reward("strcit", COUNTDOWN)

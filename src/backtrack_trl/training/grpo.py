@@ -201,6 +201,7 @@ def train_grpo(script_args: GRPOScriptArguments, training_args: GRPOConfig, mode
     trainer.save_metrics("train", metrics)
     trainer.save_state()
     configure_generation(trainer.model, tokenizer)  # TRL's sampling settings are not the model's
+    trainer.model.config.use_cache = True  # TRL turns the cache off for training; generate() wants it back
     trainer.save_model(training_args.output_dir)
     rewards_logged = [entry["reward"] for entry in trainer.state.log_history if "reward" in entry]
     metrics.update(

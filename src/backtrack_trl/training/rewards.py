@@ -15,8 +15,8 @@ Rewards (``get_reward(name, task, tokenizer, **options)``):
   first wrong step (a positive credit is hackable: GRPO learns to write a wrong step on purpose and back off, see
   docs/grpo.md); ``-backtrack_credit`` for ``<backtrack>`` after steps that, claimed as the goal, would be correct;
   ``-false_goal_penalty`` for "Goal Reached!" on a wrong answer; ``-no_answer_penalty`` (default 0) for an answer
-  that stops without "Goal Reached!" and without ``<backtrack>`` (with both penalties > 0, ``<backtrack>`` is the only
-  failure that costs nothing, as the method wants); 0 otherwise (a rollback from a legal partial path, which may be a
+  that stops without "Goal Reached!" and without ``<backtrack>``, or rolls back before any step (with both penalties
+  > 0, ``<backtrack>`` after a step is the only failure that costs nothing, as the method wants); 0 otherwise (a rollback from a legal partial path, which may be a
   dead end the checker cannot see, or one later than the first wrong step). With ``--rollout search`` TRL passes
   ``search_value`` (:mod:`backtrack_trl.training.rollouts`): a rollback right after the first wrong step with a
   value (not None) scores ``search_credit * search_value`` instead (default 0.5: half the reward of an answer, times
@@ -171,7 +171,7 @@ def backtrack_aware_reward(
         if not j.gave_up:
             return -no_answer_penalty
         if not j.steps:
-            return 0.0
+            return -no_answer_penalty  # a rollback from the root tells the search nothing: a give-up too
         if j.first_wrong == len(j.steps) - 1:  # rolled back right after the first wrong step
             return backtrack_credit if value is None else search_credit * value
         if j.goal_would_be_correct:
