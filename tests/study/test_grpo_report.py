@@ -5,7 +5,15 @@ import json
 
 from _report_utils import parse_markdown_table
 
-from backtrack_trl.study.grpo_report import grpo_markdown, read_log_history, steps_markdown, time_markdown
+from backtrack_trl.study.grpo_report import (
+    _moving_average,
+    _point,
+    accuracy_points,
+    grpo_markdown,
+    read_log_history,
+    steps_markdown,
+    time_markdown,
+)
 from backtrack_trl.study.report import rounds_table, table1_markdown
 from backtrack_trl.study.results import collect_decoder_results, collect_round_rows
 
@@ -114,3 +122,17 @@ def test_grpo_rounds_draw_their_curves_and_fill_the_per_round_table(tmp_path):
     text = grpo_markdown(study, {"round_1_pool": 1.0, "round_1_grpo": 9.0}, 2, tmp_path / "report", "grpo")
     assert "no search harvests the pool" in text and text.count("the first and last logged steps") == 2
     assert (tmp_path / "report/grpo_reward.png").is_file()
+
+
+def test_accuracy_points_carry_the_problem_counts_for_wilson_error_bars(tmp_path):
+    study = _grpo_study(tmp_path)
+    points = accuracy_points(study / "eval/backtrack", study / "eval/grpo", "sbt_b1_n32")
+    assert points["greedy, seen"] == ((10.0, 100), (25.0, 100))
+    assert points["search, new"] == ((30.0, 100), (35.0, 100))
+    value, (below, above) = _point((10.0, 100))  # Wilson 95% for 10/100: [5.52, 17.44]
+    assert value == 10.0 and round(below, 2) == 4.48 and round(above, 2) == 7.44
+    assert _point(10.0) == (10.0, [0.0, 0.0])  # no count: no bar
+
+
+def test_the_moving_average_of_a_per_step_reward_curve():
+    assert _moving_average([1.0, 3.0, 5.0, 7.0], window=2) == [1.0, 2.0, 4.0, 6.0]

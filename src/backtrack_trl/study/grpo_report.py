@@ -3,8 +3,9 @@ of GRPO beside the rounds' (the issue compares them at comparable training time)
 
 The curve comes from each GRPO run's ``trainer_state.json`` (``log_history``: TRL logs ``reward``, ``reward_std`` and
 ``frac_reward_zero_std`` every ``logging_steps``): the Table 1 run (``models/grpo``) and, with ``round_trainer:
-grpo``, every round's run, one after the other on the step axis. The Table 1 run's strict accuracy before (the
-round-0 model) and after (the GRPO model) is drawn as points on a second axis.
+grpo``, every round's run, one after the other on the step axis (a reward logged every step is drawn faint, with its
+10-step moving average). The Table 1 run's strict accuracy before (the round-0 model) and after (the GRPO model) is
+drawn as points with 95% Wilson intervals on a second axis.
 
 Usage:
 
@@ -23,6 +24,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from backtrack_trl.evaluation.intervals import percent_interval
 from backtrack_trl.study.report import SPLITS, _fmt, _save_figure
 from backtrack_trl.study.results import decoder_key, read_metrics
 
@@ -32,6 +34,8 @@ STEP_COLUMNS = (("reward", "Reward"), ("reward_std", "Reward std"), ("frac_rewar
                 ("completions/mean_length", "Completion tokens"))  # fmt: skip
 #: The stages that train a round, by round trainer (evaluations excluded: the GRPO row is evaluated too).
 ROUND_TRAIN_STAGES = {"sft": ("search", "sft"), "grpo": ("pool", "grpo")}
+#: Steps in the moving average drawn over a per-step reward curve.
+SMOOTHING = 10
 
 
 def _key(spec: str | None) -> str | None:
@@ -68,15 +72,34 @@ def steps_markdown(history: list[dict[str, Any]], first: int = 3, last: int = 3)
 
 
 def accuracy_points(before_dir: str | Path, after_dir: str | Path, search_key: str | None) -> dict[str, tuple]:
-    """``{label: (before, after)}`` strict accuracy (%) of greedy and ``search_key`` on both test splits."""
+    """``{label: (before, after)}`` strict accuracy (%) of greedy and ``search_key`` on both test splits; with the
+    problem counts, ``{label: ((before, n), (after, n))}``-shaped pairs are accepted by :func:`plot_reward_curve`."""
     before, after = read_metrics(before_dir), read_metrics(after_dir)
     points = {}
     for key in ("greedy", search_key):
         for split in SPLITS:
-            pair = tuple(metrics.get(key, {}).get(split, {}).get("strict") for metrics in (before, after))
-            if key and None not in pair:
-                points[f"{'greedy' if key == 'greedy' else 'search'}, {split.removeprefix('test_')}"] = pair
+            entries = [metrics.get(key, {}).get(split, {}) for metrics in (before, after)]
+            if key and all(entry.get("strict") is not None for entry in entries):
+                label = f"{'greedy' if key == 'greedy' else 'search'}, {split.removeprefix('test_')}"
+                points[label] = tuple((entry["strict"], entry.get("n")) for entry in entries)
     return points
+
+
+def _point(value) -> tuple[float, list[float]]:
+    """(accuracy %, [lower, upper] error) of a point given as a percent or as (percent, problems)."""
+    percent, n = value if isinstance(value, tuple) else (value, None)
+    if not n:
+        return percent, [0.0, 0.0]
+    low, high = percent_interval(percent, n)
+    return percent, [percent - low, high - percent]
+
+
+def _moving_average(values: list[float], window: int) -> list[float]:
+    out, total = [], 0.0
+    for index, value in enumerate(values):
+        total += value - (values[index - window] if index >= window else 0.0)
+        out.append(total / min(index + 1, window))
+    return out
 
 
 def plot_reward_curve(
@@ -95,7 +118,13 @@ def plot_reward_curve(
     for label, history in runs:
         start = offset if label.startswith("round") else 0
         steps = [start + entry.get("step", i) for i, entry in enumerate(history)]
-        ax.plot(steps, [entry["reward"] for entry in history], "-", label=f"{label}: reward")
+        rewards = [entry["reward"] for entry in history]
+        if len(rewards) > 2 * SMOOTHING:  # a reward every step is noisy: the steps faint, their moving average drawn
+            line = ax.plot(steps, rewards, "-", alpha=0.25, linewidth=0.8)[0]
+            ax.plot(steps, _moving_average(rewards, SMOOTHING), "-", color=line.get_color(),
+                    label=f"{label}: reward ({SMOOTHING}-step mean)")  # fmt: skip
+        else:
+            ax.plot(steps, rewards, "-", label=f"{label}: reward")
         offset = steps[-1] if steps and label.startswith("round") else offset
     ax.set_xlabel("GRPO step")
     ax.set_ylabel("mean reward")
@@ -105,8 +134,10 @@ def plot_reward_curve(
         last = runs[0][1][-1].get("step", len(runs[0][1]))
         right = ax.twinx()
         for (label, (before, after)), marker in zip(points.items(), "osD^"):
-            right.plot([0, last], [before, after], linestyle=":", marker=marker, label=f"{label} (strict %)")
-        right.set_ylabel("strict accuracy %: before (step 0) / after")
+            (y0, e0), (y1, e1) = _point(before), _point(after)
+            right.errorbar([0, last], [y0, y1], yerr=[[e0[0], e1[0]], [e0[1], e1[1]]], linestyle=":", marker=marker,
+                           capsize=3, label=f"{label} (strict %)")  # fmt: skip
+        right.set_ylabel("strict accuracy %, 95% Wilson: before (step 0) / after")
         more_handles, more_labels = right.get_legend_handles_labels()
         handles, labels = handles + more_handles, labels + more_labels
     ax.legend(handles, labels, fontsize=7, loc="best")
