@@ -137,7 +137,7 @@ def plot_reward_curve(
             (y0, e0), (y1, e1) = _point(before), _point(after)
             right.errorbar([0, last], [y0, y1], yerr=[[e0[0], e1[0]], [e0[1], e1[1]]], linestyle=":", marker=marker,
                            capsize=3, label=f"{label} (strict %)")  # fmt: skip
-        right.set_ylabel("strict accuracy %, 95% Wilson: before (step 0) / after")
+        right.set_ylabel("strict % before / after [95% Wilson]")
         more_handles, more_labels = right.get_legend_handles_labels()
         handles, labels = handles + more_handles, labels + more_labels
     ax.legend(handles, labels, fontsize=7, loc="best")
