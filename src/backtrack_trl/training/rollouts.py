@@ -125,6 +125,12 @@ def _plan(prompts: Sequence) -> tuple[list[str], int, list[tuple[int, int]]]:
     return distinct, max(seen.values()), where
 
 
+def _prepare(prompts: Sequence, trainer) -> tuple[list[str], int, list[tuple[int, int]], list[list[int]]]:
+    """:func:`_plan` of ``prompts`` plus the distinct prompts' ids, tokenized as TRL tokenizes a plain-text prompt."""
+    distinct, n, where = _plan(prompts)
+    return distinct, n, where, trainer.processing_class(text=distinct)["input_ids"]
+
+
 def _seeds(trainer, count: int) -> list[int]:
     process = getattr(trainer.accelerator, "process_index", 0)
     return [rollout_seed(trainer.args.seed, trainer.state.global_step, process, i) for i in range(count)]
@@ -176,12 +182,10 @@ def _output(prompt_ids, where, drawn, extra: dict | None = None) -> dict:
 
 def engine_rollout(prompts: list, trainer) -> dict:
     """``rollout_func`` of ``--rollout engine`` (see the module docstring)."""
-    distinct, n, where = _plan(prompts)
-    tokenizer = trainer.processing_class
-    prompt_ids = tokenizer(text=distinct)["input_ids"]
+    distinct, n, where, prompt_ids = _prepare(prompts, trainer)
     args = trainer.args
     with _policy(trainer) as model:
-        tokens = TaskTokens.from_tokenizer(tokenizer, model)
+        tokens = TaskTokens.from_tokenizer(trainer.processing_class, model)
         engine = SamplingEngine(
             model, tokens, temperature=args.temperature, top_p=args.top_p, top_k=args.top_k or 0,
             max_new_tokens=args.max_completion_length,
@@ -233,13 +237,11 @@ def make_search_rollout(task, search_k="paper") -> Callable[[list, object], dict
     k = parse_search_k(search_k)
 
     def search_rollout(prompts: list, trainer) -> dict:
-        distinct, n, where = _plan(prompts)
-        tokenizer = trainer.processing_class
-        prompt_ids = tokenizer(text=distinct)["input_ids"]
+        distinct, n, where, prompt_ids = _prepare(prompts, trainer)
         args = trainer.args
         with _policy(trainer) as model:
             decoder = _RecordingSearch(
-                model, tokenizer, n=n, b=1, k=k, temperature=args.temperature, top_p=args.top_p,
+                model, trainer.processing_class, n=n, b=1, k=k, temperature=args.temperature, top_p=args.top_p,
                 top_k=args.top_k or 0, max_new_tokens=args.max_completion_length, batch_size=len(distinct),
                 task=task,
             )  # fmt: skip
